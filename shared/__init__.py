@@ -1,0 +1,1 @@
+"""The library every Watchkeeper service uses: contracts, bus, database, settings, metrics."""

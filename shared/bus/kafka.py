@@ -1,0 +1,333 @@
+"""The Apache Kafka bus (aiokafka).
+
+The producer is idempotent with acks=all, so an acknowledged record survives a broker
+restart and a retried send is not written twice. Consumers never auto-commit: the owner of a
+consumer commits after the effects of what it polled are durable, and a rebalance listener
+lets it commit (or checkpoint) before partitions move to another instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import TopicPartition as KafkaTP
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from shared.bus.base import (
+    BusUnavailable,
+    PartitionsCallback,
+    Record,
+    RecordMetadata,
+    TopicPartition,
+    Topics,
+    TopicSpec,
+)
+
+__all__ = ["KafkaBus"]
+
+log = logging.getLogger(__name__)
+
+
+def _tp(tp: KafkaTP) -> TopicPartition:
+    return TopicPartition(tp.topic, tp.partition)
+
+
+def _ktp(tp: TopicPartition) -> KafkaTP:
+    return KafkaTP(tp.topic, tp.partition)
+
+
+class KafkaProducer:
+    """Wraps AIOKafkaProducer; connects in the background so a service starts without Kafka."""
+
+    def __init__(self, bootstrap: str, send_timeout_s: float) -> None:
+        self._bootstrap = bootstrap
+        self._timeout = send_timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._connect_task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def _build(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=max(1000, int(self._timeout * 1000)),
+            retry_backoff_ms=100,
+        )
+
+    async def _connect_forever(self) -> None:
+        backoff = 0.2
+        while not self._closing:
+            producer = self._build()
+            try:
+                await producer.start()
+            except (KafkaError, OSError) as exc:
+                log.warning("kafka producer cannot connect to %s: %s", self._bootstrap, exc)
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self._producer = producer
+            return
+
+    async def start(self) -> None:
+        self._closing = False
+        self._connect_task = asyncio.create_task(self._connect_forever())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._connect_task), self._timeout)
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connect_task
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    def _require(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise BusUnavailable(f"not connected to Kafka at {self._bootstrap}")
+        return self._producer
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> RecordMetadata:
+        producer = self._require()
+        try:
+            async with asyncio.timeout(self._timeout):
+                future = await producer.send(topic, value, key=key, headers=list(headers) or None)
+                md = await future
+        except (KafkaError, TimeoutError) as exc:
+            raise BusUnavailable(
+                f"Kafka did not acknowledge within {self._timeout}s: {exc!r}"
+            ) from exc
+        return RecordMetadata(md.topic, md.partition, md.offset)
+
+    async def send_many(
+        self, topic: str, items: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> list[RecordMetadata]:
+        producer = self._require()
+        try:
+            async with asyncio.timeout(self._timeout):
+                futures = [await producer.send(topic, value, key=key) for key, value in items]
+                done = await asyncio.gather(*futures)
+        except (KafkaError, TimeoutError) as exc:
+            raise BusUnavailable(
+                f"Kafka did not acknowledge within {self._timeout}s: {exc!r}"
+            ) from exc
+        return [RecordMetadata(md.topic, md.partition, md.offset) for md in done]
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_assign: PartitionsCallback | None, on_revoke: PartitionsCallback | None):
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self._on_revoke is not None and revoked:
+            await self._on_revoke({_tp(tp) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        if self._on_assign is not None and assigned:
+            await self._on_assign({_tp(tp) for tp in assigned})
+
+
+class KafkaConsumer:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        group_id: str | None,
+        on_assign: PartitionsCallback | None,
+        on_revoke: PartitionsCallback | None,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._topics = list(topics)
+        self._group_id = group_id
+        self._listener = _Listener(on_assign, on_revoke)
+        self._consumer: AIOKafkaConsumer | None = None
+
+    def _require(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise BusUnavailable("consumer not started")
+        return self._consumer
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=300_000,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            fetch_max_wait_ms=100,
+        )
+        try:
+            await consumer.start()
+            if self._group_id is None:
+                await consumer.topics()
+                partitions = [
+                    KafkaTP(topic, p)
+                    for topic in self._topics
+                    for p in sorted(consumer.partitions_for_topic(topic) or ())
+                ]
+                consumer.assign(partitions)
+                await consumer.seek_to_beginning(*partitions)
+            else:
+                consumer.subscribe(self._topics, listener=self._listener)
+        except (KafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise BusUnavailable(f"cannot start consumer on {self._bootstrap}: {exc!r}") from exc
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+    async def poll(self, *, timeout_s: float = 1.0, max_records: int = 500) -> list[Record]:
+        consumer = self._require()
+        batches = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        records: list[Record] = []
+        for tp in sorted(batches, key=lambda t: (t.topic, t.partition)):
+            for r in batches[tp]:
+                records.append(
+                    Record(
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        key=r.key,
+                        value=r.value,
+                        timestamp_ms=r.timestamp,
+                        headers=tuple(r.headers or ()),
+                    )
+                )
+        return records
+
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        if self._group_id is None:
+            return
+        consumer = self._require()
+        if offsets is None:
+            offsets = {_tp(tp): await consumer.position(tp) for tp in consumer.assignment()}
+        if offsets:
+            await consumer.commit({_ktp(tp): off for tp, off in offsets.items()})
+
+    async def rewind(self) -> None:
+        consumer = self._require()
+        for ktp in consumer.assignment():
+            committed = None if self._group_id is None else await consumer.committed(ktp)
+            if committed is None:
+                await consumer.seek_to_beginning(ktp)
+            else:
+                consumer.seek(ktp, committed)
+
+    def assignment(self) -> set[TopicPartition]:
+        if self._consumer is None:
+            return set()
+        return {_tp(tp) for tp in self._consumer.assignment()}
+
+    async def lag(self) -> int:
+        consumer = self._require()
+        parts = list(consumer.assignment())
+        if not parts:
+            return 0
+        ends = await consumer.end_offsets(parts)
+        total = 0
+        for tp in parts:
+            total += max(0, int(ends[tp]) - int(await consumer.position(tp)))
+        return total
+
+
+class KafkaBus:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Topics | None = None,
+        *,
+        send_timeout_s: float = 5.0,
+        replication_factor: int = 1,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics or Topics()
+        self._replication = replication_factor
+        self._producer = KafkaProducer(bootstrap, send_timeout_s)
+        self._topics_ready = False
+
+    async def start(self) -> None:
+        await self._producer.start()
+        with contextlib.suppress(BusUnavailable):
+            await self.ensure_topics(self.topics.specs())
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def ready(self) -> bool:
+        if not self._producer.connected:
+            return False
+        if not self._topics_ready:
+            with contextlib.suppress(BusUnavailable):
+                await self.ensure_topics(self.topics.specs())
+        return self._topics_ready
+
+    async def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(
+                    name=s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=self._replication,
+                    topic_configs={"cleanup.policy": "compact"} if s.compacted else {},
+                )
+                for s in specs
+                if s.name not in existing
+            ]
+            if missing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(missing)
+        except (KafkaError, OSError) as exc:
+            raise BusUnavailable(f"cannot create topics on {self.bootstrap}: {exc!r}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        if set(s.name for s in specs) >= {s.name for s in self.topics.specs()}:
+            self._topics_ready = True
+
+    @property
+    def producer(self) -> KafkaProducer:
+        return self._producer
+
+    def consumer(
+        self,
+        topics: Sequence[str],
+        *,
+        group_id: str | None,
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+    ) -> KafkaConsumer:
+        return KafkaConsumer(self.bootstrap, topics, group_id, on_assign, on_revoke)

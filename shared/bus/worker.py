@@ -1,0 +1,156 @@
+"""One consumer loop, owned and supervised: the single place that decides commit order.
+
+For every polled batch: (1) decode each record, dead-lettering the ones that do not decode
+(the DLQ send is acknowledged before anything else happens), (2) hand the decoded records to
+``handle``, which returns only when their effects are durable, (3) commit the offsets. If
+``handle`` raises, nothing is committed: the consumer rewinds to its committed offsets and the
+batch is redelivered after a backoff, so a transient failure (database down) loses nothing and
+a crash between (2) and (3) replays the batch (handlers deduplicate by event_id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from shared.bus.base import Bus, BusUnavailable, Consumer, PartitionsCallback, Record
+
+__all__ = ["DLQ_HEADERS", "Decoded", "StreamWorker"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DLQ_HEADERS = ("wk-error", "wk-source-topic", "wk-source-partition", "wk-source-offset")
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded(Generic[T]):
+    record: Record
+    value: T
+
+
+class StreamWorker(Generic[T]):
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        name: str,
+        topics: Sequence[str],
+        group_id: str | None,
+        decode: Callable[[Record], T],
+        handle: Callable[[Sequence[Decoded[T]]], Awaitable[None]],
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+        on_dead_letter: Callable[[Record, str], None] | None = None,
+        max_records: int = 1000,
+        poll_timeout_s: float = 0.5,
+        retry_backoff_s: float = 0.5,
+    ) -> None:
+        self._bus = bus
+        self.name = name
+        self._topics = list(topics)
+        self._group_id = group_id
+        self._decode = decode
+        self._handle = handle
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._on_dead_letter = on_dead_letter
+        self._max_records = max_records
+        self._poll_timeout_s = poll_timeout_s
+        self._backoff_s = retry_backoff_s
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: Consumer | None = None
+        self.caught_up = asyncio.Event()
+        """Set once the consumer has reached the end of its partitions (tables are loaded)."""
+        self.running = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"worker:{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _connect(self) -> Consumer:
+        backoff = self._backoff_s
+        while True:
+            consumer = self._bus.consumer(
+                self._topics,
+                group_id=self._group_id,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+            )
+            try:
+                await consumer.start()
+                return consumer
+            except BusUnavailable as exc:
+                log.warning("%s: consumer cannot start (%s); retrying", self.name, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _run(self) -> None:
+        consumer = await self._connect()
+        self._consumer = consumer
+        self.running = True
+        try:
+            while True:
+                records = await consumer.poll(
+                    timeout_s=self._poll_timeout_s, max_records=self._max_records
+                )
+                if not records:
+                    if not self.caught_up.is_set() and await consumer.lag() == 0:
+                        self.caught_up.set()
+                    continue
+                try:
+                    await self._process(records)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s: handling failed; redelivering from last commit", self.name)
+                    await asyncio.sleep(self._backoff_s)
+                    await consumer.rewind()
+                    continue
+                await consumer.commit()
+        finally:
+            self.running = False
+            self._consumer = None
+            await consumer.stop()
+
+    async def _process(self, records: Sequence[Record]) -> None:
+        good: list[Decoded[T]] = []
+        for record in records:
+            try:
+                good.append(Decoded(record, self._decode(record)))
+            except Exception as exc:  # any decoding failure is the message's fault
+                await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
+        if good:
+            await self._handle(good)
+
+    async def _dead_letter(self, record: Record, error: str) -> None:
+        log.warning(
+            "%s: %s[%d]@%d to DLQ: %s",
+            self.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            error[:500],
+        )
+        headers = [
+            ("wk-error", error[:4000].encode()),
+            ("wk-source-topic", record.topic.encode()),
+            ("wk-source-partition", str(record.partition).encode()),
+            ("wk-source-offset", str(record.offset).encode()),
+        ]
+        await self._bus.producer.send(
+            self._bus.topics.dlq, record.value, key=record.key, headers=headers
+        )
+        if self._on_dead_letter is not None:
+            self._on_dead_letter(record, error)

@@ -1,0 +1,267 @@
+"""Versioned event contracts carried on the bus.
+
+Every value on a topic is one of these models serialised as JSON with orjson. The
+``schema_version`` field lets consumers refuse (and dead-letter) a future version they do not
+understand instead of misreading it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
+
+__all__ = [
+    "CONTRACTS",
+    "SCHEMA_VERSION",
+    "Comparator",
+    "Contract",
+    "EvaluationResult",
+    "EvaluationStatus",
+    "Evidence",
+    "FeatureSpec",
+    "FeatureType",
+    "Identifier",
+    "NonconformityChange",
+    "NonconformityChanged",
+    "Objective",
+    "ObjectiveStatus",
+    "OffsetRange",
+    "OutcomeEvent",
+    "PredictionEvent",
+    "Scalar",
+    "Severity",
+    "SystemSnapshot",
+    "Task",
+    "decode",
+    "encode",
+]
+
+SCHEMA_VERSION: Literal[1] = 1
+
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
+]
+"""Ids chosen by clients: printable, no spaces, safe as a Kafka key and a URL segment."""
+
+Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
+"""A feature, attribute, prediction or label value (strict: "1" is not 1)."""
+
+
+class Contract(BaseModel):
+    """Base of every bus contract: immutable, no unknown fields, no NaN or infinity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class PredictionEvent(Contract):
+    event_id: Identifier
+    system_id: Identifier
+    model_version: Annotated[str, Field(min_length=1, max_length=128)]
+    timestamp: AwareDatetime
+    features: dict[str, Scalar | None]
+    prediction: Scalar
+    scores: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] | None = None
+    attributes: dict[str, Scalar | None] = Field(default_factory=dict)
+    latency_ms: Annotated[float, Field(ge=0.0)] | None = None
+
+
+class OutcomeEvent(Contract):
+    event_id: Identifier
+    system_id: Identifier
+    prediction_id: Identifier
+    timestamp: AwareDatetime
+    actual: Scalar
+
+
+class EvaluationStatus(StrEnum):
+    PASS = "pass"
+    BREACH = "breach"
+    INSUFFICIENT_DATA = "insufficient_data"
+    ERROR = "error"
+
+
+class Comparator(StrEnum):
+    """How a metric value must relate to the threshold for the objective to be met."""
+
+    LT = "lt"
+    LE = "le"
+    GT = "gt"
+    GE = "ge"
+
+    def met(self, value: float, threshold: float) -> bool:
+        match self:
+            case Comparator.LT:
+                return value < threshold
+            case Comparator.LE:
+                return value <= threshold
+            case Comparator.GT:
+                return value > threshold
+            case Comparator.GE:
+                return value >= threshold
+
+
+class Severity(StrEnum):
+    MAJOR = "major"
+    MINOR = "minor"
+    OBSERVATION = "observation"
+
+
+class ObjectiveStatus(StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+class Task(StrEnum):
+    BINARY_CLASSIFICATION = "binary_classification"
+    MULTICLASS_CLASSIFICATION = "multiclass_classification"
+    REGRESSION = "regression"
+
+
+class FeatureType(StrEnum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+    BOOLEAN = "boolean"
+
+
+class OffsetRange(Contract):
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+
+class Evidence(Contract):
+    offsets: list[OffsetRange] = Field(default_factory=list)
+    reference_hash: str | None = None
+    objective_version: int
+
+
+class EvaluationResult(Contract):
+    id: str
+    system_id: Identifier
+    model_version: str
+    objective_id: Identifier
+    objective_version: int
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    metric: str
+    parameters: dict[str, str] = Field(default_factory=dict)
+    value: float | None
+    threshold: float
+    comparator: Comparator
+    status: EvaluationStatus
+    n_samples: int
+    label_coverage: float | None = None
+    estimated: bool = False
+    revision: int = 0
+    detail: str | None = None
+    evidence: Evidence
+
+
+class FeatureSpec(Contract):
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    type: FeatureType
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+
+
+class Objective(Contract):
+    """An AI objective (ISO/IEC 42001 clause 6.2) at one version."""
+
+    id: Identifier
+    version: int
+    system_id: Identifier
+    metric: str
+    parameters: dict[str, str] = Field(default_factory=dict)
+    comparator: Comparator
+    threshold: float
+    window_seconds: Annotated[int, Field(ge=1)]
+    min_samples: Annotated[int, Field(ge=1)] = 1
+    severity: Severity = Severity.MINOR
+    pending_windows: Annotated[int, Field(ge=1)] = 1
+    clearing_windows: Annotated[int, Field(ge=1)] = 1
+    owner: str
+    rationale: str = ""
+    references: list[str] = Field(default_factory=list)
+    status: ObjectiveStatus = ObjectiveStatus.ACTIVE
+    changed_by: str
+    changed_at: AwareDatetime
+    change_reason: str = ""
+
+
+class SystemSnapshot(Contract):
+    """The current definition of one AI system: the value of the compacted registry topic."""
+
+    system_id: Identifier
+    name: str
+    owner: str
+    task: Task
+    features: list[FeatureSpec]
+    label_horizon_seconds: int = 7 * 24 * 3600
+    status: Literal["active", "retired"] = "active"
+    objectives: list[Objective] = Field(default_factory=list)
+    reference_hash: str | None = None
+    updated_at: AwareDatetime
+
+
+class NonconformityChange(StrEnum):
+    RAISED = "raised"
+    OCCURRENCE = "occurrence"
+    CLEARED = "cleared"
+    STATUS_CHANGED = "status_changed"
+
+
+class NonconformityChanged(Contract):
+    nonconformity_id: str
+    fingerprint: str
+    system_id: Identifier
+    objective_id: Identifier
+    objective_version: int
+    severity: Severity
+    status: str
+    change: NonconformityChange
+    occurrences: int
+    evaluation_id: str | None = None
+    occurred_at: datetime
+
+
+C = TypeVar("C", bound=Contract)
+
+CONTRACTS: dict[str, type[Contract]] = {
+    "PredictionEvent": PredictionEvent,
+    "OutcomeEvent": OutcomeEvent,
+    "EvaluationResult": EvaluationResult,
+    "SystemSnapshot": SystemSnapshot,
+    "NonconformityChanged": NonconformityChanged,
+}
+
+
+def encode(contract: Contract) -> bytes:
+    """Serialise a contract for the bus."""
+    return orjson.dumps(contract.model_dump(mode="json"))
+
+
+def decode(model: type[C], data: bytes | None) -> C:
+    """Parse bytes from the bus; raises ``ValueError`` (pydantic's ValidationError) if invalid."""
+    if data is None:
+        raise ValueError("empty message value")
+    parsed: Any = orjson.loads(data)
+    return model.model_validate(parsed)

@@ -1,0 +1,29 @@
+"""Settings every service shares; each service subclasses them with its own env prefix."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["CommonSettings"]
+
+
+class CommonSettings(BaseSettings):
+    """Read when ``create_app()`` runs, never at import time.
+
+    The env prefix is the service's (``WK_INGEST_``, ``WK_REGISTRY_`` ...), so one host can run
+    services against different brokers or databases.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="WK_", extra="ignore")
+
+    bus: Literal["memory", "kafka"] = "memory"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_send_timeout_s: float = Field(default=5.0, gt=0)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    topic_prefix: str = "wk."
+    topic_partitions: int = Field(default=3, ge=1)
+    database_url: str = "sqlite:///./watchkeeper.db"
+    log_level: str = "INFO"
