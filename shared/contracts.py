@@ -40,6 +40,7 @@ __all__ = [
     "ObjectiveStatus",
     "OffsetRange",
     "OutcomeEvent",
+    "Part",
     "PredictionEvent",
     "Scalar",
     "Severity",
@@ -60,10 +61,14 @@ Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
 """A feature, attribute, prediction or label value (strict: "1" is not 1)."""
 
 
-class Contract(BaseModel):
-    """Base of every bus contract: immutable, no unknown fields, no NaN or infinity."""
+class Part(BaseModel):
+    """Base of every contract and of the parts they embed: immutable, strict, finite."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Contract(Part):
+    """A top-level bus message; ``schema_version`` lets consumers refuse unknown versions."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
 
@@ -139,14 +144,14 @@ class FeatureType(StrEnum):
     BOOLEAN = "boolean"
 
 
-class OffsetRange(Contract):
+class OffsetRange(Part):
     topic: str
     partition: int
     first: int
     last: int
 
 
-class Evidence(Contract):
+class Evidence(Part):
     offsets: list[OffsetRange] = Field(default_factory=list)
     reference_hash: str | None = None
     objective_version: int
@@ -174,7 +179,7 @@ class EvaluationResult(Contract):
     evidence: Evidence
 
 
-class FeatureSpec(Contract):
+class FeatureSpec(Part):
     name: Annotated[str, Field(min_length=1, max_length=128)]
     type: FeatureType
     nullable: bool = False
@@ -183,7 +188,7 @@ class FeatureSpec(Contract):
     categories: list[str] | None = None
 
 
-class Objective(Contract):
+class Objective(Part):
     """An AI objective (ISO/IEC 42001 clause 6.2) at one version."""
 
     id: Identifier

@@ -50,13 +50,16 @@ class OutboxRelay:
         self._batch = batch
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.published = 0
 
     def notify(self) -> None:
-        """Wake the relay now instead of at its next poll."""
-        self._wakeup.set()
+        """Wake the relay now instead of at its next poll (safe from worker threads)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wakeup.set)
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name=f"outbox:{self._service}")
 
     async def stop(self) -> None:

@@ -27,3 +27,5 @@ class CommonSettings(BaseSettings):
     topic_partitions: int = Field(default=3, ge=1)
     database_url: str = "sqlite:///./watchkeeper.db"
     log_level: str = "INFO"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)

@@ -488,6 +488,8 @@ def cmd_up(state_dir: Path, port: int | None) -> dict[str, Any]:
         info = read_info(state_dir) or {}
         say(f"a broker is already running for {state_dir} (pid {pid}); reusing it")
         return info
+    if port is not None and not port_is_free(port):
+        raise Failure(f"port {port} on 127.0.0.1 is already in use by another process")
     java = find_java()
     libs = ensure_libs()
     state_dir.mkdir(parents=True, exist_ok=True)

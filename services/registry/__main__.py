@@ -1,0 +1,10 @@
+"""Run the registry alone: ``python -m services.registry`` (settings from WK_REGISTRY_*)."""
+
+from shared.serve import serve
+
+from .app import create_app
+from .settings import Settings
+
+if __name__ == "__main__":
+    settings = Settings()
+    serve(create_app(settings), settings)

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import CommonSettings
+
+__all__ = ["Settings"]
+
+
+class Settings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="WK_REGISTRY_", extra="ignore")
+
+    port: int = 8001
