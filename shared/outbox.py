@@ -103,6 +103,7 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         while True:
+            self._wakeup.clear()  # before reading, so a notify during the drain is not lost
             try:
                 sent = await self.drain_once()
             except BusUnavailable as exc:
@@ -115,6 +116,5 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
             if sent:
                 continue
-            self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), 0.5)

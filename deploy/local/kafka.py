@@ -337,6 +337,7 @@ num.io.threads=4
     log4j = f"""\
 # log4j2 config for the local broker: INFO to {SERVER_LOG}, the chattiest loggers at WARN.
 status = warn
+shutdownHook = disable
 appender.file.type = File
 appender.file.name = FILE
 appender.file.fileName = {log_file}
@@ -347,7 +348,7 @@ rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = FILE
 logger.config.name = org.apache.kafka.common.config.AbstractConfig
 logger.config.level = WARN
-logger.appinfo.name = org.apache.kafka.common.utils.AppInfoParser
+logger.appinfo.name = org.apache.kafka.common.utils.internals.AppInfoParser
 logger.appinfo.level = WARN
 logger.statechange.name = state.change.logger
 logger.statechange.level = WARN
@@ -416,7 +417,7 @@ async def _admin_lists_topics(bootstrap: str) -> None:
             await asyncio.wait_for(admin.close(), 5)
 
 
-def wait_ready(bootstrap: str, pid: int, state_dir: Path, timeout: float = READY_TIMEOUT_S) -> None:
+def require_aiokafka() -> None:
     try:
         importlib.import_module("aiokafka.admin")
     except ImportError as exc:
@@ -424,6 +425,10 @@ def wait_ready(bootstrap: str, pid: int, state_dir: Path, timeout: float = READY
             f"aiokafka is needed for the readiness check ({exc}); run this script with the "
             "project's venv, e.g. .venv/bin/python deploy/local/kafka.py"
         ) from exc
+
+
+def wait_ready(bootstrap: str, pid: int, state_dir: Path, timeout: float = READY_TIMEOUT_S) -> None:
+    require_aiokafka()
     aiokafka_logger = logging.getLogger("aiokafka")
     level = aiokafka_logger.level
     aiokafka_logger.setLevel(logging.CRITICAL)  # connection errors while starting are expected
@@ -488,6 +493,7 @@ def cmd_up(state_dir: Path, port: int | None) -> dict[str, Any]:
         info = read_info(state_dir) or {}
         say(f"a broker is already running for {state_dir} (pid {pid}); reusing it")
         return info
+    require_aiokafka()
     if port is not None and not port_is_free(port):
         raise Failure(f"port {port} on 127.0.0.1 is already in use by another process")
     java = find_java()
@@ -511,6 +517,7 @@ def cmd_resume(state_dir: Path) -> dict[str, Any]:
     if pid is not None:
         say(f"the broker is already running (pid {pid})")
         return read_info(state_dir) or {}
+    require_aiokafka()
     return start_and_wait(state_dir, find_java(), ensure_libs())
 
 

@@ -107,14 +107,15 @@ def install_postgresql() -> None:
     if not is_root() or shutil.which("apt-get") is None:
         raise Failure("PostgreSQL is not installed; install the `postgresql` package (needs root)")
     say("PostgreSQL is not installed: apt-get install postgresql (first run only) ...")
-    # Don't let the package create and start the system's "main" cluster on port 5432.
+    # Don't let the package create (and maybe start) the system's "main" cluster on port
+    # 5432: postgresql-common's postinst reads this file; ucf keeps ours (UCF_FORCE_CONFFOLD).
     conf = Path("/etc/postgresql-common/createcluster.conf")
     if not conf.exists():
         conf.parent.mkdir(parents=True, exist_ok=True)
         conf.write_text(
             "# written by watchkeeper deploy/local/postgres.py\ncreate_main_cluster = false\n"
         )
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", UCF_FORCE_CONFFOLD="1")
     for cmd in (
         ["apt-get", "update"],
         [

@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.state.db = db
     app.state.relay = relay
     app.include_router(router)
-    app.include_router(health_router("registry", {"bus": the_bus.ready, "database": db.ready}))
+    app.state.readiness = {"bus": the_bus.ready, "database": db.ready}
+    app.include_router(health_router("registry", app.state.readiness))
     app.include_router(metrics_router(registry))
     return app

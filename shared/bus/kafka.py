@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from shared.bus.base import (
     BusUnavailable,
@@ -40,6 +40,46 @@ def _tp(tp: KafkaTP) -> TopicPartition:
 
 def _ktp(tp: TopicPartition) -> KafkaTP:
     return KafkaTP(tp.topic, tp.partition)
+
+
+METADATA_TIMEOUT_S = 10.0
+"""How long to wait for new topics to get partition leaders before giving up."""
+
+
+async def _await_partitions(
+    admin: AIOKafkaAdminClient, names: Iterable[str], timeout_s: float = METADATA_TIMEOUT_S
+) -> dict[str, list[int]]:
+    """Partition ids of each topic, once every partition has a leader (topics just created
+    are visible before their leaders are elected; reading or writing them then fails).
+
+    Describing a topic that does not exist yet lets the broker auto-create it, as the
+    in-process bus does.
+    """
+    wanted = sorted(set(names))
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = {t["topic"]: t for t in await admin.describe_topics(wanted)}
+        found: dict[str, list[int]] = {}
+        for name in wanted:
+            topic = described.get(name)
+            parts = topic["partitions"] if topic is not None and topic["error_code"] == 0 else []
+            if parts and all(p["error_code"] == 0 and p["leader"] >= 0 for p in parts):
+                found[name] = sorted(int(p["partition"]) for p in parts)
+        if len(found) == len(wanted):
+            return found
+        if asyncio.get_running_loop().time() >= deadline:
+            missing = sorted(set(wanted) - set(found))
+            raise BusUnavailable(f"topics {missing} have no partition leaders after {timeout_s}s")
+        await asyncio.sleep(0.1)
+
+
+def _discard(futures: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel sends nobody will wait for, marking failures as seen (no 'never retrieved')."""
+    for future in futures:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
 
 
 class KafkaProducer:
@@ -76,6 +116,10 @@ class KafkaProducer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            except BaseException:  # cancelled by stop(): never leave a half-started client
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(producer.stop())
+                raise
             self._producer = producer
             return
 
@@ -127,11 +171,14 @@ class KafkaProducer:
         self, topic: str, items: Sequence[tuple[bytes | None, bytes | None]]
     ) -> list[RecordMetadata]:
         producer = self._require()
+        futures: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(self._timeout):
-                futures = [await producer.send(topic, value, key=key) for key, value in items]
+                for key, value in items:
+                    futures.append(await producer.send(topic, value, key=key))
                 done = await asyncio.gather(*futures)
         except (KafkaError, TimeoutError) as exc:
+            _discard(futures)
             raise BusUnavailable(
                 f"Kafka did not acknowledge within {self._timeout}s: {exc!r}"
             ) from exc
@@ -172,34 +219,47 @@ class KafkaConsumer:
             raise BusUnavailable("consumer not started")
         return self._consumer
 
-    async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=self._group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=300_000,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-            fetch_max_wait_ms=100,
-        )
+    async def _all_partitions(self) -> list[KafkaTP]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=5000)
         try:
+            await admin.start()
+            found = await _await_partitions(admin, self._topics)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        return [KafkaTP(topic, p) for topic in self._topics for p in found[topic]]
+
+    async def start(self) -> None:
+        consumer: AIOKafkaConsumer | None = None
+        try:
+            # without a group: every partition, known before the consumer bootstraps so its
+            # metadata has them all (a topic created a moment ago may lack leaders yet)
+            partitions = await self._all_partitions() if self._group_id is None else []
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                group_id=self._group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_interval_ms=300_000,
+                session_timeout_ms=10_000,
+                heartbeat_interval_ms=1_000,
+                fetch_max_wait_ms=100,
+            )
             await consumer.start()
             if self._group_id is None:
-                await consumer.topics()
-                partitions = [
-                    KafkaTP(topic, p)
-                    for topic in self._topics
-                    for p in sorted(consumer.partitions_for_topic(topic) or ())
-                ]
                 consumer.assign(partitions)
                 await consumer.seek_to_beginning(*partitions)
             else:
                 consumer.subscribe(self._topics, listener=self._listener)
-        except (KafkaError, OSError) as exc:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-            raise BusUnavailable(f"cannot start consumer on {self._bootstrap}: {exc!r}") from exc
+        except BaseException as exc:
+            if consumer is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(consumer.stop())
+            if isinstance(exc, KafkaError | OSError):
+                raise BusUnavailable(
+                    f"cannot start consumer on {self._bootstrap}: {exc!r}"
+                ) from exc
+            raise
         self._consumer = consumer
 
     async def stop(self) -> None:
@@ -209,7 +269,12 @@ class KafkaConsumer:
 
     async def poll(self, *, timeout_s: float = 1.0, max_records: int = 500) -> list[Record]:
         consumer = self._require()
-        batches = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        try:
+            batches = await consumer.getmany(
+                timeout_ms=int(timeout_s * 1000), max_records=max_records
+            )
+        except KafkaError as exc:
+            raise BusUnavailable(f"poll failed: {exc!r}") from exc
         records: list[Record] = []
         for tp in sorted(batches, key=lambda t: (t.topic, t.partition)):
             for r in batches[tp]:
@@ -227,22 +292,31 @@ class KafkaConsumer:
         return records
 
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit; raises BusUnavailable if the group rebalanced meanwhile (the records since
+        the last commit then go to the partitions' new owners) or Kafka is unreachable."""
         if self._group_id is None:
             return
         consumer = self._require()
-        if offsets is None:
-            offsets = {_tp(tp): await consumer.position(tp) for tp in consumer.assignment()}
-        if offsets:
-            await consumer.commit({_ktp(tp): off for tp, off in offsets.items()})
+        try:
+            if offsets is None:
+                if consumer.assignment():
+                    await consumer.commit()  # what was consumed from the current assignment
+            elif offsets:
+                await consumer.commit({_ktp(tp): off for tp, off in offsets.items()})
+        except KafkaError as exc:
+            raise BusUnavailable(f"commit failed: {exc!r}") from exc
 
     async def rewind(self) -> None:
         consumer = self._require()
-        for ktp in consumer.assignment():
-            committed = None if self._group_id is None else await consumer.committed(ktp)
-            if committed is None:
-                await consumer.seek_to_beginning(ktp)
-            else:
-                consumer.seek(ktp, committed)
+        try:
+            for ktp in consumer.assignment():
+                committed = None if self._group_id is None else await consumer.committed(ktp)
+                if committed is None:
+                    await consumer.seek_to_beginning(ktp)
+                else:
+                    consumer.seek(ktp, committed)
+        except KafkaError as exc:
+            raise BusUnavailable(f"rewind failed: {exc!r}") from exc
 
     def assignment(self) -> set[TopicPartition]:
         if self._consumer is None:
@@ -254,10 +328,13 @@ class KafkaConsumer:
         parts = list(consumer.assignment())
         if not parts:
             return 0
-        ends = await consumer.end_offsets(parts)
-        total = 0
-        for tp in parts:
-            total += max(0, int(ends[tp]) - int(await consumer.position(tp)))
+        try:
+            ends = await consumer.end_offsets(parts)
+            total = 0
+            for tp in parts:
+                total += max(0, int(ends[tp]) - int(await consumer.position(tp)))
+        except KafkaError as exc:
+            raise BusUnavailable(f"lag unknown: {exc!r}") from exc
         return total
 
 
@@ -308,8 +385,15 @@ class KafkaBus:
                 if s.name not in existing
             ]
             if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(missing)
+                response = await admin.create_topics(missing)
+                failed = [
+                    f"{error[0]}: {for_code(error[1]).__name__}"
+                    for error in response.topic_errors
+                    if error[1] not in (0, TopicAlreadyExistsError.errno)
+                ]
+                if failed:
+                    raise BusUnavailable(f"cannot create topics on {self.bootstrap}: {failed}")
+            await _await_partitions(admin, (s.name for s in specs))
         except (KafkaError, OSError) as exc:
             raise BusUnavailable(f"cannot create topics on {self.bootstrap}: {exc!r}") from exc
         finally:

@@ -171,6 +171,7 @@ class MemoryConsumer:
             self._broker.join(self.group_id, self)
         self._started = True
         await self._sync_assignment()
+        await self._broker.wake()  # the other members see the rebalance on their next poll
 
     async def stop(self) -> None:
         if not self._started:
@@ -182,6 +183,9 @@ class MemoryConsumer:
             self._broker.leave(self.group_id, self)
         self._assigned = set()
         await self._broker.wake()
+
+    def _owned(self) -> set[TopicPartition]:
+        return self._assigned & self.target if self._started else set()
 
     def _committed(self, tp: TopicPartition) -> int:
         if self.group_id is None:
@@ -234,7 +238,12 @@ class MemoryConsumer:
         if self.group_id is None:
             return
         group = self._broker.group(self.group_id)
-        group.committed.update(dict(offsets) if offsets is not None else self._positions)
+        proposed = dict(offsets) if offsets is not None else self._positions
+        # as with Kafka, a member cannot move the offsets of partitions the group gave to
+        # another member since its last poll (their records are redelivered there)
+        group.committed.update(
+            {tp: offset for tp, offset in proposed.items() if tp in self._owned()}
+        )
 
     async def rewind(self) -> None:
         for tp in self._assigned:

@@ -3,9 +3,11 @@
 For every polled batch: (1) decode each record, dead-lettering the ones that do not decode
 (the DLQ send is acknowledged before anything else happens), (2) hand the decoded records to
 ``handle``, which returns only when their effects are durable, (3) commit the offsets. If
-``handle`` raises, nothing is committed: the consumer rewinds to its committed offsets and the
-batch is redelivered after a backoff, so a transient failure (database down) loses nothing and
-a crash between (2) and (3) replays the batch (handlers deduplicate by event_id).
+any step fails (``handle`` raises, Kafka is away, the group rebalanced before the commit), the
+consumer rewinds to its committed offsets (or restarts, which starts there too) and the batch is
+redelivered after a backoff, so a transient failure (database down) loses nothing and a crash
+between (2) and (3) replays the batch (handlers deduplicate by event_id). A record already
+dead-lettered is not dead-lettered again when its batch is redelivered by the same worker.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ __all__ = ["DLQ_HEADERS", "Decoded", "StreamWorker"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+STOP_GRACE_S = 10.0
+"""How long ``stop`` lets a batch in hand finish and commit before cancelling it."""
 
 DLQ_HEADERS = ("wk-error", "wk-source-topic", "wk-source-partition", "wk-source-offset")
 
@@ -65,19 +70,30 @@ class StreamWorker(Generic[T]):
         self._backoff_s = retry_backoff_s
         self._task: asyncio.Task[None] | None = None
         self._consumer: Consumer | None = None
+        self._stopping = False
+        self._in_batch = False
+        self._dead_lettered: set[tuple[str, int, int]] = set()
         self.caught_up = asyncio.Event()
         """Set once the consumer has reached the end of its partitions (tables are loaded)."""
         self.running = False
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"worker:{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop polling; a batch being handled finishes and commits first (within a grace
+        period), so a clean shutdown does not replay it."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        if not self._in_batch:
+            task.cancel()
+        await asyncio.wait({task}, timeout=STOP_GRACE_S)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _connect(self) -> Consumer:
         backoff = self._backoff_s
@@ -101,28 +117,54 @@ class StreamWorker(Generic[T]):
         self._consumer = consumer
         self.running = True
         try:
-            while True:
-                records = await consumer.poll(
-                    timeout_s=self._poll_timeout_s, max_records=self._max_records
-                )
-                if not records:
-                    if not self.caught_up.is_set() and await consumer.lag() == 0:
-                        self.caught_up.set()
-                    continue
+            while not self._stopping:
                 try:
-                    await self._process(records)
+                    records = await consumer.poll(
+                        timeout_s=self._poll_timeout_s, max_records=self._max_records
+                    )
+                    if not records:
+                        await self._check_caught_up(consumer)
+                        continue
+                    self._in_batch = True
+                    try:
+                        await self._process(records)
+                        await consumer.commit()
+                    finally:
+                        self._in_batch = False
+                    self._dead_lettered.clear()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    # nothing after the last commit counts as done: go back to it and retry
                     log.exception("%s: handling failed; redelivering from last commit", self.name)
                     await asyncio.sleep(self._backoff_s)
-                    await consumer.rewind()
-                    continue
-                await consumer.commit()
+                    consumer = await self._rewind(consumer)
         finally:
             self.running = False
             self._consumer = None
             await consumer.stop()
+
+    async def _check_caught_up(self, consumer: Consumer) -> None:
+        # a group member holds no partitions until the group assigned them: not caught up yet
+        if not self.caught_up.is_set() and consumer.assignment() and await consumer.lag() == 0:
+            self.caught_up.set()
+
+    async def _rewind(self, consumer: Consumer) -> Consumer:
+        """Positions back at the committed offsets; if that fails, a fresh consumer (which
+        starts from them) rather than polling on past records that were never handled."""
+        try:
+            await consumer.rewind()
+            return consumer
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s: cannot rewind (%s); restarting the consumer", self.name, exc)
+        self._consumer = None
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        consumer = await self._connect()
+        self._consumer = consumer
+        return consumer
 
     async def _process(self, records: Sequence[Record]) -> None:
         good: list[Decoded[T]] = []
@@ -135,6 +177,9 @@ class StreamWorker(Generic[T]):
             await self._handle(good)
 
     async def _dead_letter(self, record: Record, error: str) -> None:
+        where = (record.topic, record.partition, record.offset)
+        if where in self._dead_lettered:  # a redelivered batch: it is on the DLQ already
+            return
         log.warning(
             "%s: %s[%d]@%d to DLQ: %s",
             self.name,
@@ -152,5 +197,6 @@ class StreamWorker(Generic[T]):
         await self._bus.producer.send(
             self._bus.topics.dlq, record.value, key=record.key, headers=headers
         )
+        self._dead_lettered.add(where)
         if self._on_dead_letter is not None:
             self._on_dead_letter(record, error)

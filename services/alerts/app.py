@@ -1,0 +1,100 @@
+"""Alerts app factory."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.templating import Jinja2Templates
+from prometheus_client import CollectorRegistry
+
+from shared.bus import Bus, Decoded, Record, StreamWorker, bus_from_settings
+from shared.contracts import EvaluationResult, NonconformityChanged, decode
+from shared.db import Database
+from shared.health import health_router
+from shared.lifespan import bus_lifespan, components_lifespan, database_lifespan
+from shared.metrics import metrics_router
+from shared.outbox import OutboxMessage, OutboxRelay
+from shared.registry_view import RegistryView
+
+from .api import router
+from .consumer import apply_evaluation
+from .metrics import AlertsMetrics
+from .models import AlertState, Nonconformity, ProcessedEvaluation
+from .settings import Settings
+
+__all__ = ["create_app"]
+
+TABLES = [Nonconformity, AlertState, ProcessedEvaluation, OutboxMessage]
+
+
+def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> FastAPI:
+    settings = settings or Settings()
+    owned = bus is None
+    the_bus = bus or bus_from_settings(settings)
+    db = Database(settings.database_url)
+    registry = CollectorRegistry()
+    metrics = AlertsMetrics(registry)
+    view = RegistryView(the_bus, name="alerts")
+    relay = OutboxRelay(db=db, bus=the_bus, service="alerts")
+
+    def decode_evaluation(record: Record) -> EvaluationResult:
+        return decode(EvaluationResult, record.value)
+
+    def apply(batch: Sequence[Decoded[EvaluationResult]]) -> list[NonconformityChanged]:
+        changes = []
+        for item in batch:
+            result = item.value
+            with db.session() as session:
+                change = apply_evaluation(
+                    session=session,
+                    result=result,
+                    objective=view.objective(result.system_id, result.objective_id),
+                    topic=the_bus.topics.nonconformities,
+                )
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    async def handle(batch: Sequence[Decoded[EvaluationResult]]) -> None:
+        if not view.loaded:
+            await view.wait_loaded(30)
+        changes = await db.run(apply, batch)
+        for change in changes:
+            metrics.changes.labels(change.system_id, change.change.value, change.severity).inc()
+        if changes:
+            relay.notify()
+
+    worker: StreamWorker[EvaluationResult] = StreamWorker(
+        bus=the_bus,
+        name="alerts",
+        topics=[the_bus.topics.evaluations],
+        group_id=settings.group_id,
+        decode=decode_evaluation,
+        handle=handle,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with (
+            bus_lifespan(the_bus, owned=owned),
+            database_lifespan(db, TABLES),
+            components_lifespan([view, relay, worker]),
+        ):
+            yield
+
+    async def consuming() -> bool:
+        return worker.running and view.loaded
+
+    app = FastAPI(title="Watchkeeper alerts", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.bus = the_bus
+    app.state.db = db
+    app.state.templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+    app.include_router(router)
+    app.state.readiness = {"bus": the_bus.ready, "database": db.ready, "consumer": consuming}
+    app.include_router(health_router("alerts", app.state.readiness))
+    app.include_router(metrics_router(registry))
+    return app

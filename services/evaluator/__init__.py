@@ -1,0 +1,1 @@
+"""Evaluator: joins outcomes to predictions, closes windows, judges objectives."""

@@ -1,0 +1,260 @@
+"""The reference profile: what drift and data-quality metrics compare a window against.
+
+Built once from the reference dataset registered with an AI system, then stored as JSON. It
+keeps, per column, exact summaries (count, moments, quantile bins, category counts) and a
+bounded deterministic sample of raw values for the methods that need raw data (ks,
+wasserstein, and Evidently-style binning). Its ``content_hash`` goes into every evaluation's
+evidence, so an auditor can tell which baseline a drift verdict was measured against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts import FeatureType
+
+from ._common import FloatArray, IntArray, InsufficientData, as_float_array, category_keys
+
+__all__ = [
+    "DEFAULT_BINS",
+    "DEFAULT_SAMPLE_SIZE",
+    "LOW_CARDINALITY",
+    "CategoricalReference",
+    "ColumnReference",
+    "NumericReference",
+    "ReferenceProfile",
+    "bin_index",
+    "profile_categorical",
+    "profile_numeric",
+]
+
+DEFAULT_BINS = 10
+DEFAULT_SAMPLE_SIZE = 5_000
+LOW_CARDINALITY = 20
+"""Evidently bins a numeric column per distinct value when the reference has at most this many."""
+
+
+def bin_index(cut_points: FloatArray, values: FloatArray) -> npt.NDArray[np.intp]:
+    """Bin of each value on reference bins with open outer edges.
+
+    Bins are ``(-inf, c0)``, ``[c0, c1)``, ..., ``[c_last, +inf)`` for the interior cut points
+    ``c``, so current values beyond the reference's range land in the outer bins.
+    """
+    return np.searchsorted(cut_points, values, side="right")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class NumericReference(_Frozen):
+    """A numeric column of the reference dataset (finite values only; NaN/inf count as missing)."""
+
+    kind: Literal["numeric"] = "numeric"
+    n: int
+    n_missing: int
+    mean: float
+    std: float
+    """Population standard deviation (ddof=0), as Evidently's normed Wasserstein uses."""
+    min: float
+    max: float
+    n_unique: int
+    edges: tuple[float, ...]
+    """Deduplicated ``np.quantile`` edges, first = min, last = max."""
+    counts: tuple[int, ...]
+    """Reference values per bin of :func:`bin_index` on ``cut_points``."""
+    sample: tuple[float, ...]
+    """Sorted; every value when ``n <= sample_size``, else a seeded uniform subsample."""
+    distinct_values: tuple[float, ...] | None = None
+    """Set when the column has at most ``LOW_CARDINALITY`` distinct values."""
+    distinct_counts: tuple[int, ...] | None = None
+
+    @cached_property
+    def cut_points(self) -> FloatArray:
+        return np.asarray(self.edges[1:-1], dtype=np.float64)
+
+    @cached_property
+    def bin_counts(self) -> IntArray:
+        return np.asarray(self.counts, dtype=np.int64)
+
+    @cached_property
+    def sample_array(self) -> FloatArray:
+        return np.asarray(self.sample, dtype=np.float64)
+
+    @property
+    def sample_complete(self) -> bool:
+        return len(self.sample) == self.n
+
+    @property
+    def low_cardinality(self) -> bool:
+        return self.distinct_values is not None
+
+
+class CategoricalReference(_Frozen):
+    """A categorical or boolean column: counts per category key (see ``category_keys``)."""
+
+    kind: Literal["categorical"] = "categorical"
+    n: int
+    n_missing: int
+    counts: dict[str, int]
+
+    @property
+    def categories(self) -> frozenset[str]:
+        return frozenset(self.counts)
+
+
+ColumnReference = Annotated[NumericReference | CategoricalReference, Field(discriminator="kind")]
+
+
+def profile_numeric(
+    values: npt.ArrayLike,
+    *,
+    n_bins: int = DEFAULT_BINS,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    seed: int = 0,
+) -> NumericReference:
+    raw = as_float_array(values)
+    finite = np.isfinite(raw)
+    x = raw[finite]
+    if x.size == 0:
+        raise InsufficientData("a numeric reference column needs at least one finite value")
+    edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, n_bins + 1)))
+    cut_points = edges[1:-1]
+    counts = np.bincount(bin_index(cut_points, x), minlength=cut_points.size + 1)
+    distinct, distinct_counts = np.unique(x, return_counts=True)
+    if x.size <= sample_size:
+        sample = np.sort(x)
+    else:
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(x, size=sample_size, replace=False))
+    low = distinct.size <= LOW_CARDINALITY
+    return NumericReference(
+        n=int(x.size),
+        n_missing=int(raw.size - x.size),
+        mean=float(np.mean(x)),
+        std=float(np.std(x)),
+        min=float(edges[0]),
+        max=float(edges[-1]),
+        n_unique=int(distinct.size),
+        edges=tuple(edges.tolist()),
+        counts=tuple(counts.tolist()),
+        sample=tuple(sample.tolist()),
+        distinct_values=tuple(distinct.tolist()) if low else None,
+        distinct_counts=tuple(distinct_counts.tolist()) if low else None,
+    )
+
+
+def profile_categorical(values: npt.ArrayLike) -> CategoricalReference:
+    keys, missing = category_keys(values)
+    present = keys[~missing]
+    if present.size == 0:
+        raise InsufficientData("a categorical reference column needs at least one value")
+    categories, counts = np.unique(present, return_counts=True)
+    return CategoricalReference(
+        n=int(present.size),
+        n_missing=int(missing.sum()),
+        counts={str(k): int(c) for k, c in zip(categories.tolist(), counts.tolist(), strict=True)},
+    )
+
+
+def _column_values(data: pd.DataFrame | Mapping[str, npt.ArrayLike], name: str) -> npt.ArrayLike:
+    if name not in data:
+        raise KeyError(f"reference dataset has no column {name!r}")
+    column = data[name]
+    if isinstance(column, pd.Series):
+        if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(
+            column.dtype
+        ):
+            return column.to_numpy(dtype=np.float64, na_value=np.nan)
+        return column.to_numpy(dtype=object, na_value=None)
+    result: npt.ArrayLike = column
+    return result
+
+
+def _profile_column(
+    values: npt.ArrayLike, kind: FeatureType, *, n_bins: int, sample_size: int, seed: int
+) -> NumericReference | CategoricalReference:
+    if kind is FeatureType.NUMERIC:
+        return profile_numeric(values, n_bins=n_bins, sample_size=sample_size, seed=seed)
+    return profile_categorical(values)
+
+
+class ReferenceProfile(_Frozen):
+    """Everything the evaluator keeps of a reference dataset; JSON-serialisable and hashable."""
+
+    n_rows: int
+    n_bins: int = DEFAULT_BINS
+    sample_size: int = DEFAULT_SAMPLE_SIZE
+    seed: int = 0
+    features: dict[str, ColumnReference]
+    prediction: ColumnReference | None = None
+    scores: dict[str, NumericReference] = Field(default_factory=dict)
+    """Per class label: the profile of that class's probability score."""
+
+    @classmethod
+    def build(
+        cls,
+        data: pd.DataFrame | Mapping[str, npt.ArrayLike],
+        feature_types: Mapping[str, FeatureType],
+        *,
+        prediction: str | None = None,
+        prediction_type: FeatureType = FeatureType.CATEGORICAL,
+        score_columns: Mapping[str, str] | None = None,
+        n_bins: int = DEFAULT_BINS,
+        sample_size: int = DEFAULT_SAMPLE_SIZE,
+        seed: int = 0,
+    ) -> ReferenceProfile:
+        """Profile ``data``: each feature per its type, the prediction column, class scores.
+
+        ``score_columns`` maps a class label to the column holding its probability.
+        """
+        options: dict[str, Any] = {"n_bins": n_bins, "sample_size": sample_size, "seed": seed}
+        features = {
+            name: _profile_column(_column_values(data, name), kind, **options)
+            for name, kind in feature_types.items()
+        }
+        prediction_profile = (
+            None
+            if prediction is None
+            else _profile_column(_column_values(data, prediction), prediction_type, **options)
+        )
+        scores = {
+            label: profile_numeric(_column_values(data, column), **options)
+            for label, column in (score_columns or {}).items()
+        }
+        lengths = {np.asarray(_column_values(data, name)).shape[0] for name in feature_types}
+        if len(lengths) > 1:
+            raise ValueError("reference columns differ in length")
+        return cls(
+            n_rows=lengths.pop() if lengths else 0,
+            n_bins=n_bins,
+            sample_size=sample_size,
+            seed=seed,
+            features=features,
+            prediction=prediction_profile,
+            scores=scores,
+        )
+
+    def canonical_json(self) -> bytes:
+        """Sorted keys, no whitespace: the bytes the content hash is taken over."""
+        payload = self.model_dump(mode="json")
+        return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    @cached_property
+    def content_hash(self) -> str:
+        """``sha256:<hex>`` of :meth:`canonical_json`; equal profiles hash equal across runs."""
+        return "sha256:" + hashlib.sha256(self.canonical_json()).hexdigest()
+
+    def column(self, name: str) -> NumericReference | CategoricalReference:
+        if name not in self.features:
+            raise KeyError(f"reference profile has no feature {name!r}")
+        return self.features[name]

@@ -1,0 +1,1 @@
+"""Ingest: validates prediction and outcome events and produces them to the bus."""

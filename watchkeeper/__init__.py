@@ -1,0 +1,3 @@
+"""Watchkeeper command line and the embedded (single-process) deployment."""
+
+__all__: list[str] = []

@@ -1,0 +1,104 @@
+"""The embedded default: all four services in one process on the in-process bus and SQLite.
+
+Each service is the same app it is when deployed alone, mounted under its name
+(/registry, /ingest, /evaluator, /alerts) and sharing one ``MemoryBus``; this process owns the
+bus and runs each app's lifespan, registry first, ingest last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from services.alerts.app import create_app as create_alerts
+from services.alerts.settings import Settings as AlertsSettings
+from services.evaluator.app import create_app as create_evaluator
+from services.evaluator.settings import Settings as EvaluatorSettings
+from services.ingest.app import create_app as create_ingest
+from services.ingest.settings import Settings as IngestSettings
+from services.registry.app import create_app as create_registry
+from services.registry.settings import Settings as RegistrySettings
+from shared.bus import MemoryBus, Topics
+
+__all__ = ["EmbeddedOptions", "create_embedded_app"]
+
+SERVICES = ("registry", "evaluator", "alerts", "ingest")
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedOptions:
+    database_url: str = "sqlite:///./watchkeeper.db"
+    allowed_lateness_s: float = 5.0
+    idle_close_s: float = 10.0
+    tick_s: float = 0.5
+
+    @staticmethod
+    def for_data_dir(data_dir: Path, **overrides: float) -> EmbeddedOptions:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{(data_dir / 'watchkeeper.db').resolve()}"
+        return EmbeddedOptions(database_url=url, **overrides)
+
+
+def create_embedded_app(options: EmbeddedOptions | None = None) -> FastAPI:
+    options = options or EmbeddedOptions()
+    bus = MemoryBus(topics=Topics())
+    url = options.database_url
+    apps: dict[str, FastAPI] = {
+        "registry": create_registry(RegistrySettings(database_url=url), bus=bus),
+        "evaluator": create_evaluator(
+            EvaluatorSettings(
+                database_url=url,
+                allowed_lateness_s=options.allowed_lateness_s,
+                idle_close_s=options.idle_close_s,
+                tick_s=options.tick_s,
+            ),
+            bus=bus,
+        ),
+        "alerts": create_alerts(AlertsSettings(database_url=url), bus=bus),
+        "ingest": create_ingest(IngestSettings(database_url=url), bus=bus),
+    }
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await bus.start()
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for name in SERVICES:
+                    sub = apps[name]
+                    await stack.enter_async_context(sub.router.lifespan_context(sub))
+                yield
+        finally:
+            await bus.stop()
+
+    app = FastAPI(title="Watchkeeper (embedded)", version="0.1.0", lifespan=lifespan)
+    app.state.bus = bus
+    app.state.services = apps
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/alerts/")
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        checks: dict[str, bool] = {}
+        for name, sub in apps.items():
+            for check_name, check in sub.state.readiness.items():
+                checks[f"{name}.{check_name}"] = await check()
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not_ready", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": "embedded"}
+
+    for name in SERVICES:
+        app.mount(f"/{name}", apps[name])
+    return app
