@@ -1,0 +1,58 @@
+# Watchkeeper: `make demo` runs the embedded platform, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DURATION ?=
+PYTEST_ARGS ?=
+
+.PHONY: install demo up test lint system-deps schemas check-schemas \
+        kafka-up kafka-down pg-up pg-down clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml sdk/pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]" -e ./sdk
+	@touch $(STAMP)
+
+## The embedded default: one process, in-process bus, SQLite. DURATION=SECONDS stops by itself.
+demo: install
+	$(BIN)/watchkeeper demo $(if $(DURATION),--duration $(DURATION),)
+
+up: install
+	$(BIN)/watchkeeper up
+
+## The real servers the integration tests need (Java + Maven for Kafka, PostgreSQL from Debian).
+system-deps:
+	@bash deploy/local/system-deps.sh
+
+test: install system-deps lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/watchkeeper schemas --check
+
+schemas: install
+	$(BIN)/watchkeeper schemas
+
+kafka-up: install
+	@$(BIN)/python deploy/local/kafka.py up
+
+kafka-down:
+	@$(BIN)/python deploy/local/kafka.py down
+
+pg-up: install
+	@$(BIN)/python deploy/local/postgres.py up
+
+pg-down:
+	@$(BIN)/python deploy/local/postgres.py down
+
+clean:
+	-$(BIN)/python deploy/local/kafka.py down --purge 2>/dev/null
+	-$(BIN)/python deploy/local/postgres.py down --purge 2>/dev/null
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,189 @@
+"""Pytest plugin: the platform deployed two ways, for tests that must pass on both.
+
+``embedded``: the single-process app (in-process bus, SQLite) served by uvicorn in the test's
+event loop. ``kafka-postgres``: each service in its own process (``python -m services.X``)
+against the real Kafka broker and a fresh PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from shared.bus import Bus, KafkaBus, Topics
+from watchkeeper.embedded import EmbeddedOptions, create_embedded_app
+
+__all__ = ["Deployment", "free_port", "fresh_database"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("registry", "ingest", "evaluator", "alerts")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def fresh_database(database_url: str) -> str:
+    """Create an empty database next to the one in ``database_url`` and return its URL."""
+    name = f"wk_{uuid.uuid4().hex[:12]}"
+    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return database_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@dataclass
+class Deployment:
+    kind: str
+    urls: dict[str, str]
+    bus: Bus
+    logs: list[Path] = field(default_factory=list)
+
+    def url(self, service: str, path: str) -> str:
+        return self.urls[service] + path
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for log in self.logs:
+            text = log.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {log.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+
+async def wait_ready(urls: dict[str, str], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=5) as client:
+        for name, base in urls.items():
+            while True:
+                try:
+                    response = await client.get(base + "/readyz")
+                    if response.status_code == 200:
+                        break
+                    detail = response.text
+                except httpx.TransportError as exc:
+                    detail = repr(exc)
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{name} not ready within {timeout_s}s: {detail}")
+                await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def embedded_deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
+    options = EmbeddedOptions(
+        database_url=f"sqlite:///{tmp_path / 'embedded.db'}",
+        allowed_lateness_s=0.0,
+        idle_close_s=1.0,
+        tick_s=0.2,
+    )
+    app = create_embedded_app(options)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    base = f"http://127.0.0.1:{port}"
+    urls = {name: f"{base}/{name}" for name in SERVICES}
+    try:
+        await wait_ready(urls)
+        yield Deployment("embedded", urls, app.state.bus)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.contextmanager
+def service_processes(
+    *, tmp_path: Path, bootstrap: str, database_url: str, prefix: str
+) -> Iterator[tuple[dict[str, str], list[Path]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: dict[str, str] = {}
+    logs: list[Path] = []
+    try:
+        for name in SERVICES:
+            port = free_port()
+            env_prefix = f"WK_{name.upper()}_"
+            env = {
+                **os.environ,
+                f"{env_prefix}BUS": "kafka",
+                f"{env_prefix}KAFKA_BOOTSTRAP": bootstrap,
+                f"{env_prefix}DATABASE_URL": database_url,
+                f"{env_prefix}TOPIC_PREFIX": prefix,
+                f"{env_prefix}PORT": str(port),
+                f"{env_prefix}GROUP_ID": f"{prefix}{name}",
+                "WK_EVALUATOR_ALLOWED_LATENESS_S": "0",
+                "WK_EVALUATOR_IDLE_CLOSE_S": "1",
+                "WK_EVALUATOR_TICK_S": "0.2",
+            }
+            log = tmp_path / f"{name}.log"
+            logs.append(log)
+            with log.open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", f"services.{name}"],
+                        cwd=REPO_ROOT,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                    )
+                )
+            urls[name] = f"http://127.0.0.1:{port}"
+        yield urls, logs
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def kafka_postgres_deployment(
+    tmp_path: Path, bootstrap: str, database_url: str
+) -> AsyncIterator[Deployment]:
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    url = await asyncio.to_thread(fresh_database, database_url)
+    bus = KafkaBus(bootstrap, Topics(prefix=prefix))
+    await bus.start()
+    try:
+        with service_processes(
+            tmp_path=tmp_path, bootstrap=bootstrap, database_url=url, prefix=prefix
+        ) as (urls, logs):
+            deployment = Deployment("kafka-postgres", urls, bus, logs)
+            try:
+                await wait_ready(urls)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{deployment.log_tail()}") from exc
+            yield deployment
+    finally:
+        await bus.stop()
+
+
+@pytest.fixture(params=["embedded", "kafka-postgres"])
+async def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Deployment]:
+    if request.param == "embedded":
+        async with embedded_deployment(tmp_path) as deployed:
+            yield deployed
+    else:
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        database_url = request.getfixturevalue("database_url")
+        async with kafka_postgres_deployment(tmp_path, bootstrap, database_url) as deployed:
+            yield deployed

@@ -1,0 +1,84 @@
+"""Factories for the records tests build: systems, objectives, events (plain dicts, as sent)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+__all__ = [
+    "make_objective",
+    "make_outcome",
+    "make_prediction",
+    "make_system",
+    "past_window_start",
+    "unique",
+]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def make_system(system_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+    return {
+        "id": system_id or unique("sys"),
+        "name": "Loan approval",
+        "owner": "ml-team@example.org",
+        "task": "binary_classification",
+        "features": [
+            {"name": "income", "type": "numeric", "min": 0},
+            {"name": "region", "type": "categorical", "categories": ["north", "south"]},
+            {"name": "existing_customer", "type": "boolean", "nullable": True},
+        ],
+        **overrides,
+    }
+
+
+def make_objective(objective_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+    return {
+        "id": objective_id or unique("obj"),
+        "metric": "accuracy",
+        "comparator": "ge",
+        "threshold": 0.8,
+        "window_seconds": 60,
+        "min_samples": 10,
+        "severity": "major",
+        "owner": "quality@example.org",
+        "rationale": "wrong decisions harm applicants",
+        "changed_by": "alice",
+        **overrides,
+    }
+
+
+def past_window_start(size_s: int = 60, minutes_ago: int = 10) -> datetime:
+    """The start of a window that ended well before now (so idle closing may close it)."""
+    ts = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    epoch = int(ts.timestamp()) // size_s * size_s
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def make_prediction(
+    system_id: str, *, event_id: str | None = None, ts: datetime | None = None, **overrides: Any
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id or uuid.uuid4().hex,
+        "system_id": system_id,
+        "model_version": "v1",
+        "timestamp": (ts or datetime.now(UTC)).isoformat(),
+        "features": {"income": 52_000.0, "region": "north", "existing_customer": True},
+        "prediction": 1,
+        **overrides,
+    }
+
+
+def make_outcome(
+    system_id: str, prediction_id: str, actual: Any, *, ts: datetime | None = None
+) -> dict[str, Any]:
+    return {
+        "event_id": f"o-{prediction_id}",
+        "system_id": system_id,
+        "prediction_id": prediction_id,
+        "timestamp": (ts or datetime.now(UTC)).isoformat(),
+        "actual": actual,
+    }

@@ -1,0 +1,127 @@
+"""The ``watchkeeper`` command: run the platform, its services, the demo, and tools."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+import uvicorn
+from rich.console import Console
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="Watchkeeper: continuous AI performance monitoring.", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+class Service(StrEnum):
+    registry = "registry"
+    ingest = "ingest"
+    evaluator = "evaluator"
+    alerts = "alerts"
+
+
+@app.command()
+def up(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Where the SQLite database lives")] = Path(
+        ".run/embedded"
+    ),
+) -> None:
+    """Run all four services in one process on the in-process bus and SQLite."""
+    from .embedded import EmbeddedOptions, create_embedded_app
+
+    application = create_embedded_app(EmbeddedOptions.for_data_dir(data_dir))
+    err.print(f"Watchkeeper embedded on http://{host}:{port}  (UI: /, docs: /<service>/docs)")
+    uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds and print a summary")
+    ] = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    rate: Annotated[int, typer.Option(help="Predictions per second")] = 50,
+    data_dir: Path = Path(".run/demo"),
+) -> None:
+    """Run the embedded platform and stream a synthetic AI system that degrades midway."""
+    from .demo import demo_options, run_demo
+
+    options = demo_options(data_dir)
+    try:
+        summary = asyncio.run(
+            run_demo(host=host, port=port, duration_s=duration, options=options, rate=rate)
+        )
+    except KeyboardInterrupt:
+        err.print("stopped")
+        raise typer.Exit(0) from None
+    err.print(
+        f"Summary: {summary.events} events, {summary.evaluations} evaluations, "
+        f"{summary.nonconformities} nonconformities"
+    )
+    sys.stdout.write(orjson.dumps(summary.as_json()).decode() + "\n")
+
+
+@app.command()
+def serve(service: Service) -> None:
+    """Run one service in this process, configured by its WK_<SERVICE>_* variables."""
+    from shared.serve import serve as run
+
+    if service is Service.registry:
+        from services.registry.app import create_app as create_registry
+        from services.registry.settings import Settings as RegistrySettings
+
+        registry_settings = RegistrySettings()
+        run(create_registry(registry_settings), registry_settings)
+    elif service is Service.ingest:
+        from services.ingest.app import create_app as create_ingest
+        from services.ingest.settings import Settings as IngestSettings
+
+        ingest_settings = IngestSettings()
+        run(create_ingest(ingest_settings), ingest_settings)
+    elif service is Service.evaluator:
+        from services.evaluator.app import create_app as create_evaluator
+        from services.evaluator.settings import Settings as EvaluatorSettings
+
+        evaluator_settings = EvaluatorSettings()
+        run(create_evaluator(evaluator_settings), evaluator_settings)
+    else:
+        from services.alerts.app import create_app as create_alerts
+        from services.alerts.settings import Settings as AlertsSettings
+
+        alerts_settings = AlertsSettings()
+        run(create_alerts(alerts_settings), alerts_settings)
+
+
+@app.command()
+def schemas(
+    check: Annotated[bool, typer.Option(help="Fail if the published file is stale")] = False,
+) -> None:
+    """Write the JSON Schemas of every bus contract to shared/schemas/contracts.json."""
+    from shared.jsonschema import SCHEMA_FILE, render
+
+    wanted = render()
+    if check:
+        current = SCHEMA_FILE.read_bytes() if SCHEMA_FILE.exists() else b""
+        if current != wanted:
+            err.print(f"{SCHEMA_FILE} is stale: run `make schemas`")
+            raise typer.Exit(1)
+        err.print(f"{SCHEMA_FILE} is up to date")
+        return
+    SCHEMA_FILE.parent.mkdir(parents=True, exist_ok=True)
+    SCHEMA_FILE.write_bytes(wanted)
+    err.print(f"wrote {SCHEMA_FILE}")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
