@@ -48,6 +48,114 @@ class MetricSpec:
 
 
 _CLASSIFICATION = frozenset({Task.BINARY_CLASSIFICATION, Task.MULTICLASS_CLASSIFICATION})
+_BINARY = frozenset({Task.BINARY_CLASSIFICATION})
+_REGRESSION = frozenset({Task.REGRESSION})
+
+_DRIFT_METHODS = ("psi", "ks", "wasserstein", "jensenshannon", "chisquare", "hellinger")
+_BINNINGS = ("evidently", "reference")
+
+_POSITIVE_LABEL = ParameterSpec(
+    name="positive_label",
+    description="Class treated as positive (binary metrics); its probability score is used.",
+    required=False,
+)
+_AVERAGED_POSITIVE_LABEL = ParameterSpec(
+    name="positive_label",
+    description="Class treated as positive; without it the macro average over all classes.",
+    required=False,
+)
+_FEATURE = ParameterSpec(
+    name="feature",
+    description="Feature to compare with the reference dataset; omit for the model's prediction.",
+    required=False,
+)
+_REQUIRED_FEATURE = ParameterSpec(name="feature", description="Feature to check.")
+_BINNING = ParameterSpec(
+    name="binning",
+    description=(
+        "Bins of numeric columns: 'evidently' (Evidently's, the default) or 'reference' "
+        "(the reference dataset's 10 quantile bins, exact for any window size)."
+    ),
+    required=False,
+    choices=_BINNINGS,
+)
+_ATTRIBUTE = ParameterSpec(name="attribute", description="Prediction attribute naming the group.")
+_PRIVILEGED = ParameterSpec(
+    name="privileged",
+    description="Group compared with every other; without it the best and worst groups.",
+    required=False,
+)
+_PERCENTILE = ParameterSpec(name="percentile", description="Percentile, a number in [0, 100].")
+
+
+def _performance(
+    metric_id: str,
+    description: str,
+    direction: Direction,
+    tasks: frozenset[Task],
+    parameters: tuple[ParameterSpec, ...] = (),
+) -> MetricSpec:
+    return MetricSpec(
+        id=metric_id,
+        family=Family.PERFORMANCE,
+        description=description,
+        direction=direction,
+        needs_labels=True,
+        tasks=tasks,
+        parameters=parameters,
+    )
+
+
+def _estimated(metric_id: str, description: str) -> MetricSpec:
+    return MetricSpec(
+        id=metric_id,
+        family=Family.PERFORMANCE,
+        description=f"{description} Estimated from calibrated scores before labels arrive (CBPE).",
+        direction=Direction.HIGHER_IS_BETTER,
+        needs_labels=False,
+        tasks=_BINARY,
+        parameters=(_POSITIVE_LABEL,),
+    )
+
+
+def _drift(metric_id: str, description: str, direction: Direction, binned: bool) -> MetricSpec:
+    return MetricSpec(
+        id=metric_id,
+        family=Family.DRIFT,
+        description=description,
+        direction=direction,
+        needs_labels=False,
+        parameters=(_FEATURE, _BINNING) if binned else (_FEATURE,),
+    )
+
+
+def _quality(metric_id: str, description: str) -> MetricSpec:
+    return MetricSpec(
+        id=metric_id,
+        family=Family.DATA_QUALITY,
+        description=description,
+        direction=Direction.LOWER_IS_BETTER,
+        needs_labels=False,
+        parameters=(_REQUIRED_FEATURE,),
+    )
+
+
+def _fairness(
+    metric_id: str, description: str, direction: Direction, needs_labels: bool
+) -> MetricSpec:
+    return MetricSpec(
+        id=metric_id,
+        family=Family.FAIRNESS,
+        description=description,
+        direction=direction,
+        needs_labels=needs_labels,
+        tasks=_CLASSIFICATION,
+        parameters=(_ATTRIBUTE, _PRIVILEGED, _POSITIVE_LABEL),
+    )
+
+
+_HIGHER = Direction.HIGHER_IS_BETTER
+_LOWER = Direction.LOWER_IS_BETTER
 
 CATALOG: dict[str, MetricSpec] = {
     spec.id: spec
@@ -60,12 +168,189 @@ CATALOG: dict[str, MetricSpec] = {
             needs_labels=True,
             tasks=_CLASSIFICATION,
         ),
+        _performance(
+            "precision",
+            "Share of positive predictions that are right (scikit-learn's precision_score).",
+            _HIGHER,
+            _CLASSIFICATION,
+            (_AVERAGED_POSITIVE_LABEL,),
+        ),
+        _performance(
+            "recall",
+            "Share of actual positives predicted positive (scikit-learn's recall_score).",
+            _HIGHER,
+            _CLASSIFICATION,
+            (_AVERAGED_POSITIVE_LABEL,),
+        ),
+        _performance(
+            "f1",
+            "Harmonic mean of precision and recall (scikit-learn's f1_score).",
+            _HIGHER,
+            _CLASSIFICATION,
+            (_AVERAGED_POSITIVE_LABEL,),
+        ),
+        _performance(
+            "roc_auc",
+            "Area under the ROC curve of the positive class's score.",
+            _HIGHER,
+            _BINARY,
+            (_POSITIVE_LABEL,),
+        ),
+        _performance(
+            "log_loss",
+            "Mean negative log-likelihood of the actual outcome under the scores.",
+            _LOWER,
+            _BINARY,
+            (_POSITIVE_LABEL,),
+        ),
+        _performance(
+            "brier",
+            "Mean squared difference between the positive score and the outcome.",
+            _LOWER,
+            _BINARY,
+            (_POSITIVE_LABEL,),
+        ),
+        _performance(
+            "calibration_error",
+            "Expected calibration error: |positive rate - mean score| on 10 equal-width score "
+            "bins, weighted by the bins' shares.",
+            _LOWER,
+            _BINARY,
+            (_POSITIVE_LABEL,),
+        ),
+        _performance("mae", "Mean absolute error.", _LOWER, _REGRESSION),
+        _performance("rmse", "Root mean squared error.", _LOWER, _REGRESSION),
+        _performance(
+            "mape",
+            "Mean absolute percentage error, as a fraction (0.1 = 10 %).",
+            _LOWER,
+            _REGRESSION,
+        ),
+        _performance("r2", "Coefficient of determination R^2.", _HIGHER, _REGRESSION),
+        _estimated("estimated_accuracy", "Expected accuracy."),
+        _estimated("estimated_precision", "Expected precision."),
+        _estimated("estimated_recall", "Expected recall."),
+        _estimated("estimated_f1", "Expected F1."),
+        _drift(
+            "psi",
+            "Population stability index against the reference (Evidently: drift at >= 0.1).",
+            _LOWER,
+            binned=True,
+        ),
+        _drift(
+            "ks",
+            "Two-sample Kolmogorov-Smirnov p-value, numeric only (Evidently: drift at <= 0.05).",
+            _HIGHER,
+            binned=False,
+        ),
+        _drift(
+            "wasserstein",
+            "Wasserstein distance divided by the reference's standard deviation, numeric only "
+            "(Evidently: drift at >= 0.1).",
+            _LOWER,
+            binned=False,
+        ),
+        _drift(
+            "jensenshannon",
+            "Jensen-Shannon distance against the reference (Evidently: drift at >= 0.1).",
+            _LOWER,
+            binned=True,
+        ),
+        _drift(
+            "chisquare",
+            "Chi-square test p-value, categorical only (Evidently: drift at < 0.05).",
+            _HIGHER,
+            binned=False,
+        ),
+        _drift(
+            "hellinger",
+            "Hellinger distance against the reference (Evidently: drift at >= 0.1).",
+            _LOWER,
+            binned=True,
+        ),
+        MetricSpec(
+            id="dataset_drift_share",
+            family=Family.DRIFT,
+            description=(
+                "Share of features that drifted by the method's Evidently threshold "
+                "(Evidently's dataset drift: share >= 0.5)."
+            ),
+            direction=_LOWER,
+            needs_labels=False,
+            parameters=(
+                ParameterSpec(
+                    name="method",
+                    description=(
+                        "Drift method for every feature; default wasserstein for numeric and "
+                        "jensenshannon for categorical features."
+                    ),
+                    required=False,
+                    choices=_DRIFT_METHODS,
+                ),
+                ParameterSpec(
+                    name="method_threshold",
+                    description="Per-feature drift threshold; default: the method's Evidently one.",
+                    required=False,
+                ),
+                _BINNING,
+            ),
+        ),
+        _quality("missing_rate", "Share of the feature's values that are missing."),
+        _quality(
+            "out_of_range_rate",
+            "Share of the numeric feature's values outside its registered min/max.",
+        ),
+        _quality(
+            "unseen_category_rate",
+            "Share of the categorical feature's values outside its registered categories.",
+        ),
+        _fairness(
+            "demographic_parity_difference",
+            "Largest gap in positive-prediction rate between groups of the attribute.",
+            _LOWER,
+            needs_labels=False,
+        ),
+        _fairness(
+            "equal_opportunity_difference",
+            "Largest gap in true positive rate between groups of the attribute.",
+            _LOWER,
+            needs_labels=True,
+        ),
+        _fairness(
+            "disparate_impact_ratio",
+            "Smallest ratio of positive-prediction rates between groups (1 is parity).",
+            _HIGHER,
+            needs_labels=False,
+        ),
         MetricSpec(
             id="volume",
             family=Family.OPERATIONS,
             description="Number of predictions in the window.",
             direction=Direction.HIGHER_IS_BETTER,
             needs_labels=False,
+        ),
+        MetricSpec(
+            id="latency_percentile",
+            family=Family.OPERATIONS,
+            description="Prediction latency in milliseconds at a percentile (1 % accuracy).",
+            direction=_LOWER,
+            needs_labels=False,
+            parameters=(_PERCENTILE,),
+        ),
+        MetricSpec(
+            id="label_coverage",
+            family=Family.OPERATIONS,
+            description="Share of the window's predictions whose outcome has arrived.",
+            direction=_HIGHER,
+            needs_labels=False,
+        ),
+        MetricSpec(
+            id="label_delay_percentile",
+            family=Family.OPERATIONS,
+            description="Seconds from prediction to outcome at a percentile (1 % accuracy).",
+            direction=_LOWER,
+            needs_labels=True,
+            parameters=(_PERCENTILE,),
         ),
     )
 }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import math
 from typing import Any
 
 import numpy as np
@@ -148,11 +147,3 @@ def rng_from_state(state: State) -> np.random.Generator:
         "uinteger": int(state["uinteger"]),
     }
     return np.random.Generator(bit_generator)
-
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def float_or_nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts import FeatureType
 
-from ._common import FloatArray, IntArray, InsufficientData, as_float_array, category_keys
+from ._common import FloatArray, InsufficientData, IntArray, as_float_array, category_keys
 
 __all__ = [
     "DEFAULT_BINS",
@@ -170,13 +170,13 @@ def _column_values(data: pd.DataFrame | Mapping[str, npt.ArrayLike], name: str) 
     if name not in data:
         raise KeyError(f"reference dataset has no column {name!r}")
     column = data[name]
-    if isinstance(column, pd.Series):
-        if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(
-            column.dtype
-        ):
-            return column.to_numpy(dtype=np.float64, na_value=np.nan)
-        return column.to_numpy(dtype=object, na_value=None)
     result: npt.ArrayLike = column
+    if isinstance(column, pd.Series):
+        dtype = column.dtype
+        if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+            result = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            result = column.to_numpy(dtype=object, na_value=None)
     return result
 
 

@@ -1,0 +1,645 @@
+"""The background sender shared by the sync and async clients.
+
+One asyncio coroutine (:meth:`Engine.run`) owns delivery. The sync client runs it on an event
+loop in a daemon thread; the async client runs it as a task on the caller's loop. Either way
+the callers only touch the :class:`Inbox` (a bounded deque behind a lock).
+
+Two modes:
+
+* direct: take up to ``batch_size`` events (after ``linger`` or as soon as a batch is full),
+  POST them gzip'd, retry retryable failures in memory a few times with backoff;
+* spool: once a batch could not be delivered it is written to the disk spool, and from then on
+  new events are appended to the spool too (so nothing overtakes it) while the sender replays
+  the spool head in order, with backoff between failed attempts. When the spool is empty the
+  sender goes back to direct mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+
+from watchkeeper_sdk._backoff import Backoff
+from watchkeeper_sdk._errors import (
+    ClientClosedError,
+    DeliveryError,
+    EventKind,
+    RejectedEvent,
+    SpoolError,
+)
+from watchkeeper_sdk._spool import Head, Record, Spool
+from watchkeeper_sdk._wire import PATHS, Action, classify, encode_batch
+
+__all__ = ["Counters", "Engine", "Inbox", "Options", "Stats"]
+
+logger = logging.getLogger("watchkeeper_sdk")
+
+T = TypeVar("T")
+
+ErrorCallback = Callable[[DeliveryError], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    base_url: str
+    api_key: str = field(repr=False)
+    batch_size: int
+    linger: float
+    max_queue: int
+    block_timeout: float
+    compress: bool
+    timeout: float
+    max_retries: int
+    backoff: float
+    max_backoff: float
+    on_error: ErrorCallback | None
+    rescan_interval: float = 60.0
+    user_agent: str = "watchkeeper-sdk"
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Counters since the client started (events, not requests, unless said otherwise).
+
+    ``sent`` counts events ingest acknowledged (accepted or recognised as duplicates);
+    ``rejected`` events ingest refused for good (reported to ``on_error``, not retried);
+    ``retried`` failed requests that will be (or were) sent again; ``spooled`` events written
+    to the disk spool and ``replayed`` events settled from it (including a dead client's);
+    ``unreadable`` spool records that could not be decoded (only after a crash mid-write or
+    disk corruption); ``dropped`` is always 0: the SDK never discards an event it accepted.
+    """
+
+    queued: int
+    sent: int
+    duplicates: int
+    rejected: int
+    retried: int
+    spooled: int
+    replayed: int
+    unreadable: int
+    spool_backlog_bytes: int
+    dropped: int = 0
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.duplicates = 0
+        self.rejected = 0
+        self.retried = 0
+        self.spooled = 0
+        self.replayed = 0
+        self.unreadable = 0
+
+
+class Inbox:
+    """The bounded in-memory queue between callers and the sender.
+
+    ``put`` is the whole hot path of ``log_*``: a lock, an append and, only when the sender
+    must look (first event, full batch), a wake-up.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_size: int,
+        batch_size: int,
+        spool: Spool,
+        wake: Callable[[], None],
+        on_space: Callable[[], None] | None = None,
+    ) -> None:
+        self.lock = threading.Lock()
+        self.not_full = threading.Condition(self.lock)
+        self.items: deque[Record] = deque()
+        self.max_size = max_size
+        self.batch_size = batch_size
+        self.spool = spool
+        self.wake = wake
+        self.on_space = on_space
+        self.accepted = 0
+        self.pressure = 0  # callers waiting for room
+        self.closed = False
+        self.first_at = 0.0
+
+    def put(self, record: Record) -> bool:
+        """Queue one record; False when full (the caller applies the full-queue policy)."""
+        with self.lock:
+            if self.closed:
+                raise ClientClosedError("this Watchkeeper client is closed")
+            items = self.items
+            size = len(items)
+            if size >= self.max_size:
+                return False
+            items.append(record)
+            self.accepted += 1
+            if size == 0:
+                self.first_at = time.monotonic()
+        if size == 0 or size + 1 == self.batch_size:
+            self.wake()
+        return True
+
+    def put_many(self, records: list[Record]) -> int:
+        """Queue as many of ``records`` as fit; returns how many were taken."""
+        with self.lock:
+            if self.closed:
+                raise ClientClosedError("this Watchkeeper client is closed")
+            room = max(0, self.max_size - len(self.items))
+            taken = records[:room]
+            if taken and not self.items:
+                self.first_at = time.monotonic()
+            self.items.extend(taken)
+            self.accepted += len(taken)
+        if taken:
+            self.wake()
+        return len(taken)
+
+    def take(self, limit: int) -> tuple[int, list[Record]] | None:
+        """Up to ``limit`` oldest records and their ticket, unless the spool must go first."""
+        with self.lock:
+            if not self.items or self.spool.pending():
+                return None
+            items = self.items
+            records = [items.popleft() for _ in range(min(limit, len(items)))]
+            ticket = self.spool.reserve()
+            if items:
+                self.first_at = time.monotonic()
+            if self.pressure:
+                self.not_full.notify_all()
+        if self.on_space is not None:
+            self.on_space()
+        return ticket, records
+
+    def take_all(self, extra: Record | None = None) -> tuple[int, list[Record]] | None:
+        """Every queued record (plus ``extra``, counted as accepted) under one ticket."""
+        with self.lock:
+            records = list(self.items)
+            self.items.clear()
+            if extra is not None:
+                records.append(extra)
+            if not records:
+                return None
+            ticket = self.spool.reserve()
+            if self.pressure:
+                self.not_full.notify_all()
+        if self.on_space is not None:
+            self.on_space()
+        return ticket, records
+
+    def spill(self, ticket: int, records: list[Record], counters: Counters) -> None:
+        """Write records taken by a caller whose queue was full; the last one is the caller's."""
+        try:
+            self.spool.write(ticket, records)
+        except BaseException:  # SpoolError, or the caller interrupted during the write
+            # give back what was queued before; the caller's own event was not accepted
+            with self.lock:
+                self.items.extendleft(reversed(records[:-1]))
+            self.spool.release(ticket)
+            raise
+        with self.lock:
+            self.accepted += 1
+        with counters.lock:
+            counters.spooled += len(records)
+        self.wake()
+
+
+@dataclass(frozen=True, slots=True)
+class _Progress:
+    done: int  # leading events settled (accepted, duplicate or rejected)
+    retry_after: float | None = None
+
+
+class Engine:
+    """Delivers queued events to ingest; see the module docstring for the two modes."""
+
+    def __init__(
+        self,
+        options: Options,
+        *,
+        inbox: Inbox,
+        spool: Spool,
+        counters: Counters,
+        executor: concurrent.futures.Executor | None,
+        on_progress: Callable[[], None],
+    ) -> None:
+        self.options = options
+        self.inbox = inbox
+        self.spool = spool
+        self.counters = counters
+        self.http: httpx.AsyncClient | None = None
+        self.wake_event = asyncio.Event()
+        self.closing = False
+        self.stopped = False
+        self.flush_waiters = 0
+        self.settled = 0  # own events delivered or rejected, in queue order
+        self._executor = executor
+        self.on_progress = on_progress
+        self._backoff = Backoff(options.backoff, options.max_backoff)
+        self._next_attempt = 0.0
+        self._last_drain = 0.0
+        self._gave_up = False
+        self._spooling_logged = False
+        self._inflight: tuple[int, list[Record]] | None = None
+        self._inflight_parts: list[tuple[EventKind, list[dict[str, Any]]]] = []
+        self._last_io: concurrent.futures.Future[Any] | None = None
+
+    # -- control from the client -----------------------------------------------------------
+
+    def wake(self) -> None:
+        self.wake_event.set()
+
+    def begin_close(self) -> None:
+        """Stop lingering, deliver what is queued, and on the first failure spool the rest."""
+        self.closing = True
+        self.wake_event.set()
+
+    # -- main loop -------------------------------------------------------------------------
+
+    async def main(self, transport: httpx.AsyncBaseTransport | None) -> None:
+        options = self.options
+        async with httpx.AsyncClient(
+            base_url=options.base_url,
+            headers={
+                "Authorization": f"Bearer {options.api_key}",
+                "User-Agent": options.user_agent,
+            },
+            timeout=options.timeout,
+            transport=transport,
+        ) as http:
+            self.http = http
+            try:
+                await self.run()
+            finally:
+                self.http = None
+
+    async def run(self) -> None:
+        self.stopped = False
+        self.wake_event = asyncio.Event()  # bound to the loop this run is on
+        try:
+            try:
+                await self._io(self.spool.adopt_orphans)
+            except OSError as exc:
+                logger.warning("watchkeeper: could not scan the spool for old events: %s", exc)
+            while True:
+                try:
+                    if self.spool.pending():
+                        if not await self._spool_step():
+                            return
+                    elif not await self._direct_step():
+                        return
+                except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception:  # the sender must outlive any bug: log, pause, carry on
+                    logger.exception("watchkeeper: unexpected error in the sender")
+                    self._requeue_inflight()
+                    await asyncio.sleep(1.0)
+        except asyncio.CancelledError:
+            self.salvage()
+            raise
+        finally:
+            self.stopped = True
+            self.on_progress()
+
+    async def _io(self, function: Callable[[], T]) -> T:
+        """Run blocking spool I/O: inline on the sync client's own loop, else in a thread."""
+        if self._executor is None:
+            return function()
+        future = self._executor.submit(function)
+        self._last_io = future
+        return await asyncio.wrap_future(future)
+
+    async def _wait_until(self, ready: Callable[[], bool], deadline: float | None) -> bool:
+        while True:
+            self.wake_event.clear()
+            if ready():
+                return True
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                return False
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.wake_event.wait()
+            except TimeoutError:
+                pass
+
+    def _urgent(self) -> bool:
+        return self.closing or self.inbox.pressure > 0 or self.flush_waiters > 0
+
+    def _settle(self, count: int) -> None:
+        self.settled += count
+        self.on_progress()
+
+    # -- direct mode -----------------------------------------------------------------------
+
+    async def _direct_step(self) -> bool:
+        inbox, options = self.inbox, self.options
+        if not inbox.items:
+            if self.closing:
+                return False
+            idle_until = time.monotonic() + options.rescan_interval
+            woken = await self._wait_until(
+                lambda: bool(inbox.items) or self.closing or self.spool.pending(), idle_until
+            )
+            if not woken:
+                await self._io(self.spool.adopt_orphans)
+            return True
+        await self._wait_until(
+            lambda: (
+                len(inbox.items) >= options.batch_size or self._urgent() or self.spool.pending()
+            ),
+            inbox.first_at + options.linger,
+        )
+        taken = inbox.take(options.batch_size)
+        if taken is not None:
+            await self._deliver(*taken)
+        return True
+
+    async def _deliver(self, ticket: int, records: list[Record]) -> None:
+        parts: list[tuple[EventKind, list[dict[str, Any]]]] = []
+        predictions = [event for kind, event in records if kind == "prediction"]
+        if predictions:
+            parts.append(("prediction", predictions))
+        if len(predictions) < len(records):
+            # outcomes after the predictions of the same batch: never before the prediction
+            parts.append(("outcome", [event for kind, event in records if kind == "outcome"]))
+        self._inflight = (ticket, records)
+        self._inflight_parts = parts
+        failures = 0
+        while parts:
+            kind, events = parts[0]
+            progress = await self._send(kind, events)
+            if progress.done:
+                self._settle(progress.done)
+                events = events[progress.done :]
+                parts[0] = (kind, events)
+                if not events:
+                    parts.pop(0)
+                    continue
+            failures += 1
+            delay = self._backoff.next_delay(progress.retry_after)
+            deadline = time.monotonic() + delay
+            if failures <= self.options.max_retries:
+                await self._wait_until(self._must_spool, deadline)
+                if not self._must_spool():
+                    continue
+            if await self._spool_inflight(progress, deadline):
+                return
+            await self._wait_until(lambda: False, deadline)  # could not spool: keep retrying
+        self._inflight = None
+        self._inflight_parts = []
+        self.spool.release(ticket)
+        self._backoff.reset()
+
+    def _requeue_inflight(self) -> None:
+        """Put an interrupted batch back at the head of the queue and free its ticket."""
+        if self._inflight is None:
+            return
+        ticket, records = self._inflight
+        if self._inflight_parts:
+            records = self._inflight_records()
+        with self.inbox.lock:
+            self.inbox.items.extendleft(reversed(records))
+        self.spool.release(ticket)
+        self._inflight = None
+        self._inflight_parts = []
+
+    def _must_spool(self) -> bool:
+        """Stop retrying in memory: we are closing, or callers are waiting for queue room."""
+        return self.closing or self.inbox.pressure > 0
+
+    def _inflight_records(self) -> list[Record]:
+        return [(kind, event) for kind, events in self._inflight_parts for event in events]
+
+    async def _spool_inflight(self, progress: _Progress, deadline: float) -> bool:
+        assert self._inflight is not None
+        ticket = self._inflight[0]
+        records = self._inflight_records()
+
+        def write() -> None:
+            self.spool.write(ticket, records)
+            self._inflight = None
+            self._inflight_parts = []
+
+        try:
+            await self._io(write)
+        except SpoolError as exc:
+            logger.error("watchkeeper: ingest unreachable and the spool failed: %s", exc)
+            return False
+        with self.counters.lock:
+            self.counters.spooled += len(records)
+        self._next_attempt = deadline
+        if self.closing:
+            self._gave_up = True
+        if not self._spooling_logged:
+            self._spooling_logged = True
+            logger.warning(
+                "watchkeeper: ingest at %s not reachable, spooling events to %s",
+                self.options.base_url,
+                self.spool.directory,
+            )
+        return True
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def _send(self, kind: EventKind, events: list[dict[str, Any]]) -> _Progress:
+        """POST one homogeneous batch; splits on 413 and reports refusals."""
+        assert self.http is not None
+        try:
+            body, headers = encode_batch(events, compress=self.options.compress)
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            return await self._unencodable(kind, events, str(exc))
+        try:
+            response = await self.http.post(PATHS[kind], content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            logger.debug("watchkeeper: POST %s failed: %r", PATHS[kind], exc)
+            self._count_retry()
+            return _Progress(0)
+        except Exception:  # a broken custom transport: retry rather than lose the batch
+            logger.exception("watchkeeper: POST %s failed unexpectedly", PATHS[kind])
+            self._count_retry()
+            return _Progress(0)
+        reply = classify(response.status_code, response.headers, response.content, events)
+        if reply.action is Action.RETRY:
+            logger.debug("watchkeeper: ingest answered %s, retrying later", reply.status_code)
+            self._count_retry()
+            return _Progress(0, reply.retry_after)
+        if reply.action is Action.SPLIT:
+            half = len(events) // 2
+            first = await self._send(kind, events[:half])
+            if first.done < half:
+                return first
+            second = await self._send(kind, events[half:])
+            return _Progress(half + second.done, second.retry_after)
+        refused = len(reply.rejected)
+        with self.counters.lock:
+            self.counters.sent += len(events) - refused
+            self.counters.duplicates += reply.duplicates
+            self.counters.rejected += refused
+        if refused:
+            detail = reply.detail or "; ".join(
+                f"{r.event_id}: {r.field + ': ' if r.field else ''}{r.reason}"
+                for r in reply.rejected[:5]
+            )
+            self._report(DeliveryError(kind, reply.status_code, detail, reply.rejected))
+        return _Progress(len(events))
+
+    async def _unencodable(
+        self, kind: EventKind, events: list[dict[str, Any]], reason: str
+    ) -> _Progress:
+        if len(events) > 1:
+            half = len(events) // 2
+            first = await self._send(kind, events[:half])
+            if first.done < half:
+                return first
+            second = await self._send(kind, events[half:])
+            return _Progress(half + second.done, second.retry_after)
+        with self.counters.lock:
+            self.counters.rejected += 1
+        self._report(
+            DeliveryError(
+                kind, None, f"not JSON-serialisable: {reason}", [RejectedEvent(events[0], reason)]
+            )
+        )
+        return _Progress(1)
+
+    def _count_retry(self) -> None:
+        with self.counters.lock:
+            self.counters.retried += 1
+
+    def _report(self, error: DeliveryError) -> None:
+        logger.warning("watchkeeper: %s", error)
+        callback = self.options.on_error
+        if callback is None:
+            return
+        try:
+            callback(error)
+        except Exception:
+            logger.exception("watchkeeper: the on_error callback raised")
+
+    # -- spool mode ------------------------------------------------------------------------
+
+    async def _spool_step(self) -> bool:
+        inbox, options = self.inbox, self.options
+        now = time.monotonic()
+        if inbox.items and (now - self._last_drain >= options.linger or self._urgent()):
+            await self._drain_inbox()
+        if self.closing and (self._gave_up or now < self._next_attempt):
+            await self._drain_inbox()
+            return False
+        if now >= self._next_attempt:
+            head = await self._io(lambda: self.spool.read_head(options.batch_size))
+            if head is not None:
+                await self._replay(head)
+                return True
+            if not self.spool.pending():
+                self._left_spool_mode()
+                return True
+            deadline = now + min(options.linger, 0.05)  # a caller is still writing its spill
+        else:
+            deadline = min(self._next_attempt, now + options.linger)
+        await self._wait_until(
+            lambda: (bool(inbox.items) and self._urgent()) or self.closing, deadline
+        )
+        return True
+
+    async def _drain_inbox(self) -> None:
+        self._last_drain = time.monotonic()
+        taken = self.inbox.take_all()
+        if taken is None:
+            return
+        ticket, records = taken
+        self._inflight = taken
+        self._inflight_parts = []
+
+        def write() -> None:
+            self.spool.write(ticket, records)
+            self._inflight = None
+
+        try:
+            await self._io(write)
+        except SpoolError as exc:
+            logger.error("watchkeeper: could not spool queued events: %s", exc)
+            with self.inbox.lock:
+                self.inbox.items.extendleft(reversed(records))
+            self.spool.release(ticket)
+            self._inflight = None
+            return
+        with self.counters.lock:
+            self.counters.spooled += len(records)
+
+    async def _replay(self, head: Head) -> None:
+        progress = await self._send(head.kind, head.events)
+        if progress.done:
+            await self._io(lambda: self.spool.commit(head, progress.done))
+            with self.counters.lock:
+                self.counters.replayed += progress.done
+            if head.own:
+                self._settle(progress.done)
+        if progress.done < len(head.events):
+            delay = self._backoff.next_delay(progress.retry_after)
+            self._next_attempt = time.monotonic() + delay
+            if self.closing:
+                self._gave_up = True
+        else:
+            self._backoff.reset()
+            self._next_attempt = 0.0
+
+    def _left_spool_mode(self) -> None:
+        if self._spooling_logged:
+            self._spooling_logged = False
+            logger.info("watchkeeper: spool replayed, sending directly again")
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def salvage(self) -> None:
+        """Write whatever is in memory to the spool, synchronously (cancellation or exit)."""
+        if self._last_io is not None:
+            concurrent.futures.wait([self._last_io])
+        pending: list[tuple[int, list[Record]]] = []
+        if self._inflight is not None:
+            ticket, records = self._inflight
+            if self._inflight_parts:
+                records = self._inflight_records()
+            pending.append((ticket, records))
+        taken = self.inbox.take_all()
+        if taken is not None:
+            pending.append(taken)
+        for ticket, records in pending:
+            try:
+                self.spool.write(ticket, records)
+            except SpoolError as exc:
+                logger.critical(
+                    "watchkeeper: %d events could not be spooled at shutdown: %s",
+                    len(records),
+                    exc,
+                )
+                continue
+            with self.counters.lock:
+                self.counters.spooled += len(records)
+        self._inflight = None
+        self._inflight_parts = []
+
+    def stats(self) -> Stats:
+        counters = self.counters
+        with counters.lock:
+            return Stats(
+                queued=len(self.inbox.items),
+                sent=counters.sent,
+                duplicates=counters.duplicates,
+                rejected=counters.rejected,
+                retried=counters.retried,
+                spooled=counters.spooled,
+                replayed=counters.replayed,
+                unreadable=counters.unreadable,
+                spool_backlog_bytes=self.spool.backlog_bytes,
+            )

@@ -1,0 +1,131 @@
+"""The disk spool on its own: order by ticket, progress across restarts, torn writes, locks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from watchkeeper_sdk._spool import Record, Spool
+
+
+def prediction(n: int) -> Record:
+    return "prediction", {"event_id": f"p{n}", "n": n}
+
+
+def outcome(n: int) -> Record:
+    return "outcome", {"event_id": f"o{n}", "n": n}
+
+
+def drain(spool: Spool, limit: int = 100) -> list[str]:
+    """Read and commit everything readable now, returning event ids in replay order."""
+    ids: list[str] = []
+    while (head := spool.read_head(limit)) is not None:
+        ids += [event["event_id"] for event in head.events]
+        spool.commit(head, len(head.events))
+    return ids
+
+
+def test_a_batch_spooled_late_under_an_earlier_ticket_is_replayed_first(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    in_flight = spool.reserve()  # taken off the queue first, still being sent
+    spilled = spool.reserve()  # taken later by a caller whose queue was full
+    spool.write(spilled, [prediction(3), prediction(4)])
+
+    assert spool.pending()
+    assert spool.read_head(10) is None  # must not overtake the batch still in flight
+
+    spool.write(in_flight, [prediction(1), prediction(2)])  # its delivery failed
+    assert drain(spool) == ["p1", "p2", "p3", "p4"]
+    assert not spool.pending()
+    spool.close()
+
+
+def test_a_delivered_ticket_is_released_and_frees_the_queue(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    delivered = spool.reserve()
+    spilled = spool.reserve()
+    spool.write(spilled, [prediction(1)])
+
+    spool.release(delivered)
+
+    assert drain(spool) == ["p1"]
+    spool.close()
+
+
+def test_each_read_is_a_run_of_one_kind_in_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.write(spool.reserve(), [prediction(1), prediction(2), outcome(1), prediction(3)])
+
+    kinds = []
+    while (head := spool.read_head(10)) is not None:
+        kinds.append((head.kind, [event["event_id"] for event in head.events]))
+        spool.commit(head, len(head.events))
+
+    assert kinds == [("prediction", ["p1", "p2"]), ("outcome", ["o1"]), ("prediction", ["p3"])]
+    spool.close()
+
+
+def test_progress_survives_a_restart_so_nothing_is_replayed_twice(tmp_path: Path) -> None:
+    first = Spool(tmp_path)
+    first.write(first.reserve(), [prediction(n) for n in range(5)])
+    head = first.read_head(2)
+    assert head is not None
+    first.commit(head, 2)
+    first.close()
+
+    second = Spool(tmp_path)
+    assert second.adopt_orphans() > 0
+
+    assert drain(second) == ["p2", "p3", "p4"]
+    assert list(tmp_path.iterdir()) == []  # the dead instance's directory is gone
+    second.close()
+
+
+def test_a_torn_last_line_is_skipped_and_reported(tmp_path: Path) -> None:
+    first = Spool(tmp_path)
+    first.write(first.reserve(), [prediction(1), prediction(2)])
+    assert first.directory is not None
+    (segment,) = first.directory.glob("*.seg")
+    first.close()
+    with segment.open("ab") as file:  # the writer died in the middle of a line
+        file.write(b'{"kind":"prediction","event":{"event_')
+    unreadable: list[Any] = []
+
+    second = Spool(tmp_path, on_unreadable=lambda *args: unreadable.append(args))
+    second.adopt_orphans()
+
+    assert drain(second) == ["p1", "p2"]
+    assert len(unreadable) == 1
+    assert not second.pending()
+    second.close()
+
+
+def test_a_live_clients_directory_is_not_adopted(tmp_path: Path) -> None:
+    live = Spool(tmp_path)
+    live.write(live.reserve(), [prediction(1)])
+    other = Spool(tmp_path)
+
+    assert other.adopt_orphans() == 0
+    live.close()  # closed with events left: now it is an orphan
+    assert other.adopt_orphans() > 0
+    assert drain(other) == ["p1"]
+    other.close()
+
+
+def test_segments_roll_over_and_keep_their_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=100)
+    for n in range(10):
+        spool.write(spool.reserve(), [prediction(n)])
+    assert spool.directory is not None
+    assert len(list(spool.directory.glob("*.seg"))) > 1
+
+    assert drain(spool, limit=3) == [f"p{n}" for n in range(10)]
+    assert list(spool.directory.glob("*.seg")) == []
+    spool.close()
+
+
+def test_a_spool_never_written_leaves_no_directory(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "root")
+    assert spool.adopt_orphans() == 0
+    spool.close()
+    assert not (tmp_path / "root").exists() or list((tmp_path / "root").iterdir()) == []
