@@ -224,6 +224,9 @@ class SystemSnapshot(Contract):
     status: Literal["active", "retired"] = "active"
     objectives: list[Objective] = Field(default_factory=list)
     reference_hash: str | None = None
+    """Content hash of the current reference profile (fetched from the registry by hash)."""
+    ingest_key_hashes: list[str] = Field(default_factory=list)
+    """SHA-256 hashes (shared.auth.hash_api_key) of the system's active ingest API keys."""
     updated_at: AwareDatetime
 
 

@@ -11,7 +11,8 @@ from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 from fastapi import Depends, Request
-from sqlalchemy import Engine, Table, event, text
+from sqlalchemy import Engine, Table, event, make_url, text
+from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
 __all__ = ["Database", "SessionDep", "get_session"]
@@ -27,21 +28,40 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+_DDL_LOCK_KEY = 0x574B_4444_4C  # "WKDDL": serialises table creation across services
+
+
+def _in_memory(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine
         if url.startswith("sqlite"):
-            self.engine = create_engine(url, connect_args={"check_same_thread": False})
+            # an in-memory database lives in one connection: share it with the worker threads
+            # of ``run`` instead of giving each thread its own empty database
+            pool: dict[str, Any] = {"poolclass": StaticPool} if _in_memory(url) else {}
+            self.engine = create_engine(url, connect_args={"check_same_thread": False}, **pool)
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
     def create_tables(self, tables: Sequence[Any]) -> None:
-        """Create the given SQLModel tables if missing (the service's own, nothing else)."""
-        SQLModel.metadata.create_all(
-            self.engine, tables=[t.__table__ if not isinstance(t, Table) else t for t in tables]
-        )
+        """Create the given SQLModel tables if missing (the service's own, nothing else).
+
+        Services sharing one PostgreSQL database start together and own tables of the same
+        name (``outbox_message``); "create if missing" is check-then-create, so they take
+        turns under an advisory lock instead of failing with DuplicateTable.
+        """
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY})
+            SQLModel.metadata.create_all(
+                conn, tables=[t.__table__ if not isinstance(t, Table) else t for t in tables]
+            )
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)

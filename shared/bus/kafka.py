@@ -52,13 +52,13 @@ async def _await_partitions(
     """Partition ids of each topic, once every partition has a leader (topics just created
     are visible before their leaders are elected; reading or writing them then fails).
 
-    Describing a topic that does not exist yet lets the broker auto-create it, as the
-    in-process bus does.
+    Asks for all topics' metadata: naming missing topics would let the broker auto-create
+    them with its defaults (a registry topic without compaction).
     """
     wanted = sorted(set(names))
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        described = {t["topic"]: t for t in await admin.describe_topics(wanted)}
+        described = {t["topic"]: t for t in await admin.describe_topics()}
         found: dict[str, list[int]] = {}
         for name in wanted:
             topic = described.get(name)

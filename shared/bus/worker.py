@@ -74,7 +74,7 @@ class StreamWorker(Generic[T]):
         self._in_batch = False
         self._dead_lettered: set[tuple[str, int, int]] = set()
         self.caught_up = asyncio.Event()
-        """Set once the consumer has reached the end of its partitions (tables are loaded)."""
+        """Set once the consumer holds partitions and has reached their end (tables are loaded)."""
         self.running = False
 
     async def start(self) -> None:
@@ -136,7 +136,7 @@ class StreamWorker(Generic[T]):
                     raise
                 except Exception:
                     # nothing after the last commit counts as done: go back to it and retry
-                    log.exception("%s: handling failed; redelivering from last commit", self.name)
+                    log.exception("%s: batch failed; redelivering from last commit", self.name)
                     await asyncio.sleep(self._backoff_s)
                     consumer = await self._rewind(consumer)
         finally:

@@ -7,7 +7,7 @@ import orjson
 import pytest
 from sklearn import metrics as skm
 
-from services.evaluator.stats import (
+from shared.stats import (
     ExpectedConfusionAccumulator,
     InsufficientData,
     estimated_accuracy,

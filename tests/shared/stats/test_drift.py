@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.evaluator.stats import (
+from shared.contracts import FeatureType
+from shared.stats import (
     DEFAULT_THRESHOLDS,
     Binning,
     CategoricalAccumulator,
@@ -21,9 +22,8 @@ from services.evaluator.stats import (
     column_drift,
     dataset_drift_share,
 )
-from services.evaluator.stats.drift import sturges_edges
-from services.evaluator.stats.reference import bin_index
-from shared.contracts import FeatureType
+from shared.stats.drift import sturges_edges
+from shared.stats.reference import bin_index
 
 from .conftest import EvidentlyDrift
 
@@ -330,7 +330,7 @@ def test_dataset_drifts_at_half_of_the_columns() -> None:
 
 
 def column_drift_result(drifted: bool) -> object:
-    from services.evaluator.stats import DriftResult
+    from shared.stats import DriftResult
 
     return DriftResult(DriftMethod.PSI, 0.5 if drifted else 0.0, drifted, 0.1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.evaluator.stats import (
+from shared.stats import (
     CategoricalAccumulator,
     InsufficientData,
     NumericAccumulator,

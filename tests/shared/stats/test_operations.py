@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from services.evaluator.stats import (
+from shared.stats import (
     InsufficientData,
     OperationsAccumulator,
     label_coverage,

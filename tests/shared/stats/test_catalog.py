@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.evaluator.stats import DEFAULT_THRESHOLDS, Binning, DriftMethod
 from shared.catalog import CATALOG, Direction, Family
+from shared.stats import DEFAULT_THRESHOLDS, Binning, DriftMethod
 
 
 def test_every_drift_method_is_a_catalog_metric_with_evidentlys_direction() -> None:

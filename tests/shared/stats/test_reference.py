@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.evaluator.stats import (
+from shared.contracts import FeatureType
+from shared.stats import (
     CategoricalReference,
     InsufficientData,
     NumericReference,
     ReferenceProfile,
 )
-from services.evaluator.stats.reference import bin_index, profile_numeric
-from shared.contracts import FeatureType
+from shared.stats.reference import bin_index, profile_numeric
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from services.evaluator.stats import (
+from shared.stats import (
     CategoricalAccumulator,
     ConfusionAccumulator,
     ExpectedConfusionAccumulator,
@@ -23,8 +23,8 @@ from services.evaluator.stats import (
     RegressionAccumulator,
     Reservoir,
 )
-from services.evaluator.stats.accumulators import OVERFLOW_CATEGORY
-from services.evaluator.stats.reference import bin_index, profile_numeric
+from shared.stats.accumulators import OVERFLOW_CATEGORY
+from shared.stats.reference import bin_index, profile_numeric
 
 
 def round_trip(acc: Any) -> Any:

@@ -11,7 +11,7 @@ import pytest
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from services.evaluator.stats import (
+from shared.stats import (
     ConfusionAccumulator,
     InsufficientData,
     RegressionAccumulator,
