@@ -7,12 +7,15 @@ its own ``service`` name, so tests sharing the PostgreSQL database never see eac
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from sqlalchemy import make_url, text
 from sqlmodel import col, select
 
 from shared.bus import BusUnavailable, MemoryBus, Record, RecordMetadata, Topics
@@ -182,3 +185,36 @@ async def test_rows_wait_out_a_bus_outage_and_are_published_once_it_recovers(
         await relay.stop()
     assert published(bus, topic) == [b"nc-1", b"nc-2", b"nc-3"]
     assert relay.published == 3
+
+
+def test_services_starting_together_each_create_the_outbox_table(database_url: str) -> None:
+    """Every service owns an ``outbox_message`` table; in one PostgreSQL database they start
+    at the same moment and must not fail on each other's CREATE TABLE."""
+    schema = f"race_{uuid4().hex[:8]}"
+    admin = Database(database_url)
+    with admin.engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = make_url(database_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    services = [Database(url.render_as_string(hide_password=False)) for _ in range(6)]
+    start = threading.Barrier(len(services))
+
+    def start_service(db: Database) -> None:
+        start.wait()
+        db.create_tables([OutboxMessage])
+
+    try:
+        with ThreadPoolExecutor(len(services)) as pool:
+            for future in [pool.submit(start_service, db) for db in services]:
+                future.result()
+        with admin.engine.connect() as conn:
+            tables = conn.execute(
+                text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
+                {"s": schema},
+            ).scalars()
+            assert list(tables) == ["outbox_message"]
+    finally:
+        for db in services:
+            db.dispose()
+        with admin.engine.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
