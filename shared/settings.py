@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["CommonSettings"]
@@ -29,3 +29,5 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    auth_secret: SecretStr | None = None
+    """HMAC key of user tokens (shared.auth); None = open mode: nothing is checked."""
