@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.partitioner import DefaultPartitioner
 
 from shared.bus.base import (
     BusUnavailable,
@@ -29,7 +30,7 @@ from shared.bus.base import (
     TopicSpec,
 )
 
-__all__ = ["KafkaBus"]
+__all__ = ["DeliveryPending", "KafkaBus"]
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +74,32 @@ async def _await_partitions(
         await asyncio.sleep(0.1)
 
 
-def _discard(futures: Iterable[asyncio.Future[Any]]) -> None:
-    """Cancel sends nobody will wait for, marking failures as seen (no 'never retrieved')."""
-    for future in futures:
-        if not future.done():
-            future.cancel()
-        elif not future.cancelled():
-            future.exception()
+BATCH_MIN_RECORDS = 16
+"""A partition's share of a ``send_many`` this large is written as whole record batches.
+
+Per-record ``send`` costs ~9 µs of Python each; appending to a batch builder ~2 µs. Smaller
+shares go through ``send`` so records of concurrent callers coalesce into one batch."""
+
+Outcome = RecordMetadata | BaseException
+"""One record's fate: acknowledged, or a definite failure (it was not written)."""
+
+
+class DeliveryPending(BusUnavailable):
+    """Kafka did not acknowledge in time, but the records may still be written.
+
+    An idempotent producer keeps retrying what it already handed to the broker (cancelling
+    does not stop it), so a caller that must know the truth (ingest's duplicate store)
+    awaits ``delivery``: one :data:`Outcome` per record, in order, once Kafka settled each.
+    """
+
+    def __init__(self, message: str, delivery: asyncio.Future[list[Outcome]]) -> None:
+        super().__init__(message)
+        self.delivery = delivery
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class KafkaProducer:
@@ -91,6 +111,7 @@ class KafkaProducer:
         self._producer: AIOKafkaProducer | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._partitioner = DefaultPartitioner()
 
     def _build(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -170,19 +191,98 @@ class KafkaProducer:
     async def send_many(
         self, topic: str, items: Sequence[tuple[bytes | None, bytes | None]]
     ) -> list[RecordMetadata]:
+        """Send records, whole batches per partition where there are many; wait for all acks.
+
+        On timeout raises :class:`DeliveryPending`, whose ``delivery`` keeps following the
+        records Kafka may still write.
+        """
         producer = self._require()
-        futures: list[asyncio.Future[Any]] = []
+        delivery = asyncio.ensure_future(self._deliver(producer, topic, items))
+        delivery.add_done_callback(_retrieve)
         try:
             async with asyncio.timeout(self._timeout):
-                for key, value in items:
-                    futures.append(await producer.send(topic, value, key=key))
-                done = await asyncio.gather(*futures)
-        except (KafkaError, TimeoutError) as exc:
-            _discard(futures)
-            raise BusUnavailable(
-                f"Kafka did not acknowledge within {self._timeout}s: {exc!r}"
+                outcomes = await asyncio.shield(delivery)
+        except TimeoutError as exc:
+            raise DeliveryPending(
+                f"Kafka did not acknowledge within {self._timeout}s", delivery
             ) from exc
-        return [RecordMetadata(md.topic, md.partition, md.offset) for md in done]
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failed is not None:
+            raise BusUnavailable(f"Kafka did not acknowledge: {failed!r}") from failed
+        return [o for o in outcomes if isinstance(o, RecordMetadata)]
+
+    async def _deliver(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        items: Sequence[tuple[bytes | None, bytes | None]],
+    ) -> list[Outcome]:
+        """Hand every record to the producer, then wait (without a deadline) until each is
+        acknowledged or definitely failed."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        pending: list[tuple[list[int], asyncio.Future[Any], bool]] = []
+        try:
+            partitions = sorted(await producer.partitions_for(topic))
+        except KafkaError as exc:
+            return [exc] * len(items)
+        shares: dict[int, list[int]] = {}
+        for index, (key, _value) in enumerate(items):
+            partition = self._partitioner(key, partitions, partitions)
+            shares.setdefault(partition, []).append(index)
+        for partition, indexes in shares.items():
+            try:
+                if len(indexes) >= BATCH_MIN_RECORDS:
+                    await self._enqueue_batches(producer, topic, partition, items, indexes, pending)
+                else:
+                    for index in indexes:
+                        key, value = items[index]
+                        future = await producer.send(topic, value, key=key, partition=partition)
+                        pending.append(([index], future, False))
+            except KafkaError as exc:  # not handed over: definitely not written
+                handed = {i for group, _f, _b in pending for i in group}
+                for index in indexes:
+                    if index not in handed:
+                        outcomes[index] = exc
+        for indexes, future, batch in pending:
+            try:
+                md = await future
+            except KafkaError as exc:
+                for index in indexes:
+                    outcomes[index] = exc
+                continue
+            for position, index in enumerate(indexes):
+                offset = md.offset + position if batch else md.offset
+                outcomes[index] = RecordMetadata(md.topic, md.partition, offset)
+        return [o if o is not None else BusUnavailable("not sent") for o in outcomes]
+
+    @staticmethod
+    async def _enqueue_batches(
+        producer: AIOKafkaProducer,
+        topic: str,
+        partition: int,
+        items: Sequence[tuple[bytes | None, bytes | None]],
+        indexes: list[int],
+        pending: list[tuple[list[int], asyncio.Future[Any], bool]],
+    ) -> None:
+        position = 0
+        while position < len(indexes):
+            builder = producer.create_batch()
+            members: list[int] = []
+            while position < len(indexes):
+                key, value = items[indexes[position]]
+                if builder.append(key=key, value=value, timestamp=None) is None:
+                    break
+                members.append(indexes[position])
+                position += 1
+            if not members:  # one record larger than a batch: let send() refuse or take it
+                index = indexes[position]
+                key, value = items[index]
+                future = await producer.send(topic, value, key=key, partition=partition)
+                pending.append(([index], future, False))
+                position += 1
+                continue
+            future = await producer.send_batch(builder, topic, partition=partition)
+            pending.append((members, future, True))
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
