@@ -1,35 +1,33 @@
-"""Ingest HTTP routes: parse, validate, produce, and answer only after the bus acknowledged."""
+"""Ingest HTTP routes: authenticate, parse, validate, deduplicate, produce, answer after the ack.
+
+Order of checks, each answering on its own: API key (401) -> body size and batch length
+(413) -> JSON (400) -> per-record contract, schema and key scope (good records go on; with
+none left: 422, or 403 when only the key's scope refused them) -> rate limit (429) ->
+duplicate store (503 while an earlier request still delivers one of the events) -> Kafka
+(503 with Retry-After when it does not acknowledge within ``kafka_send_timeout_s``).
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from collections import Counter as Tally
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
 
-from shared.bus import Bus, BusUnavailable
-from shared.contracts import encode
-from shared.registry_view import RegistryView
+from shared.auth import bearer_token
+from shared.bus import BusUnavailable
+from shared.bus.kafka import DeliveryIncomplete
 
-from .metrics import IngestMetrics
-from .schemas import IngestResponse
-from .settings import Settings
-from .validation import BodyError, Kind, parse_body, validate_events
+from .context import IngestContext
+from .dedup import Claim, DedupUnavailable, Verdict
+from .schemas import IngestResponse, RecordError
+from .validation import Accepted, BodyError, Kind, parse_body, validate_events
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
-
-
-class IngestContext:
-    def __init__(
-        self, *, settings: Settings, bus: Bus, view: RegistryView, metrics: IngestMetrics
-    ) -> None:
-        self.settings = settings
-        self.bus = bus
-        self.view = view
-        self.metrics = metrics
 
 
 def context(request: Request) -> IngestContext:
@@ -48,73 +46,231 @@ _BODY_DOC = {
         },
     }
 }
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "body is not JSON / NDJSON / gzip"},
+    401: {"description": "missing or unknown ingest API key (Authorization: Bearer <key>)"},
+    403: {"description": "the API key belongs to another AI system"},
+    413: {"description": "body or batch over the limit (named in the answer)"},
+    415: {"description": "unsupported Content-Encoding"},
+    422: {"description": "no valid record; each bad record listed by index, field, reason"},
+    429: {"description": "the system is over its rate limit; see Retry-After"},
+    503: {"description": "Kafka or the duplicate store did not answer; see Retry-After"},
+}
 
 
-def _unavailable(ctx: IngestContext, reason: str) -> JSONResponse:
-    return JSONResponse(
+def _json(payload: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status, headers, media_type="application/json")
+
+
+def _unavailable(ctx: IngestContext, reason: str, retry_after: int | None = None) -> Response:
+    return _json(
         {"detail": reason},
-        status_code=503,
-        headers={"Retry-After": str(ctx.settings.retry_after_s)},
+        503,
+        {"Retry-After": str(retry_after or ctx.settings.retry_after_s)},
     )
 
 
-async def _ingest(kind: Kind, request: Request, ctx: IngestContext, atomic: bool) -> JSONResponse:
-    limit = ctx.settings.max_body_bytes
+def _unauthorized(ctx: IngestContext, reason: str, why: str) -> Response:
+    ctx.metrics.auth_failures.labels(reason).inc()
+    return _json({"detail": why}, 401, {"WWW-Authenticate": "Bearer"})
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        return JSONResponse({"detail": f"body exceeds the limit of {limit} bytes"}, 413)
-    body = bytearray()
+        return None
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            return JSONResponse({"detail": f"body exceeds the limit of {limit} bytes"}, 413)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _ingest(kind: Kind, request: Request, ctx: IngestContext, atomic: bool) -> Response:
+    started = time.perf_counter()
+    response = await _handle(kind, request, ctx, atomic)
+    metrics = ctx.metrics
+    metrics.request_seconds.labels(kind).observe(time.perf_counter() - started)
+    metrics.requests.labels(kind, str(response.status_code)).inc()
+    return response
+
+
+async def _handle(kind: Kind, request: Request, ctx: IngestContext, atomic: bool) -> Response:
+    settings, metrics = ctx.settings, ctx.metrics
+    key_system: str | None = None
+    if ctx.auth_required:
+        key = bearer_token(request)
+        if key is None:
+            return _unauthorized(
+                ctx, "missing", "Authorization: send 'Authorization: Bearer <ingest API key>'"
+            )
+        if not ctx.view.loaded:
+            return _unavailable(ctx, "registry view is still loading; retry shortly")
+        key_system = ctx.keys.system_of(key)
+        if key_system is None:
+            return _unauthorized(ctx, "unknown", "Authorization: unknown or revoked ingest API key")
+
+    limit = settings.max_body_bytes
+    body = await _read_body(request, limit)
+    if body is None:
+        return _json({"detail": f"body exceeds the limit of {limit} bytes"}, 413)
     try:
         items = parse_body(
-            bytes(body),
+            body,
             content_type=request.headers.get("content-type", "application/json"),
             content_encoding=request.headers.get("content-encoding", ""),
             max_bytes=limit,
         )
     except BodyError as exc:
-        return JSONResponse({"detail": exc.reason}, exc.status)
-    if len(items) > ctx.settings.max_batch_events:
-        return JSONResponse(
+        return _json({"detail": exc.reason}, exc.status)
+    if len(items) > settings.max_batch_events:
+        return _json(
             {
                 "detail": f"batch of {len(items)} exceeds the limit of "
-                f"{ctx.settings.max_batch_events} events"
+                f"{settings.max_batch_events} events"
             },
             413,
         )
     if not ctx.view.loaded:
         return _unavailable(ctx, "registry view is still loading; retry shortly")
-    ctx.metrics.batch_size.observe(len(items))
-    good, _indexes, errors = validate_events(kind, items, lookup=ctx.view.get)
+    metrics.batch_size.observe(len(items))
+
+    def authorized(system: Any) -> str | None:
+        if system.system_id == key_system:
+            return None
+        return f"the API key is not valid for system {system.system_id!r}"
+
+    good, errors = validate_events(
+        kind, items, lookup=ctx.view.get, authorized=authorized if ctx.auth_required else None
+    )
+    if errors:
+        _count_rejections(ctx, kind, items, errors)
+        if atomic or not good:
+            scope_only = key_system is not None and all(
+                e.field == "system_id" and e.reason.startswith("the API key") for e in errors
+            )
+            return _json(
+                {"detail": [e.model_dump() for e in errors], "accepted": 0},
+                403 if scope_only else 422,
+            )
+
+    # the first of several records with one event_id in this request is the one that counts
+    duplicates: list[Accepted] = []
+    distinct: list[Accepted] = []
+    seen: set[tuple[str, str]] = set()
+    for event in good:
+        identity = (event.system_id, event.event_id)
+        if identity in seen:
+            duplicates.append(event)
+        else:
+            seen.add(identity)
+            distinct.append(event)
+
+    per_system = Tally(event.system_id for event in distinct)
+    wait = ctx.limiter.admit(per_system)
+    if wait is not None:
+        for system_id, count in per_system.items():
+            metrics.rate_limited.labels(system_id, kind).inc(count)
+        limited = ", ".join(sorted(per_system))
+        return _json(
+            {"detail": f"rate limit of system {limited} exceeded; retry after {wait}s"},
+            429,
+            {"Retry-After": str(wait)},
+        )
+
+    return await _deliver(kind, ctx, distinct, duplicates, errors)
+
+
+async def _deliver(
+    kind: Kind,
+    ctx: IngestContext,
+    events: list[Accepted],
+    duplicates: list[Accepted],
+    errors: list[RecordError],
+) -> Response:
+    metrics = ctx.metrics
+    seq: int | None = None
+    claims: list[Claim] = []
+    if ctx.dedup is not None and events:
+        claims = [Claim(e.system_id, kind, e.event_id, ctx.horizon_s(e.system_id)) for e in events]
+        started = time.perf_counter()
+        try:
+            seq, verdicts = await ctx.dedup.claim(claims)
+        except DedupUnavailable as exc:
+            metrics.dedup_errors.inc()
+            return _unavailable(ctx, str(exc))
+        metrics.dedup_seconds.observe(time.perf_counter() - started)
+        in_flight = verdicts.count(Verdict.IN_FLIGHT)
+        if in_flight:
+            ctx.dedup.settle(
+                seq, [c for c, v in zip(claims, verdicts, strict=True) if v is Verdict.NEW]
+            )
+            return _unavailable(
+                ctx,
+                f"{in_flight} events of this request are still being delivered by an earlier "
+                "request; retry to learn their fate",
+            )
+        fresh = [
+            (e, c) for e, c, v in zip(events, claims, verdicts, strict=True) if v is Verdict.NEW
+        ]
+        duplicates.extend(
+            e for e, v in zip(events, verdicts, strict=True) if v is Verdict.DUPLICATE
+        )
+        events = [e for e, _c in fresh]
+        claims = [c for _e, c in fresh]
+
+    if events:
+        topic = ctx.bus.topics.predictions if kind == "predictions" else ctx.bus.topics.outcomes
+        started = time.perf_counter()
+        try:
+            await ctx.bus.producer.send_many(
+                topic, [(event.system_id.encode(), event.value) for event in events]
+            )
+        except DeliveryIncomplete as exc:
+            metrics.bus_errors.labels("unacknowledged").inc()
+            if seq is not None:
+                ctx.follower.follow(exc.delivery, seq, claims)
+            return _unavailable(ctx, f"event bus unavailable: {exc}")
+        except BusUnavailable as exc:
+            metrics.bus_errors.labels("unavailable").inc()
+            if seq is not None and ctx.dedup is not None:
+                ctx.dedup.settle(seq, claims)
+            return _unavailable(ctx, f"event bus unavailable: {exc}")
+        metrics.produce_seconds.observe(time.perf_counter() - started)
+    if seq is not None and ctx.dedup is not None:
+        ctx.dedup.settle(seq)
+
+    for system_id, count in Tally(event.system_id for event in events).items():
+        metrics.accepted.labels(system_id, kind).inc(count)
+    for system_id, count in Tally(event.system_id for event in duplicates).items():
+        metrics.duplicates.labels(system_id, kind).inc(count)
+    return _json(
+        {
+            "accepted": len(events),
+            "duplicates": [event.event_id for event in duplicates],
+            "rejected": [e.model_dump() for e in errors],
+        },
+        202,
+    )
+
+
+def _count_rejections(
+    ctx: IngestContext, kind: Kind, items: list[Any], errors: list[RecordError]
+) -> None:
+    """Count refusals by system and the field at fault; unregistered system ids (anything
+    a client makes up) are counted as 'unknown' so label cardinality stays bounded."""
+    tally: Tally[tuple[str, str]] = Tally()
     for error in errors:
         item = items[error.index]
-        system = item.get("system_id") if isinstance(item, dict) else None
-        ctx.metrics.rejected.labels(
-            str(system) if error.field != "system_id" else "unknown",
-            kind,
-            error.field.split(".")[0],
-        ).inc()
-    if errors and (atomic or not good):
-        return JSONResponse(
-            {"detail": [e.model_dump() for e in errors], "accepted": 0}, status_code=422
-        )
-    topic = ctx.bus.topics.predictions if kind == "predictions" else ctx.bus.topics.outcomes
-    started = time.perf_counter()
-    try:
-        await ctx.bus.producer.send_many(
-            topic, [(event.system_id.encode(), encode(event)) for event in good]
-        )
-    except BusUnavailable as exc:
-        ctx.metrics.bus_errors.inc()
-        return _unavailable(ctx, f"event bus unavailable: {exc}")
-    ctx.metrics.produce_seconds.observe(time.perf_counter() - started)
-    for event in good:
-        ctx.metrics.accepted.labels(event.system_id, kind).inc()
-    response = IngestResponse(accepted=len(good), rejected=errors)
-    return JSONResponse(response.model_dump(), status_code=202)
+        claimed = item.get("system_id") if isinstance(item, dict) else None
+        known = isinstance(claimed, str) and ctx.view.get(claimed) is not None
+        system = claimed if known and isinstance(claimed, str) else "unknown"
+        tally[(system, error.field.split(".")[0])] += 1
+    for (system, field), count in tally.items():
+        ctx.metrics.rejected.labels(system, kind, field).inc(count)
 
 
 @router.post(
@@ -122,12 +278,15 @@ async def _ingest(kind: Kind, request: Request, ctx: IngestContext, atomic: bool
     status_code=202,
     response_model=IngestResponse,
     openapi_extra=_BODY_DOC,
-    responses={413: {}, 422: {}, 503: {}},
+    responses=_RESPONSES,
 )
-async def ingest_predictions(
-    request: Request, ctx: ContextDep, atomic: bool = False
-) -> JSONResponse:
-    """One prediction event, a JSON array of them, or NDJSON (optionally gzip-compressed)."""
+async def ingest_predictions(request: Request, ctx: ContextDep, atomic: bool = False) -> Response:
+    """One prediction event, a JSON array of them, or NDJSON (optionally gzip-compressed).
+
+    202 lists how many were accepted, which event_ids were duplicates (already accepted
+    within the label horizon: not produced again) and every refused record (index, field,
+    reason). ``atomic=true``: one bad record refuses the whole batch (422).
+    """
     return await _ingest("predictions", request, ctx, atomic)
 
 
@@ -136,8 +295,8 @@ async def ingest_predictions(
     status_code=202,
     response_model=IngestResponse,
     openapi_extra=_BODY_DOC,
-    responses={413: {}, 422: {}, 503: {}},
+    responses=_RESPONSES,
 )
-async def ingest_outcomes(request: Request, ctx: ContextDep, atomic: bool = False) -> JSONResponse:
+async def ingest_outcomes(request: Request, ctx: ContextDep, atomic: bool = False) -> Response:
     """One outcome event, a JSON array of them, or NDJSON (optionally gzip-compressed)."""
     return await _ingest("outcomes", request, ctx, atomic)

@@ -30,7 +30,7 @@ from shared.bus.base import (
     TopicSpec,
 )
 
-__all__ = ["DeliveryPending", "KafkaBus"]
+__all__ = ["DeliveryIncomplete", "KafkaBus", "Outcome"]
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,13 @@ Outcome = RecordMetadata | BaseException
 """One record's fate: acknowledged, or a definite failure (it was not written)."""
 
 
-class DeliveryPending(BusUnavailable):
-    """Kafka did not acknowledge in time, but the records may still be written.
+class DeliveryIncomplete(BusUnavailable):
+    """Not every record was acknowledged (in time); some may be written, some not (yet).
 
     An idempotent producer keeps retrying what it already handed to the broker (cancelling
     does not stop it), so a caller that must know the truth (ingest's duplicate store)
-    awaits ``delivery``: one :data:`Outcome` per record, in order, once Kafka settled each.
+    awaits ``delivery``: one :data:`Outcome` per record, in order, once Kafka settled each
+    (already done when the failure was definite).
     """
 
     def __init__(self, message: str, delivery: asyncio.Future[list[Outcome]]) -> None:
@@ -193,8 +194,8 @@ class KafkaProducer:
     ) -> list[RecordMetadata]:
         """Send records, whole batches per partition where there are many; wait for all acks.
 
-        On timeout raises :class:`DeliveryPending`, whose ``delivery`` keeps following the
-        records Kafka may still write.
+        Raises :class:`DeliveryIncomplete` (a ``BusUnavailable``) when a record failed or was
+        not acknowledged in time; its ``delivery`` follows the records Kafka may still write.
         """
         producer = self._require()
         delivery = asyncio.ensure_future(self._deliver(producer, topic, items))
@@ -203,12 +204,12 @@ class KafkaProducer:
             async with asyncio.timeout(self._timeout):
                 outcomes = await asyncio.shield(delivery)
         except TimeoutError as exc:
-            raise DeliveryPending(
+            raise DeliveryIncomplete(
                 f"Kafka did not acknowledge within {self._timeout}s", delivery
             ) from exc
         failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
         if failed is not None:
-            raise BusUnavailable(f"Kafka did not acknowledge: {failed!r}") from failed
+            raise DeliveryIncomplete(f"Kafka did not acknowledge: {failed!r}", delivery) from failed
         return [o for o in outcomes if isinstance(o, RecordMetadata)]
 
     async def _deliver(

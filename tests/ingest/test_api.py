@@ -7,6 +7,7 @@ import gzip
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,12 +45,17 @@ async def publish_system(bus: Bus, system_id: str) -> None:
 
 
 @pytest.fixture
-async def ingest() -> AsyncIterator[tuple[httpx.AsyncClient, MemoryBus, str]]:
+async def ingest(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, MemoryBus, str]]:
     bus = MemoryBus()
     await bus.start()
     system_id = unique("sys")
     await publish_system(bus, system_id)
-    app = create_app(Settings(max_body_bytes=64 * 1024, max_batch_events=50), bus=bus)
+    settings = Settings(
+        max_body_bytes=64 * 1024,
+        max_batch_events=50,
+        database_url=f"sqlite:///{tmp_path / 'ingest.db'}",
+    )
+    app = create_app(settings, bus=bus)
     async with app.router.lifespan_context(app):
         await app.state.ingest.view.wait_loaded(5)
         transport = httpx.ASGITransport(app)
@@ -199,10 +205,13 @@ async def test_limits_answer_413(ingest: tuple[httpx.AsyncClient, MemoryBus, str
     assert "65536 bytes" in response.text
 
 
-async def _kafka_ingest_app(bootstrap: str, timeout_s: float) -> tuple[FastAPI, str]:
+async def _kafka_ingest_app(
+    bootstrap: str, timeout_s: float, tmp_path: Path
+) -> tuple[FastAPI, str]:
     topics = Topics(prefix=f"t{unique('p')[-8:]}.")
     system_id = unique("sys")
     settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'ingest.db'}",
         bus="kafka",
         kafka_bootstrap=bootstrap,
         kafka_send_timeout_s=timeout_s,
@@ -211,9 +220,9 @@ async def _kafka_ingest_app(bootstrap: str, timeout_s: float) -> tuple[FastAPI, 
     return create_app(settings), system_id
 
 
-async def test_kafka_down_answers_503_with_retry_after(kafka_broker: Any) -> None:
+async def test_kafka_down_answers_503_with_retry_after(kafka_broker: Any, tmp_path: Path) -> None:
     """Ingest on the real broker: 202 while it is up, 503 (never a hang) while it is down."""
-    app, system_id = await _kafka_ingest_app(kafka_broker.bootstrap, timeout_s=3.0)
+    app, system_id = await _kafka_ingest_app(kafka_broker.bootstrap, 3.0, tmp_path)
     async with app.router.lifespan_context(app):
         await publish_system(app.state.bus, system_id)
         assert await app.state.ingest.view.wait_loaded(30)
@@ -239,10 +248,10 @@ async def test_kafka_down_answers_503_with_retry_after(kafka_broker: Any) -> Non
             assert took < 10
 
 
-async def test_unreachable_kafka_at_start_answers_503() -> None:
+async def test_unreachable_kafka_at_start_answers_503(tmp_path: Path) -> None:
     from tests.deployments import free_port
 
-    app, system_id = await _kafka_ingest_app(f"127.0.0.1:{free_port()}", timeout_s=1.0)
+    app, system_id = await _kafka_ingest_app(f"127.0.0.1:{free_port()}", 1.0, tmp_path)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:

@@ -1,0 +1,40 @@
+"""What every ingest request needs, built once per app by ``create_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.bus import Bus
+from shared.registry_view import RegistryView
+
+from .dedup import DedupStore
+from .delivery import DeliveryFollower
+from .keys import KeyIndex
+from .limits import RateLimiter
+from .metrics import IngestMetrics
+from .settings import Settings
+
+__all__ = ["IngestContext"]
+
+DEFAULT_HORIZON_S = 7 * 24 * 3600.0
+
+
+@dataclass
+class IngestContext:
+    settings: Settings
+    bus: Bus
+    view: RegistryView
+    metrics: IngestMetrics
+    keys: KeyIndex
+    limiter: RateLimiter
+    dedup: DedupStore | None
+    follower: DeliveryFollower
+
+    @property
+    def auth_required(self) -> bool:
+        return self.settings.auth_secret is not None
+
+    def horizon_s(self, system_id: str) -> float:
+        """How long an event_id of the system counts as seen: its label horizon."""
+        system = self.view.get(system_id)
+        return float(system.label_horizon_seconds) if system is not None else DEFAULT_HORIZON_S

@@ -1,0 +1,450 @@
+"""Duplicate detection: each event_id is accepted once within its system's label horizon.
+
+The state is in the database (PostgreSQL when deployed, SQLite embedded), so it holds across
+restarts and across any number of ingest instances. Per request:
+
+1. **claim**: insert one ``SeenEvent`` row per event with this instance's id (``owner``) and
+   the request's sequence number (``seq``); every request waiting at that moment goes into
+   the same statement (group commit), so the cost is one bulk insert per round trip. An
+   existing row means: *duplicate* if its request is settled; *in flight* if its instance is
+   alive and still waiting for Kafka (the caller answers 503; the client retries); and it is
+   taken over if it expired or its instance died before settling.
+2. the caller produces the new events to Kafka.
+3. **settle**: rows of events Kafka definitely did not write are deleted, then the request's
+   ``seq`` counts as settled. A heartbeat publishes ``resolved_seq`` (every seq up to it is
+   settled) and ``alive_until``, so confirming delivery costs one row update per heartbeat
+   rather than one per event.
+
+An event is therefore never reported as a duplicate unless Kafka acknowledged it (no loss).
+The one window for a duplicate on the topic: an instance that dies between handing events to
+Kafka and settling them; after its lease a retry takes the rows over and produces again
+(at-least-once, which the evaluator's own event_id dedup absorbs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, insert, select, text, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from shared.db import Database
+
+from .models import IngestInstance, SeenEvent
+
+__all__ = ["Claim", "DedupStore", "DedupUnavailable", "Verdict"]
+
+log = logging.getLogger(__name__)
+
+_SEEN = SeenEvent.__table__  # type: ignore[attr-defined]
+_INSTANCE = IngestInstance.__table__  # type: ignore[attr-defined]
+_CHUNK = 1000
+
+Key = tuple[str, str, str]
+
+
+class DedupUnavailable(Exception):
+    """The duplicate store could not be reached; the request should be retried later."""
+
+
+class Verdict(enum.Enum):
+    NEW = "new"  # claimed by this request: produce it
+    DUPLICATE = "duplicate"  # already delivered within the horizon
+    IN_FLIGHT = "in_flight"  # another request is still waiting for Kafka to acknowledge it
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    system_id: str
+    kind: str
+    event_id: str
+    horizon_s: float
+
+    @property
+    def key(self) -> Key:
+        return (self.system_id, self.kind, self.event_id)
+
+
+@dataclass(slots=True)
+class _Waiting:
+    seq: int
+    claims: Sequence[Claim]
+    future: asyncio.Future[list[Verdict]]
+
+
+_PG_INSERT = text(
+    "INSERT INTO ingest_seen_event (system_id, kind, event_id, expires_at, owner, seq) "
+    "SELECT * FROM unnest(CAST(:s AS text[]), CAST(:k AS text[]), CAST(:e AS text[]), "
+    "CAST(:x AS float8[]), CAST(:o AS int8[]), CAST(:q AS int8[])) "
+    "ON CONFLICT DO NOTHING RETURNING system_id, kind, event_id, seq"
+)
+
+
+class DedupStore:
+    """Claims and settles event_ids for one ingest instance; see the module docstring."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        lease_s: float = 15.0,
+        heartbeat_s: float = 0.5,
+        purge_interval_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.owner = secrets.randbits(62)
+        self.lease_s = lease_s
+        self.heartbeat_s = heartbeat_s
+        self.purge_interval_s = purge_interval_s
+        self.clock = clock
+        self._next_seq = 1
+        self._unresolved: set[int] = set()
+        self._queue: list[_Waiting] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._published = -1
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.db.run(self.db.create_tables, [SeenEvent, IngestInstance])
+        now = self.clock()
+        await self.db.run(self._register, now)
+        self._started = True
+        self._spawn(self._heartbeat_loop())
+        self._spawn(self._purge_loop())
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *([self._flusher] if self._flusher else [])]:
+            task.cancel()
+        for task in [*self._tasks, *([self._flusher] if self._flusher else [])]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._started:
+            # nothing unsettled: every claim of ours is final, so we may stop living
+            alive_until = self.clock() if not self._unresolved else self.clock() + self.lease_s
+            with contextlib.suppress(Exception):
+                await self.db.run(self._beat, self.resolved_seq, alive_until)
+        self._started = False
+        self.db.dispose()
+
+    async def ready(self) -> bool:
+        return self._started
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def resolved_seq(self) -> int:
+        return min(self._unresolved) - 1 if self._unresolved else self._next_seq - 1
+
+    @property
+    def unsettled(self) -> int:
+        return len(self._unresolved)
+
+    # -- claim and settle -------------------------------------------------------------------
+
+    async def claim(self, claims: Sequence[Claim]) -> tuple[int, list[Verdict]]:
+        """Claim the events of one request (distinct keys); returns its seq and a verdict each.
+
+        The caller must ``settle(seq, ...)`` afterwards, whatever happens.
+        """
+        seq = self._next_seq
+        self._next_seq += 1
+        self._unresolved.add(seq)
+        future: asyncio.Future[list[Verdict]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Waiting(seq, claims, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        try:
+            return seq, await asyncio.shield(future)
+        except DedupUnavailable:
+            self.settle(seq, claims)  # the insert may have committed before the error
+            raise
+
+    def settle(self, seq: int, undelivered: Sequence[Claim] = ()) -> None:
+        """The request ``seq`` is over; ``undelivered`` events were definitely not written."""
+        if not undelivered:
+            self._unresolved.discard(seq)
+            return
+        self._spawn(self._release(seq, list(undelivered)))
+
+    async def _release(self, seq: int, claims: list[Claim]) -> None:
+        """Delete the claims (retrying until the database answers), then settle ``seq``.
+
+        Until then they look "in flight": a retry gets 503, never a false duplicate.
+        """
+        backoff = 0.2
+        while True:
+            try:
+                await self.db.run(self._delete_claims, seq, [c.key for c in claims])
+            except Exception as exc:
+                log.warning("ingest: cannot release %d claims yet: %s", len(claims), exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self._unresolved.discard(seq)
+            return
+
+    async def _flush(self) -> None:
+        while self._queue:
+            waiting, self._queue = self._queue, []
+            unresolved = frozenset(self._unresolved)
+            try:
+                verdicts = await self.db.run(self._claim_sync, waiting, unresolved, self.clock())
+            except Exception as exc:
+                log.warning("ingest: duplicate store unavailable: %s", exc)
+                for item in waiting:
+                    if not item.future.done():
+                        item.future.set_exception(
+                            DedupUnavailable(f"duplicate store unavailable: {exc}")
+                        )
+                continue
+            for item in waiting:
+                if not item.future.done():
+                    item.future.set_result(verdicts[item.seq])
+
+    # -- database work (worker thread) ------------------------------------------------------
+
+    def _register(self, now: float) -> None:
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                insert(_INSTANCE).values(
+                    owner=self.owner, resolved_seq=0, alive_until=now + self.lease_s, started_at=now
+                )
+            )
+
+    def _beat(self, resolved_seq: int, alive_until: float) -> None:
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                update(_INSTANCE)
+                .where(_INSTANCE.c.owner == self.owner)
+                .values(resolved_seq=resolved_seq, alive_until=alive_until)
+            )
+
+    def _insert(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[Key, int]:
+        inserted: dict[Key, int] = {}
+        if conn.dialect.name == "postgresql":
+            result = conn.execute(
+                _PG_INSERT,
+                {
+                    "s": [r["system_id"] for r in rows],
+                    "k": [r["kind"] for r in rows],
+                    "e": [r["event_id"] for r in rows],
+                    "x": [r["expires_at"] for r in rows],
+                    "o": [r["owner"] for r in rows],
+                    "q": [r["seq"] for r in rows],
+                },
+            )
+            for system_id, kind, event_id, seq in result:
+                inserted[(system_id, kind, event_id)] = seq
+            return inserted
+        for start in range(0, len(rows), _CHUNK):
+            statement = (
+                sqlite.insert(_SEEN)
+                .values(rows[start : start + _CHUNK])
+                .on_conflict_do_nothing()
+                .returning(_SEEN.c.system_id, _SEEN.c.kind, _SEEN.c.event_id, _SEEN.c.seq)
+            )
+            for system_id, kind, event_id, seq in conn.execute(statement):
+                inserted[(system_id, kind, event_id)] = seq
+        return inserted
+
+    def _claim_sync(
+        self, waiting: list[_Waiting], unresolved: frozenset[int], now: float
+    ) -> dict[int, list[Verdict]]:
+        rows = [
+            {
+                "system_id": c.system_id,
+                "kind": c.kind,
+                "event_id": c.event_id,
+                "expires_at": now + c.horizon_s,
+                "owner": self.owner,
+                "seq": item.seq,
+            }
+            for item in waiting
+            for c in item.claims
+        ]
+        with self.db.engine.begin() as conn:
+            inserted = self._insert(conn, rows) if rows else {}
+            missing = {c.key for item in waiting for c in item.claims if c.key not in inserted}
+            duplicates = (
+                self._settle_conflicts(conn, waiting, missing, inserted, unresolved, now)
+                if missing
+                else set()
+            )
+        verdicts: dict[int, list[Verdict]] = {}
+        for item in waiting:
+            out: list[Verdict] = []
+            for c in item.claims:
+                holder = inserted.get(c.key)
+                if holder == item.seq:
+                    out.append(Verdict.NEW)
+                elif holder is not None:
+                    out.append(Verdict.IN_FLIGHT)  # a concurrent request of ours has it
+                elif c.key in duplicates:
+                    out.append(Verdict.DUPLICATE)
+                else:
+                    out.append(Verdict.IN_FLIGHT)
+            verdicts[item.seq] = out
+        return verdicts
+
+    def _settle_conflicts(
+        self,
+        conn: Connection,
+        waiting: list[_Waiting],
+        missing: set[Key],
+        inserted: dict[Key, int],
+        unresolved: frozenset[int],
+        now: float,
+    ) -> set[Key]:
+        """Classify keys that already had a row: duplicate, in flight, or ours to take over.
+
+        Keys taken over are added to ``inserted``; the duplicates are returned.
+        """
+        duplicates: set[Key] = set()
+        keys = sorted(missing)
+        existing: dict[Key, tuple[float, int, int, int | None, float | None]] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            statement = (
+                select(
+                    _SEEN.c.system_id,
+                    _SEEN.c.kind,
+                    _SEEN.c.event_id,
+                    _SEEN.c.expires_at,
+                    _SEEN.c.owner,
+                    _SEEN.c.seq,
+                    _INSTANCE.c.resolved_seq,
+                    _INSTANCE.c.alive_until,
+                )
+                .select_from(_SEEN.outerjoin(_INSTANCE, _INSTANCE.c.owner == _SEEN.c.owner))
+                .where(tuple_(_SEEN.c.system_id, _SEEN.c.kind, _SEEN.c.event_id).in_(chunk))
+            )
+            for row in conn.execute(statement):
+                existing[(row[0], row[1], row[2])] = (row[3], row[4], row[5], row[6], row[7])
+        first_claimant: dict[Key, tuple[int, float]] = {}
+        for item in waiting:
+            for c in item.claims:
+                if c.key in missing and c.key not in first_claimant:
+                    first_claimant[c.key] = (item.seq, now + c.horizon_s)
+        for key, (seq, expires_at) in first_claimant.items():
+            found = existing.get(key)
+            if found is None:  # deleted since the insert (a release): claim it now
+                if self._take_over(conn, key, None, seq, expires_at):
+                    inserted[key] = seq
+                continue
+            row_expires, owner, row_seq, resolved, alive_until = found
+            if row_expires < now:
+                take = True
+            elif owner == self.owner:
+                take = False
+                if row_seq not in unresolved:
+                    duplicates.add(key)
+            elif resolved is None:  # its instance is gone: fate unknown, deliver again
+                take = True
+            elif row_seq <= resolved:
+                take = False
+                duplicates.add(key)
+            else:
+                take = alive_until is None or alive_until < now
+            if take and self._take_over(conn, key, (owner, row_seq), seq, expires_at):
+                inserted[key] = seq
+        return duplicates
+
+    def _take_over(
+        self,
+        conn: Connection,
+        key: Key,
+        previous: tuple[int, int] | None,
+        seq: int,
+        expires_at: float,
+    ) -> bool:
+        values = {"expires_at": expires_at, "owner": self.owner, "seq": seq}
+        if previous is None:
+            dialect_insert = (
+                postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            )
+            result = conn.execute(
+                dialect_insert(_SEEN)
+                .values(system_id=key[0], kind=key[1], event_id=key[2], **values)
+                .on_conflict_do_nothing()
+            )
+        else:
+            result = conn.execute(
+                update(_SEEN)
+                .where(
+                    _SEEN.c.system_id == key[0],
+                    _SEEN.c.kind == key[1],
+                    _SEEN.c.event_id == key[2],
+                    _SEEN.c.owner == previous[0],
+                    _SEEN.c.seq == previous[1],
+                )
+                .values(**values)
+            )
+        return bool(result.rowcount == 1)
+
+    def _delete_claims(self, seq: int, keys: list[Key]) -> None:
+        with self.db.engine.begin() as conn:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                conn.execute(
+                    delete(_SEEN).where(
+                        _SEEN.c.owner == self.owner,
+                        _SEEN.c.seq == seq,
+                        tuple_(_SEEN.c.system_id, _SEEN.c.kind, _SEEN.c.event_id).in_(chunk),
+                    )
+                )
+
+    def _purge(self, now: float) -> int:
+        with self.db.engine.begin() as conn:
+            purged = conn.execute(delete(_SEEN).where(_SEEN.c.expires_at < now)).rowcount
+            # instances long gone whose claims have all expired or been taken over
+            conn.execute(
+                delete(_INSTANCE).where(
+                    and_(
+                        _INSTANCE.c.alive_until < now - self.purge_interval_s,
+                        ~select(_SEEN.c.owner)
+                        .where(_SEEN.c.owner == _INSTANCE.c.owner)
+                        .limit(1)
+                        .exists(),
+                    )
+                )
+            )
+        return int(purged or 0)
+
+    # -- background ---------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            resolved = self.resolved_seq
+            try:
+                await self.db.run(self._beat, resolved, self.clock() + self.lease_s)
+                self._published = resolved
+            except Exception as exc:
+                log.warning("ingest: duplicate store heartbeat failed: %s", exc)
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.purge_interval_s)
+            try:
+                purged = await self.db.run(self._purge, self.clock())
+            except Exception as exc:
+                log.warning("ingest: duplicate store purge failed: %s", exc)
+                continue
+            if purged:
+                log.info("ingest: purged %d event ids past their label horizon", purged)
