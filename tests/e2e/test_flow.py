@@ -71,13 +71,15 @@ async def test_breach_becomes_a_nonconformity(deployment: Deployment) -> None:
             make_outcome(system["id"], p["event_id"], 1 if i < 16 else 0, ts=start)
             for i, p in enumerate(predictions)
         ]
+        # Labels first: a window closes once its predictions went quiet, so sending the
+        # outcomes first makes the first evaluation of the window a complete one.
         response = await post_until_accepted(
-            client, deployment.url("ingest", "/v1/predictions"), predictions
+            client, deployment.url("ingest", "/v1/outcomes"), outcomes
         )
         assert response.status_code == 202, response.text
-        assert response.json()["accepted"] == 40
-        response = await client.post(deployment.url("ingest", "/v1/outcomes"), json=outcomes)
+        response = await client.post(deployment.url("ingest", "/v1/predictions"), json=predictions)
         assert response.status_code == 202, response.text
+        assert response.json()["accepted"] == 40
 
         result = await next_evaluation(deployment, system["id"])
         assert result.objective_id == objective["id"]
@@ -127,10 +129,10 @@ async def test_passing_window_raises_nothing(deployment: Deployment) -> None:
         ]
         outcomes = [make_outcome(system["id"], p["event_id"], 1) for p in predictions]
         response = await post_until_accepted(
-            client, deployment.url("ingest", "/v1/predictions"), predictions
+            client, deployment.url("ingest", "/v1/outcomes"), outcomes
         )
         assert response.status_code == 202, response.text
-        response = await client.post(deployment.url("ingest", "/v1/outcomes"), json=outcomes)
+        response = await client.post(deployment.url("ingest", "/v1/predictions"), json=predictions)
         assert response.status_code == 202, response.text
         result = await next_evaluation(deployment, system["id"])
         assert result.status is EvaluationStatus.PASS
