@@ -1,24 +1,57 @@
-"""Registry HTTP routes: thin; the records' rules live in crud."""
+"""Registry HTTP routes: thin; the records' rules live in crud, uploads in uploads.
+
+Roles: every role reads; admins and ML engineers change systems, model versions, reference
+datasets and ingest keys; quality managers may also change objectives. Without
+``auth_secret`` (open mode) nothing is checked and ``changed_by`` must name who changes an
+objective; with it, who is the token's subject.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+import anyio.to_thread
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
-from shared.contracts import SystemSnapshot
-from shared.db import SessionDep
+from shared.auth import Principal, Role, require_roles
+from shared.contracts import SystemSnapshot, Task
+from shared.db import Database, SessionDep
 from shared.outbox import OutboxRelay
 
-from . import crud
-from .models import AISystem, ObjectiveVersion
-from .schemas import ObjectiveCreate, ObjectivePublic, ObjectiveUpdate, SystemCreate, SystemPublic
+from . import crud, uploads
+from .models import AISystem, ModelVersion, ObjectiveVersion, ReferenceDataset
+from .references import ReferenceFormat, ReferenceInvalid, plan_columns
+from .schemas import (
+    ApplyResult,
+    Declaration,
+    IngestKeyCreate,
+    IngestKeyCreated,
+    IngestKeyPublic,
+    ModelVersionCreate,
+    ModelVersionPublic,
+    ObjectiveCreate,
+    ObjectivePublic,
+    ObjectiveUpdate,
+    ReferencePublic,
+    ReferenceSelect,
+    SystemCreate,
+    SystemPublic,
+    SystemUpdate,
+)
+from .settings import Settings
 
-__all__ = ["router"]
+__all__ = ["conflict_handler", "problem_handler", "router"]
 
 router = APIRouter(prefix="/v1", tags=["registry"])
+
+Reader = Annotated[Principal, Depends(require_roles())]
+Editor = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.ML_ENGINEER))]
+ObjectiveEditor = Annotated[
+    Principal, Depends(require_roles(Role.ADMIN, Role.ML_ENGINEER, Role.QUALITY_MANAGER))
+]
 
 
 def registry_topic(request: Request) -> str:
@@ -35,7 +68,41 @@ TopicDep = Annotated[str, Depends(registry_topic)]
 RelayDep = Annotated[OutboxRelay, Depends(relay)]
 
 
-def _system_or_404(session: Any, system_id: str) -> AISystem:
+def problem_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """422 naming the field of a refused change (:class:`crud.Problem`)."""
+    assert isinstance(exc, crud.Problem)
+    loc: list[str] = ["body", *exc.field.split(".")]
+    return JSONResponse(
+        {"detail": [{"loc": loc, "msg": f"{exc.field}: {exc.reason}", "type": "value_error"}]},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+def conflict_handler(_request: Request, _exc: Exception) -> JSONResponse:
+    """A concurrent request created the same record first."""
+    return JSONResponse(
+        {"detail": "conflict: the record was created concurrently; read it and retry"},
+        status_code=status.HTTP_409_CONFLICT,
+    )
+
+
+def actor(principal: Principal, claimed: str | None = None, *, required: bool = False) -> str:
+    """Who makes a change: the token's subject, else (open mode) what the body says."""
+    if principal.authenticated and principal.subject is not None:
+        if claimed is not None and claimed != principal.subject:
+            raise crud.Problem(
+                "changed_by",
+                f"must be the authenticated user {principal.subject!r} (or be left out)",
+            )
+        return principal.subject
+    if claimed:
+        return claimed
+    if required:
+        raise crud.Problem("changed_by", "required: say who makes the change")
+    return "anonymous"
+
+
+def _system_or_404(session: Session, system_id: str) -> AISystem:
     system = crud.get_system(session=session, system_id=system_id)
     if system is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no AI system {system_id!r}")
@@ -48,38 +115,55 @@ def _public(row: ObjectiveVersion) -> ObjectivePublic:
     )
 
 
-def _problem(exc: crud.ObjectiveProblem) -> JSONResponse:
-    loc: list[str] = ["body", *exc.field.split(".")]
-    return JSONResponse(
-        {"detail": [{"loc": loc, "msg": exc.reason, "type": "objective_invalid"}]},
-        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-    )
+# --- systems ---------------------------------------------------------------------------
 
 
 @router.post("/systems", status_code=status.HTTP_201_CREATED, response_model=SystemPublic)
 def create_system(
-    data: SystemCreate, session: SessionDep, topic: TopicDep, outbox: RelayDep
-) -> AISystem:
+    data: SystemCreate, session: SessionDep, topic: TopicDep, outbox: RelayDep, user: Editor
+) -> SystemPublic:
     if crud.get_system(session=session, system_id=data.id) is not None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"AI system {data.id!r} already exists")
-    system = crud.create_system(session=session, data=data, topic=topic)
+    system = crud.create_system(session=session, data=data, actor=actor(user), topic=topic)
     outbox.notify()
-    return system
+    return crud.system_public(system)
 
 
 @router.get("/systems", response_model=list[SystemPublic])
-def list_systems(session: SessionDep) -> list[AISystem]:
-    return list(crud.list_systems(session=session))
+def list_systems(session: SessionDep, _user: Reader) -> list[SystemPublic]:
+    return [crud.system_public(s) for s in crud.list_systems(session=session)]
 
 
 @router.get("/systems/{system_id}", response_model=SystemPublic)
-def get_system(system_id: str, session: SessionDep) -> AISystem:
-    return _system_or_404(session, system_id)
+def get_system(system_id: str, session: SessionDep, _user: Reader) -> SystemPublic:
+    return crud.system_public(_system_or_404(session, system_id))
+
+
+@router.put("/systems/{system_id}", response_model=SystemPublic)
+def update_system(
+    system_id: str,
+    data: SystemUpdate,
+    session: SessionDep,
+    topic: TopicDep,
+    outbox: RelayDep,
+    user: Editor,
+) -> SystemPublic:
+    """Replace the system's definition; refused (422) if a current objective would break."""
+    system = _system_or_404(session, system_id)
+    system = crud.update_system(
+        session=session, system=system, data=data, actor=actor(user), topic=topic
+    )
+    outbox.notify()
+    return crud.system_public(system)
 
 
 @router.get("/systems/{system_id}/snapshot", response_model=SystemSnapshot)
-def get_snapshot(system_id: str, session: SessionDep) -> SystemSnapshot:
+def get_snapshot(system_id: str, session: SessionDep, _user: Reader) -> SystemSnapshot:
+    """What the registry topic carries for the system."""
     return crud.snapshot(session=session, system=_system_or_404(session, system_id))
+
+
+# --- objectives ------------------------------------------------------------------------
 
 
 @router.post(
@@ -88,21 +172,27 @@ def get_snapshot(system_id: str, session: SessionDep) -> SystemSnapshot:
     response_model=ObjectivePublic,
 )
 def create_objective(
-    system_id: str, data: ObjectiveCreate, session: SessionDep, topic: TopicDep, outbox: RelayDep
-) -> Any:
+    system_id: str,
+    data: ObjectiveCreate,
+    session: SessionDep,
+    topic: TopicDep,
+    outbox: RelayDep,
+    user: ObjectiveEditor,
+) -> ObjectivePublic:
     system = _system_or_404(session, system_id)
+    who = actor(user, data.changed_by, required=True)
     if crud.objective_history(session=session, objective_id=data.id):
         raise HTTPException(status.HTTP_409_CONFLICT, f"objective {data.id!r} already exists")
-    try:
-        row = crud.create_objective(session=session, system=system, data=data, topic=topic)
-    except crud.ObjectiveProblem as exc:
-        session.rollback()
-        return _problem(exc)
-    except IntegrityError as exc:
-        session.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, f"objective {data.id!r} exists") from exc
+    row = crud.create_objective(session=session, system=system, data=data, actor=who, topic=topic)
     outbox.notify()
     return _public(row)
+
+
+def _history_or_404(session: Session, system_id: str, objective_id: str) -> list[ObjectiveVersion]:
+    history = crud.objective_history(session=session, objective_id=objective_id)
+    if not history or history[-1].system_id != system_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no objective {objective_id!r}")
+    return history
 
 
 @router.put("/systems/{system_id}/objectives/{objective_id}", response_model=ObjectivePublic)
@@ -113,34 +203,368 @@ def update_objective(
     session: SessionDep,
     topic: TopicDep,
     outbox: RelayDep,
-) -> Any:
+    user: ObjectiveEditor,
+) -> ObjectivePublic:
+    """Add the objective's next version (the current one stays readable in its history)."""
     system = _system_or_404(session, system_id)
-    history = crud.objective_history(session=session, objective_id=objective_id)
-    if not history or history[-1].system_id != system_id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no objective {objective_id!r}")
-    try:
-        row = crud.update_objective(
-            session=session, system=system, current=history[-1], data=data, topic=topic
-        )
-    except crud.ObjectiveProblem as exc:
-        session.rollback()
-        return _problem(exc)
+    who = actor(user, data.changed_by, required=True)
+    history = _history_or_404(session, system_id, objective_id)
+    row = crud.update_objective(
+        session=session, system=system, current=history[-1], data=data, actor=who, topic=topic
+    )
     outbox.notify()
     return _public(row)
 
 
 @router.get("/systems/{system_id}/objectives", response_model=list[ObjectivePublic])
-def list_objectives(system_id: str, session: SessionDep) -> list[ObjectivePublic]:
+def list_objectives(system_id: str, session: SessionDep, _user: Reader) -> list[ObjectivePublic]:
     _system_or_404(session, system_id)
     return [_public(o) for o in crud.current_objectives(session=session, system_id=system_id)]
+
+
+@router.get("/systems/{system_id}/objectives/{objective_id}", response_model=ObjectivePublic)
+def get_objective(
+    system_id: str, objective_id: str, session: SessionDep, _user: Reader
+) -> ObjectivePublic:
+    return _public(_history_or_404(session, system_id, objective_id)[-1])
 
 
 @router.get(
     "/systems/{system_id}/objectives/{objective_id}/history",
     response_model=list[ObjectivePublic],
 )
-def objective_history(system_id: str, objective_id: str, session: SessionDep) -> Any:
-    history = crud.objective_history(session=session, objective_id=objective_id)
-    if not history or history[0].system_id != system_id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no objective {objective_id!r}")
-    return [_public(o) for o in history]
+def objective_history(
+    system_id: str, objective_id: str, session: SessionDep, _user: Reader
+) -> list[ObjectivePublic]:
+    """Every version, oldest first, each with who changed it, when and why."""
+    return [_public(o) for o in _history_or_404(session, system_id, objective_id)]
+
+
+@router.get(
+    "/systems/{system_id}/objectives/{objective_id}/versions/{version}",
+    response_model=ObjectivePublic,
+)
+def objective_version(
+    system_id: str, objective_id: str, version: int, session: SessionDep, _user: Reader
+) -> ObjectivePublic:
+    for row in _history_or_404(session, system_id, objective_id):
+        if row.version == version:
+            return _public(row)
+    raise HTTPException(status.HTTP_404_NOT_FOUND, f"objective {objective_id!r} has no v{version}")
+
+
+# --- model versions --------------------------------------------------------------------
+
+
+def _model_version_public(row: ModelVersion) -> ModelVersionPublic:
+    return ModelVersionPublic.model_validate(row.model_dump(exclude={"pk"}))
+
+
+@router.post(
+    "/systems/{system_id}/model-versions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelVersionPublic,
+)
+def create_model_version(
+    system_id: str, data: ModelVersionCreate, session: SessionDep, user: Editor
+) -> ModelVersionPublic:
+    system = _system_or_404(session, system_id)
+    if crud.get_model_version(session=session, system_id=system_id, version=data.version):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"model version {data.version!r} exists")
+    row = crud.create_model_version(session=session, system=system, data=data, actor=actor(user))
+    return _model_version_public(row)
+
+
+@router.get("/systems/{system_id}/model-versions", response_model=list[ModelVersionPublic])
+def list_model_versions(
+    system_id: str, session: SessionDep, _user: Reader
+) -> list[ModelVersionPublic]:
+    _system_or_404(session, system_id)
+    rows = crud.list_model_versions(session=session, system_id=system_id)
+    return [_model_version_public(r) for r in rows]
+
+
+# --- reference datasets ----------------------------------------------------------------
+
+
+def _reference_public(row: ReferenceDataset, system: AISystem) -> ReferencePublic:
+    return ReferencePublic.model_validate(
+        row.model_dump(exclude={"pk", "profile", "profile_hash", "data_path"})
+        | {"hash": row.profile_hash, "current": row.profile_hash == system.reference_hash}
+    )
+
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet", "application/parquet")
+
+
+def _format(given: ReferenceFormat | None, content_type: str, filename: str) -> ReferenceFormat:
+    if given is not None:
+        return given
+    if "csv" in content_type:
+        return "csv"
+    if any(t in content_type for t in _PARQUET_TYPES):
+        return "parquet"
+    suffix = Path(filename).suffix.lower()
+    if suffix in (".csv", ".parquet", ".pq"):
+        return "csv" if suffix == ".csv" else "parquet"
+    raise crud.Problem(
+        "format", "say whether the file is csv or parquet (?format=, Content-Type or filename)"
+    )
+
+
+@router.post(
+    "/systems/{system_id}/references",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ReferencePublic,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {"schema": {"type": "string", "format": "binary"}},
+                "application/vnd.apache.parquet": {
+                    "schema": {"type": "string", "format": "binary"}
+                },
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                },
+            },
+        }
+    },
+)
+async def upload_reference(
+    system_id: str,
+    request: Request,
+    response: Response,
+    user: Editor,
+    format: ReferenceFormat | None = None,
+    filename: Annotated[str, Query(max_length=255)] = "",
+    model_version: Annotated[str | None, Query(max_length=128)] = None,
+    current: bool = True,
+    prediction_column: Annotated[str, Query(min_length=1, max_length=128)] = "prediction",
+) -> ReferencePublic:
+    """Upload a reference dataset (raw CSV/Parquet body, or multipart field ``file``).
+
+    It is validated against the feature schema (422 names each bad column and its first bad
+    row), profiled, stored, and by default made the system's current reference (or the model
+    version's, with ``model_version``). Re-uploading the same data answers 200.
+    """
+    settings: Settings = request.app.state.settings
+    db: Database = request.app.state.db
+    who = actor(user)
+
+    def load() -> AISystem:
+        with db.session() as session:
+            system = _system_or_404(session, system_id)
+            if model_version is not None and not crud.get_model_version(
+                session=session, system_id=system_id, version=model_version
+            ):
+                raise crud.Problem("model_version", f"no model version {model_version!r}")
+            return system
+
+    system = await db.run(load)
+    directory = settings.references_path()
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form(max_files=1, max_fields=0)
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise crud.Problem("file", "send the dataset in the multipart field 'file'")
+            filename = filename or upload.filename or ""
+            content_type = upload.content_type or ""
+            chunks = uploads.file_chunks(upload.file)
+        else:
+            chunks = request.stream()
+        fmt = _format(format, content_type, filename)
+        received = await uploads.receive(
+            chunks, directory=directory, max_bytes=settings.max_reference_bytes
+        )
+    except uploads.TooLarge as exc:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from None
+    rules = plan_columns(
+        features=crud.system_features(system),
+        task=Task(system.task),
+        classes=system.prediction.get("classes"),
+        score_classes=system.prediction.get("scores") or [],
+        prediction_column=prediction_column,
+    )
+    try:
+        processed = await uploads.process_upload(
+            received,
+            fmt=fmt,
+            rules=rules,
+            collect_budget=settings.reference_collect_budget,
+            lock=request.app.state.upload_lock,
+        )
+    except ReferenceInvalid as exc:
+        return JSONResponse(  # type: ignore[return-value]
+            {"detail": [p.as_detail() for p in exc.problems]},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+    data_path = await anyio.to_thread.run_sync(uploads.stored_copy, processed, directory)
+    new = crud.NewReference(
+        profile=processed.profile,
+        data_sha256=received.sha256,
+        filename=filename,
+        format=fmt,
+        size_bytes=received.size_bytes,
+        data_path=data_path,
+    )
+
+    def record() -> tuple[ReferencePublic, bool]:
+        with db.session() as session:
+            fresh = _system_or_404(session, system_id)
+            try:
+                row, created = crud.add_reference(
+                    session=session,
+                    system=fresh,
+                    new=new,
+                    model_version=model_version,
+                    make_current=current,
+                    actor=who,
+                    topic=request.app.state.bus.topics.registry,
+                )
+            except BaseException:
+                session.rollback()
+                raise
+            return _reference_public(row, fresh), created
+
+    public, created = await db.run(record)
+    request.app.state.relay.notify()
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return public
+
+
+@router.get("/systems/{system_id}/references", response_model=list[ReferencePublic])
+def list_references(system_id: str, session: SessionDep, _user: Reader) -> list[ReferencePublic]:
+    system = _system_or_404(session, system_id)
+    rows = crud.list_references(session=session, system_id=system_id)
+    return [_reference_public(r, system) for r in rows]
+
+
+@router.put("/systems/{system_id}/references/current", response_model=ReferencePublic)
+def select_reference(
+    system_id: str,
+    data: ReferenceSelect,
+    session: SessionDep,
+    topic: TopicDep,
+    outbox: RelayDep,
+    user: Editor,
+) -> ReferencePublic:
+    """Make an uploaded reference current for the system (or for one model version)."""
+    system = _system_or_404(session, system_id)
+    row = crud.select_reference(
+        session=session,
+        system=system,
+        profile_hash=data.hash,
+        model_version=data.model_version,
+        actor=actor(user),
+        topic=topic,
+    )
+    outbox.notify()
+    return _reference_public(row, system)
+
+
+_IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@router.get(
+    "/references/{profile_hash}",
+    responses={200: {"description": "A shared.stats.reference.ReferenceProfile as JSON"}},
+)
+def get_reference_profile(profile_hash: str, session: SessionDep, _user: Reader) -> Response:
+    """The reference profile with this content hash (what evaluations cite as evidence)."""
+    profile = crud.get_profile(session=session, profile_hash=profile_hash)
+    if profile is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no reference profile {profile_hash!r}")
+    return Response(
+        profile,
+        media_type="application/json",
+        headers={
+            "ETag": f'"{profile_hash}"',
+            "Cache-Control": "public, max-age=31536000, immutable",
+        },
+    )
+
+
+# --- ingest keys -----------------------------------------------------------------------
+
+
+@router.post(
+    "/systems/{system_id}/ingest-keys",
+    status_code=status.HTTP_201_CREATED,
+    response_model=IngestKeyCreated,
+)
+def create_ingest_key(
+    system_id: str,
+    data: IngestKeyCreate,
+    session: SessionDep,
+    topic: TopicDep,
+    outbox: RelayDep,
+    user: Editor,
+) -> IngestKeyCreated:
+    """A new ingest key for this system only; the response is the only time it is shown."""
+    system = _system_or_404(session, system_id)
+    row, key = crud.create_ingest_key(
+        session=session, system=system, name=data.name, actor=actor(user), topic=topic
+    )
+    outbox.notify()
+    public = crud.ingest_key_public(row)
+    return IngestKeyCreated.model_validate(public.model_dump() | {"key": key})
+
+
+@router.get("/systems/{system_id}/ingest-keys", response_model=list[IngestKeyPublic])
+def list_ingest_keys(system_id: str, session: SessionDep, _user: Reader) -> list[IngestKeyPublic]:
+    _system_or_404(session, system_id)
+    rows = crud.list_ingest_keys(session=session, system_id=system_id)
+    return [crud.ingest_key_public(r) for r in rows]
+
+
+@router.delete("/systems/{system_id}/ingest-keys/{key_id}", response_model=IngestKeyPublic)
+def revoke_ingest_key(
+    system_id: str,
+    key_id: str,
+    session: SessionDep,
+    topic: TopicDep,
+    outbox: RelayDep,
+    user: Editor,
+) -> IngestKeyPublic:
+    """Revoke the key: ingest refuses it as soon as the new snapshot reaches it."""
+    system = _system_or_404(session, system_id)
+    key = next(
+        (k for k in crud.list_ingest_keys(session=session, system_id=system_id) if k.id == key_id),
+        None,
+    )
+    if key is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ingest key {key_id!r}")
+    row = crud.revoke_ingest_key(
+        session=session, system=system, key=key, actor=actor(user), topic=topic
+    )
+    outbox.notify()
+    return crud.ingest_key_public(row)
+
+
+# --- monitoring as code ----------------------------------------------------------------
+
+
+@router.post("/apply", response_model=ApplyResult)
+def apply(
+    data: Declaration,
+    session: SessionDep,
+    topic: TopicDep,
+    outbox: RelayDep,
+    user: Editor,
+    source: Annotated[str | None, Query(max_length=255)] = None,
+) -> ApplyResult:
+    """Create or update a system and its objectives from one declaration (idempotent)."""
+    who = actor(user, data.changed_by, required=True)
+    result = crud.apply_declaration(
+        session=session, data=data, actor=who, source=source, topic=topic
+    )
+    outbox.notify()
+    return result

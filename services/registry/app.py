@@ -2,31 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import IntegrityError
 
+from shared.auth import announce_auth_mode
 from shared.bus import Bus, bus_from_settings
 from shared.db import Database
 from shared.health import health_router
-from shared.lifespan import bus_lifespan, components_lifespan, database_lifespan
+from shared.lifespan import bus_lifespan, components_lifespan
 from shared.metrics import metrics_router
-from shared.outbox import OutboxMessage, OutboxRelay
+from shared.migrations import OUTBOX, MigrationChain, migrated_database
+from shared.outbox import OutboxRelay
 
-from .api import router
+from .api import conflict_handler, problem_handler, router
+from .crud import Problem
 from .metrics import RegistryMetrics
-from .models import AISystem, ObjectiveVersion
 from .settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["MIGRATIONS", "create_app"]
 
-TABLES = [AISystem, ObjectiveVersion, OutboxMessage]
+MIGRATIONS = MigrationChain(
+    "registry",
+    Path(__file__).parent / "migrations",
+    tables=(
+        "registry_system",
+        "registry_objective_version",
+        "registry_model_version",
+        "registry_reference",
+        "registry_ingest_key",
+    ),
+)
+"""The registry's tables; the outbox table comes from shared.migrations.OUTBOX."""
 
 
 def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> FastAPI:
     settings = settings or Settings()
+    announce_auth_mode(settings.auth_secret, "registry")
     owned = bus is None
     the_bus = bus or bus_from_settings(settings)
     db = Database(settings.database_url)
@@ -36,10 +53,11 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     metrics.outbox_published.set_function(lambda: relay.published)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.upload_lock = asyncio.Lock()
         async with (
             bus_lifespan(the_bus, owned=owned),
-            database_lifespan(db, TABLES),
+            migrated_database(db, [OUTBOX, MIGRATIONS]),
             components_lifespan([relay]),
         ):
             yield
@@ -49,6 +67,8 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.state.bus = the_bus
     app.state.db = db
     app.state.relay = relay
+    app.add_exception_handler(Problem, problem_handler)
+    app.add_exception_handler(IntegrityError, conflict_handler)
     app.include_router(router)
     app.state.readiness = {"bus": the_bus.ready, "database": db.ready}
     app.include_router(health_router("registry", app.state.readiness))

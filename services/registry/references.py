@@ -1,0 +1,487 @@
+"""Reference datasets: validate an uploaded CSV or Parquet file and profile it, in bounded memory.
+
+The upload is already on disk. :func:`validate_to_parquet` streams it batch by batch (pyarrow's
+streaming CSV reader, single-threaded so a malformed line has a line number; or
+``ParquetFile.iter_batches``), checks every column against the system's schema and writes the
+columns the profile needs, normalised (numbers as float64, categories as their string keys,
+booleans as bool), to a Parquet copy that is kept as the stored reference data. Problems are
+collected per column (first bad row, its value, the reason, how many rows are bad) and refused
+together. :func:`profile_parquet` then builds the :class:`ReferenceProfile` from that copy with
+:mod:`.profiling`, which reads it again for exact quantiles.
+
+Rows are numbered from 1 = the first data row (a CSV's header is not a row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from shared.contracts import FeatureSpec, FeatureType, Task
+from shared.stats._common import FloatArray, category_keys
+from shared.stats.reference import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, ReferenceProfile
+
+from .profiling import (
+    COLLECT_BUDGET,
+    CategoricalSummary,
+    NumericSummary,
+    ProfileProblem,
+    numeric_references,
+)
+
+__all__ = [
+    "ColumnProblem",
+    "ColumnRule",
+    "ReferenceFormat",
+    "ReferenceInvalid",
+    "ValidatedReference",
+    "plan_columns",
+    "profile_parquet",
+    "validate_to_parquet",
+]
+
+ReferenceFormat = Literal["csv", "parquet"]
+Kind = Literal["numeric", "categorical", "boolean"]
+
+CSV_BLOCK_BYTES = 4 << 20
+PARQUET_BATCH_ROWS = 65_536
+MAX_COUNTED = 1_000_000_000
+_NUMBER = (
+    r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+    r"|^[+-]?([Ii][Nn][Ff]([Ii][Nn][Ii][Tt][Yy])?|[Nn][Aa][Nn])$"
+)
+_TRUE = ["true", "t", "yes", "y", "1"]
+_FALSE = ["false", "f", "no", "n", "0"]
+_ARROW_TYPES: dict[Kind, pa.DataType] = {
+    "numeric": pa.float64(),
+    "categorical": pa.string(),
+    "boolean": pa.bool_(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnRule:
+    """What one column of a reference file must hold."""
+
+    name: str
+    kind: Kind
+    role: Literal["feature", "prediction", "score"]
+    required: bool = True
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] | None = None
+    label: str | None = None
+    """The class label of a score column."""
+
+
+@dataclass
+class ColumnProblem:
+    """Everything wrong with one column, as the 422 body reports it."""
+
+    column: str
+    reason: str
+    first_bad_row: int | None = None
+    value: str | None = None
+    bad_rows: int = 0
+
+    def as_detail(self) -> dict[str, Any]:
+        where = f"row {self.first_bad_row}: " if self.first_bad_row is not None else ""
+        more = f" ({self.bad_rows} bad rows)" if self.bad_rows > 1 else ""
+        return {
+            "loc": ["body", self.column],
+            "msg": f"column {self.column!r}: {where}{self.reason}{more}",
+            "type": "reference_invalid",
+            "column": self.column,
+            "first_bad_row": self.first_bad_row,
+            "value": self.value,
+            "bad_rows": self.bad_rows,
+        }
+
+
+class ReferenceInvalid(ValueError):
+    """The file does not fit the system's schema; ``problems`` has one entry per column."""
+
+    def __init__(self, problems: Sequence[ColumnProblem]) -> None:
+        super().__init__("; ".join(p.as_detail()["msg"] for p in problems))
+        self.problems = list(problems)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedReference:
+    path: Path
+    n_rows: int
+    columns: tuple[ColumnRule, ...]
+    """The rules of the columns present (and stored)."""
+
+
+def plan_columns(
+    *,
+    features: Sequence[FeatureSpec],
+    task: Task,
+    classes: Sequence[str] | None,
+    score_classes: Sequence[str],
+    prediction_column: str,
+) -> list[ColumnRule]:
+    """Every feature is required; the prediction and ``score_<class>`` columns are optional."""
+    kinds: dict[FeatureType, Kind] = {
+        FeatureType.NUMERIC: "numeric",
+        FeatureType.CATEGORICAL: "categorical",
+        FeatureType.BOOLEAN: "boolean",
+    }
+    rules = [
+        ColumnRule(
+            name=f.name,
+            kind=kinds[f.type],
+            role="feature",
+            nullable=f.nullable,
+            min=f.min,
+            max=f.max,
+            categories=tuple(f.categories) if f.categories is not None else None,
+        )
+        for f in features
+    ]
+    if task is Task.REGRESSION:
+        rules.append(
+            ColumnRule(name=prediction_column, kind="numeric", role="prediction", required=False)
+        )
+    else:
+        rules.append(
+            ColumnRule(
+                name=prediction_column,
+                kind="categorical",
+                role="prediction",
+                required=False,
+                categories=tuple(classes) if classes else None,
+            )
+        )
+    rules.extend(
+        ColumnRule(
+            name=f"score_{label}",
+            kind="numeric",
+            role="score",
+            required=False,
+            min=0.0,
+            max=1.0,
+            label=label,
+        )
+        for label in score_classes
+    )
+    return rules
+
+
+class _Checker:
+    """One column's running problem report across batches."""
+
+    def __init__(self, rule: ColumnRule) -> None:
+        self.rule = rule
+        self.problem: ColumnProblem | None = None
+
+    def flag(self, offset: int, bad: npt.NDArray[np.bool_], reason: str, raw: pa.Array) -> None:
+        """Record rows where ``bad`` holds (rows ``offset + 1 ...``) for ``reason``."""
+        n_bad = int(np.count_nonzero(bad))
+        if n_bad == 0:
+            return
+        index = int(np.argmax(bad))
+        row = offset + index + 1
+        if self.problem is None:
+            value = raw[index].as_py()
+            self.problem = ColumnProblem(
+                self.rule.name, reason, row, None if value is None else str(value)[:200]
+            )
+        elif self.problem.first_bad_row is not None and row < self.problem.first_bad_row:
+            value = raw[index].as_py()
+            self.problem.first_bad_row, self.problem.reason = row, reason
+            self.problem.value = None if value is None else str(value)[:200]
+        self.problem.bad_rows = min(self.problem.bad_rows + n_bad, MAX_COUNTED)
+
+    def column_error(self, reason: str) -> None:
+        self.problem = ColumnProblem(self.rule.name, reason)
+
+
+def _mask(array: pa.Array) -> npt.NDArray[np.bool_]:
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.bool_)
+
+
+def _parse_numbers(raw: pa.Array) -> tuple[pa.Array, npt.NDArray[np.bool_]]:
+    """Strings to float64; returns the numbers (null where unparsable) and the unparsable mask."""
+    try:
+        return pc.cast(raw, pa.float64()), np.zeros(len(raw), dtype=np.bool_)
+    except pa.ArrowInvalid:
+        pass
+    looks = pc.fill_null(pc.match_substring_regex(raw, _NUMBER), True)
+    bad = ~_mask(looks)
+    try:
+        numbers = pc.cast(pc.if_else(looks, raw, pa.scalar(None, pa.string())), pa.float64())
+    except pa.ArrowInvalid:  # the pattern let through something arrow refuses: go one by one
+        values: list[float | None] = []
+        for i, item in enumerate(raw.to_pylist()):
+            try:
+                values.append(None if item is None else float(pc.cast(pa.scalar(item), "double")))
+            except (pa.ArrowInvalid, ValueError):
+                values.append(None)
+                bad[i] = True
+        numbers = pa.array(values, type=pa.float64())
+    return numbers, bad
+
+
+def _numeric(check: _Checker, raw: pa.Array, offset: int) -> pa.Array:
+    rule = check.rule
+    kind = raw.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        numbers, unparsable = _parse_numbers(raw.cast(pa.string()))
+        check.flag(offset, unparsable, "not a number", raw)
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        numbers, unparsable = pc.cast(raw, pa.float64()), np.zeros(len(raw), dtype=np.bool_)
+    elif pa.types.is_null(kind):
+        numbers, unparsable = pa.nulls(len(raw), pa.float64()), np.zeros(len(raw), dtype=np.bool_)
+    else:
+        check.column_error(f"has type {kind}; a numeric column needs numbers")
+        return pa.nulls(len(raw), pa.float64())
+    x: FloatArray = np.asarray(numbers.to_numpy(zero_copy_only=False), dtype=np.float64)
+    missing = np.isnan(x) & ~unparsable
+    if not rule.nullable:
+        check.flag(offset, missing, "missing value in a column that is not nullable", raw)
+    check.flag(offset, np.isinf(x), "not a finite number", raw)
+    with np.errstate(invalid="ignore"):
+        if rule.min is not None:
+            check.flag(offset, x < rule.min, f"below the allowed minimum {rule.min:g}", raw)
+        if rule.max is not None:
+            check.flag(offset, x > rule.max, f"above the allowed maximum {rule.max:g}", raw)
+    x = np.where(np.isfinite(x), x, np.nan)
+    return pa.array(x, type=pa.float64(), mask=np.isnan(x))
+
+
+def _category_strings(check: _Checker, raw: pa.Array) -> pa.Array | None:
+    kind = raw.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return raw.cast(pa.string())
+    if pa.types.is_integer(kind):
+        return pc.cast(raw, pa.string())
+    if pa.types.is_boolean(kind):
+        return pc.if_else(raw, pa.scalar("True"), pa.scalar("False"))
+    if pa.types.is_floating(kind):
+        keys, missing = category_keys(raw.to_numpy(zero_copy_only=False))
+        return pa.array(keys.astype(object), type=pa.string(), mask=missing)
+    if pa.types.is_null(kind):
+        return pa.nulls(len(raw), pa.string())
+    check.column_error(f"has type {kind}; a categorical column needs text, integers or booleans")
+    return None
+
+
+def _categorical(check: _Checker, raw: pa.Array, offset: int) -> pa.Array:
+    rule = check.rule
+    if pa.types.is_dictionary(raw.type):
+        raw = raw.dictionary_decode()
+    keys = _category_strings(check, raw)
+    if keys is None:
+        return pa.nulls(len(raw), pa.string())
+    missing = _mask(keys.is_null())
+    if not rule.nullable:
+        check.flag(offset, missing, "missing value in a column that is not nullable", raw)
+    if rule.categories is not None:
+        known = _mask(pc.fill_null(pc.is_in(keys, value_set=pa.array(rule.categories)), True))
+        allowed = ", ".join(rule.categories[:20])
+        check.flag(offset, ~known, f"not one of the declared categories ({allowed})", raw)
+    return keys
+
+
+def _boolean(check: _Checker, raw: pa.Array, offset: int) -> pa.Array:
+    rule = check.rule
+    kind = raw.type
+    if pa.types.is_boolean(kind):
+        values = raw
+        bad = np.zeros(len(raw), dtype=np.bool_)
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind):
+        text = pc.utf8_lower(pc.utf8_trim_whitespace(pc.cast(raw, pa.string())))
+        is_true = _mask(pc.fill_null(pc.is_in(text, value_set=pa.array(_TRUE)), False))
+        is_false = _mask(pc.fill_null(pc.is_in(text, value_set=pa.array(_FALSE)), False))
+        null = _mask(raw.is_null())
+        bad = ~(is_true | is_false) & ~null
+        values = pa.array(is_true, type=pa.bool_(), mask=null | bad)
+        check.flag(offset, bad, "not a boolean (true/false, yes/no, 1/0)", raw)
+    elif pa.types.is_null(kind):
+        values, bad = pa.nulls(len(raw), pa.bool_()), np.zeros(len(raw), dtype=np.bool_)
+    else:
+        check.column_error(f"has type {kind}; a boolean column needs true/false values")
+        return pa.nulls(len(raw), pa.bool_())
+    if not rule.nullable:
+        missing = _mask(values.is_null()) & ~bad
+        check.flag(offset, missing, "missing value in a column that is not nullable", raw)
+    return values
+
+
+_CONVERT = {"numeric": _numeric, "categorical": _categorical, "boolean": _boolean}
+
+
+def _column_names(source: Path, fmt: ReferenceFormat) -> list[str]:
+    if fmt == "parquet":
+        return list(pq.ParquetFile(source).schema_arrow.names)
+    reader = pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(block_size=1 << 16, use_threads=False),
+        convert_options=pacsv.ConvertOptions(column_types={}, auto_dict_encode=False),
+    )
+    try:
+        return list(reader.schema.names)
+    finally:
+        reader.close()
+
+
+@dataclass
+class _MalformedRows:
+    count: int = 0
+    first_line: int | None = None
+    detail: str = ""
+
+    def __call__(self, row: Any) -> str:
+        self.count += 1
+        if self.count == 1:
+            self.first_line = row.number
+            self.detail = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+        return "skip"
+
+
+def _batches(
+    source: Path, fmt: ReferenceFormat, names: list[str], malformed: _MalformedRows
+) -> Iterator[pa.RecordBatch]:
+    if fmt == "parquet":
+        yield from pq.ParquetFile(source).iter_batches(
+            batch_size=PARQUET_BATCH_ROWS, columns=names, use_threads=False
+        )
+        return
+    reader = pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=malformed),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=names,
+            column_types=dict.fromkeys(names, pa.string()),
+            strings_can_be_null=True,
+        ),
+    )
+    try:
+        yield from reader
+    finally:
+        reader.close()
+
+
+def validate_to_parquet(
+    source: Path, fmt: ReferenceFormat, rules: Sequence[ColumnRule], out: Path
+) -> ValidatedReference:
+    """Check ``source`` against ``rules``; write the normalised columns to ``out``.
+
+    Raises :class:`ReferenceInvalid` naming every bad column (then ``out`` is not kept).
+    """
+    try:
+        names = _column_names(source, fmt)
+    except (pa.ArrowInvalid, OSError) as exc:
+        problem = ColumnProblem("(file)", f"not a readable {fmt} file: {exc}")
+        raise ReferenceInvalid([problem]) from exc
+    present = [r for r in rules if r.name in names]
+    problems = [
+        ColumnProblem(r.name, "column is missing from the file")
+        for r in rules
+        if r.required and r.name not in names
+    ]
+    duplicates = sorted({n for n in names if names.count(n) > 1 and n in {r.name for r in rules}})
+    problems.extend(ColumnProblem(n, "column appears more than once") for n in duplicates)
+    if duplicates:
+        raise ReferenceInvalid(problems)
+    checks = [_Checker(r) for r in present]
+    schema = pa.schema([(r.name, _ARROW_TYPES[r.kind]) for r in present])
+    malformed = _MalformedRows()
+    rows = 0
+    try:
+        with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+            for batch in _batches(source, fmt, [r.name for r in present], malformed):
+                arrays = [_CONVERT[c.rule.kind](c, batch.column(c.rule.name), rows) for c in checks]
+                rows += batch.num_rows
+                if not problems and all(c.problem is None for c in checks):
+                    writer.write_batch(pa.record_batch(arrays, schema=schema))
+    except pa.ArrowInvalid as exc:
+        out.unlink(missing_ok=True)
+        raise ReferenceInvalid(
+            [ColumnProblem("(file)", f"not a readable {fmt} file near row {rows + 1}: {exc}")]
+        ) from exc
+    problems.extend(c.problem for c in checks if c.problem is not None)
+    if malformed.count:
+        where = f"line {malformed.first_line}: " if malformed.first_line is not None else ""
+        problems.append(
+            ColumnProblem(
+                "(file)",
+                f"{where}{malformed.detail} ({malformed.count} malformed lines)",
+                bad_rows=malformed.count,
+            )
+        )
+    if rows == 0:
+        problems.append(ColumnProblem("(file)", "the file has no data rows"))
+    if problems:
+        out.unlink(missing_ok=True)
+        raise ReferenceInvalid(problems)
+    return ValidatedReference(path=out, n_rows=rows, columns=tuple(present))
+
+
+def _numbers(array: pa.Array) -> FloatArray:
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def profile_parquet(
+    reference: ValidatedReference,
+    *,
+    n_bins: int = DEFAULT_BINS,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    collect_budget: int = COLLECT_BUDGET,
+) -> tuple[ReferenceProfile, int]:
+    """The reference profile of a validated file, and how many passes over it that took."""
+    numeric = {
+        r.name: NumericSummary(sample_size=sample_size)
+        for r in reference.columns
+        if r.kind == "numeric"
+    }
+    categorical = {
+        r.name: CategoricalSummary(r.name) for r in reference.columns if r.kind != "numeric"
+    }
+    file = pq.ParquetFile(reference.path)
+    for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS, use_threads=False):
+        for name, summary in numeric.items():
+            summary.update(_numbers(batch.column(name)))
+        for name, cat in categorical.items():
+            column = batch.column(name)
+            counts = pc.value_counts(column.drop_null())
+            keys = [str(k) for k in counts.field("values").to_pylist()]
+            cat.update(keys, counts.field("counts").to_pylist(), column.null_count)
+
+    def read(names: list[str]) -> Iterator[Mapping[str, FloatArray]]:
+        for batch in file.iter_batches(
+            batch_size=PARQUET_BATCH_ROWS, columns=names, use_threads=False
+        ):
+            yield {name: _numbers(batch.column(name)) for name in names}
+
+    try:
+        numbers, passes = numeric_references(
+            numeric, read, n_bins=n_bins, collect_budget=collect_budget
+        )
+        columns = numbers | {name: cat.reference() for name, cat in categorical.items()}
+    except ProfileProblem as exc:
+        raise ReferenceInvalid([ColumnProblem(exc.column, exc.reason)]) from exc
+    by_role = {r.name: r for r in reference.columns}
+    profile = ReferenceProfile(
+        n_rows=reference.n_rows,
+        n_bins=n_bins,
+        sample_size=sample_size,
+        seed=0,
+        features={n: c for n, c in columns.items() if by_role[n].role == "feature"},
+        prediction=next((c for n, c in columns.items() if by_role[n].role == "prediction"), None),
+        scores={by_role[n].label or n: c for n, c in numbers.items() if by_role[n].role == "score"},
+    )
+    return profile, passes + 1
