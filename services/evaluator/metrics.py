@@ -1,6 +1,8 @@
+"""The evaluator's Prometheus metrics (labels bounded by what the registry holds)."""
+
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.contracts import EvaluationResult, EvaluationStatus
 
@@ -8,13 +10,25 @@ __all__ = ["EvaluatorMetrics"]
 
 
 class EvaluatorMetrics:
-    """Labels are system, objective and metric only: bounded by what the registry holds."""
+    """Labels are system, objective and metric (plus small fixed sets): bounded cardinality."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events = Counter(
             "watchkeeper_evaluator_events",
-            "Events made durable in the join state",
+            "Events applied to the join and window state",
             ["kind"],
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "watchkeeper_evaluator_dead_lettered",
+            "Records that did not decode and went to the DLQ",
+            registry=registry,
+        )
+        self.stream = Gauge(
+            "watchkeeper_evaluator_stream_events",
+            "Per-system stream counts since the system was first seen (late, duplicate, "
+            "expired, unknown outcomes ...), as of the last checkpoint",
+            ["system", "counter"],
             registry=registry,
         )
         self.value = Gauge(
@@ -29,10 +43,31 @@ class EvaluatorMetrics:
             ["system", "objective", "metric"],
             registry=registry,
         )
+        self.label_coverage = Gauge(
+            "watchkeeper_objective_label_coverage",
+            "Label coverage of the newest evaluation of a label objective",
+            ["system", "objective", "metric"],
+            registry=registry,
+        )
         self.evaluations = Counter(
             "watchkeeper_evaluations",
             "Evaluations written, by status",
             ["system", "status"],
+            registry=registry,
+        )
+        self.checkpoint_seconds = Histogram(
+            "watchkeeper_evaluator_checkpoint_seconds",
+            "Time to write a checkpoint (state, evaluations, offsets)",
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "watchkeeper_evaluator_batch_seconds",
+            "Time to apply one polled batch",
+            registry=registry,
+        )
+        self.partitions = Gauge(
+            "watchkeeper_evaluator_partitions",
+            "Stream partitions this instance owns",
             registry=registry,
         )
 
@@ -41,4 +76,6 @@ class EvaluatorMetrics:
         if result.value is not None:
             self.value.labels(*labels).set(result.value)
         self.breached.labels(*labels).set(1 if result.status is EvaluationStatus.BREACH else 0)
+        if result.label_coverage is not None:
+            self.label_coverage.labels(*labels).set(result.label_coverage)
         self.evaluations.labels(result.system_id, result.status.value).inc()

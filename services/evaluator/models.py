@@ -1,46 +1,85 @@
-"""Tables the evaluator owns: the durable join state and the evaluations it published."""
+"""Tables the evaluator owns: durable join state, checkpoints, evaluations, cached references.
+
+``evaluator_join`` is the join state: one row per prediction (or per outcome whose prediction
+has not arrived yet), kept until the system's label horizon has passed. It lives in the
+database, not in memory, so days of pending predictions fit and every evaluator instance of
+the group can take a partition over. ``evaluator_partition`` and ``evaluator_window`` are the
+checkpoint of each stream partition (offsets, watermarks, open window accumulators), written
+in the same transaction as the evaluations they led to.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, BigInteger, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
-__all__ = ["EvaluationRow", "OutcomeRow", "PredictionRow"]
+__all__ = [
+    "EvaluationRow",
+    "JoinRow",
+    "PartitionCheckpoint",
+    "ReferenceRow",
+    "WindowCheckpoint",
+]
 
 
-class PredictionRow(SQLModel, table=True):
-    __tablename__ = "evaluator_prediction"
-    __table_args__ = (Index("ix_evaluator_prediction_system_ts", "system_id", "ts"),)
-
-    system_id: str = Field(primary_key=True, max_length=128)
-    event_id: str = Field(primary_key=True, max_length=128)
-    model_version: str
-    ts: datetime
-    prediction: Any = Field(sa_column=Column(JSON, nullable=False))
-    features: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    partition: int
-    offset: int
-
-
-class OutcomeRow(SQLModel, table=True):
-    __tablename__ = "evaluator_outcome"
-    __table_args__ = (Index("ix_evaluator_outcome_prediction", "system_id", "prediction_id"),)
+class JoinRow(SQLModel, table=True):
+    __tablename__ = "evaluator_join"
+    __table_args__ = (Index("ix_evaluator_join_system_ts", "system_id", "ts"),)
 
     system_id: str = Field(primary_key=True, max_length=128)
     event_id: str = Field(primary_key=True, max_length=128)
-    prediction_id: str = Field(max_length=128)
-    ts: datetime
-    actual: Any = Field(sa_column=Column(JSON, nullable=False))
-    partition: int
-    offset: int
+    """The prediction's event_id (an outcome waiting for its prediction is filed under it)."""
+    ts: float
+    """Prediction time (epoch s); for an outcome still waiting, the outcome's time."""
+    has_prediction: bool
+    arrival_wm: float | None = None
+    """The prediction watermark when the prediction arrived (decides which windows took it)."""
+    model_version: str | None = Field(default=None, max_length=128)
+    prediction: str | None = Field(default=None, sa_column=Column(Text))
+    scores: str | None = Field(default=None, sa_column=Column(Text))
+    attributes: str | None = Field(default=None, sa_column=Column(Text))
+    pred_partition: int | None = None
+    pred_offset: int | None = Field(default=None, sa_column=Column(BigInteger))
+    actual: str | None = Field(default=None, sa_column=Column(Text))
+    outcome_id: str | None = Field(default=None, max_length=128)
+    outcome_ts: float | None = None
+    label_time: float | None = None
+    out_partition: int | None = None
+    out_offset: int | None = Field(default=None, sa_column=Column(BigInteger))
+
+
+class PartitionCheckpoint(SQLModel, table=True):
+    __tablename__ = "evaluator_partition"
+
+    stream: str = Field(primary_key=True, max_length=255)
+    partition: int = Field(primary_key=True)
+    epoch: int = 0
+    """Bumped by each instance that takes the partition; a stale owner's checkpoint fails."""
+    offsets: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime | None = None
+
+
+class WindowCheckpoint(SQLModel, table=True):
+    __tablename__ = "evaluator_window"
+
+    stream: str = Field(primary_key=True, max_length=255)
+    partition: int = Field(primary_key=True)
+    system_id: str = Field(primary_key=True, max_length=128)
+    size: int = Field(primary_key=True)
+    start: int = Field(primary_key=True)
+    state: str = Field(sa_column=Column(Text, nullable=False))
 
 
 class EvaluationRow(SQLModel, table=True):
     __tablename__ = "evaluator_evaluation"
-    __table_args__ = (Index("ix_evaluator_evaluation_objective", "objective_id", "window_end"),)
+    __table_args__ = (
+        Index("ix_evaluator_evaluation_objective", "objective_id", "window_end"),
+        Index("ix_evaluator_evaluation_window", "system_id", "window_s", "size"),
+    )
 
     id: str = Field(primary_key=True, max_length=255)
     system_id: str = Field(index=True, max_length=128)
@@ -48,7 +87,21 @@ class EvaluationRow(SQLModel, table=True):
     objective_version: int
     window_start: datetime
     window_end: datetime
+    window_s: int
+    """Window start as epoch seconds (with ``size``: how the evaluator finds a window again)."""
+    size: int
     revision: int
+    label_cutoff: int | None = None
+    """Index k of the label cut-off a label metric was evaluated at (None: not a label metric)."""
     status: str
     value: float | None
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class ReferenceRow(SQLModel, table=True):
+    """Reference profiles fetched from the registry, so a restart does not need it."""
+
+    __tablename__ = "evaluator_reference"
+
+    hash: str = Field(primary_key=True, max_length=128)
+    profile: str = Field(sa_column=Column(Text, nullable=False))

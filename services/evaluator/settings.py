@@ -13,11 +13,39 @@ class Settings(CommonSettings):
 
     port: int = 8003
     group_id: str = "evaluator"
-    tick_s: float = Field(default=0.5, gt=0)
-    allowed_lateness_s: float = Field(default=5.0, ge=0)
+    registry_url: str = Field(
+        default="http://127.0.0.1:8001",
+        description="Base URL of the registry, which serves reference profiles by hash.",
+    )
+    tick_s: float = Field(default=0.5, gt=0, description="Longest wait for records per poll.")
+    allowed_lateness_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="A window closes once the system's newest prediction time passes its end "
+        "by this much; predictions for a closed window are counted as late.",
+    )
     idle_close_s: float = Field(
         default=10.0,
         gt=0,
-        description="A system that sent nothing for this long has its ended windows closed "
-        "by wall-clock time, so a quiet stream is still evaluated.",
+        description="A system that sent nothing for this long (and the consumer has no lag) "
+        "has its watermarks moved to wall-clock time, so a quiet stream is still evaluated.",
+    )
+    label_wait_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How far (event time) the predictions may run ahead of a system's outcome "
+        "stream before label metrics are evaluated without waiting for it.",
+    )
+    revision_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Late labels revise a window at most once per max(window, this) of event time.",
+    )
+    checkpoint_interval_s: float = Field(default=1.0, gt=0)
+    checkpoint_max_records: int = Field(default=200_000, ge=1)
+    max_poll_records: int = Field(default=5_000, ge=1)
+    max_empty_windows: int = Field(
+        default=1_000,
+        ge=0,
+        description="Most empty windows (volume 0) evaluated for one gap in a system's stream.",
     )

@@ -1,0 +1,136 @@
+"""Reference profiles by content hash: fetched from the registry over HTTP, cached.
+
+The registry serves ``GET {registry_url}/v1/references/{hash}`` (a ``ReferenceProfile``); the
+evaluator keeps every profile it fetched in memory and in its own table, so a restart does not
+depend on the registry. A profile whose content does not hash to the requested hash is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import httpx
+from sqlmodel import select
+
+from shared.db import Database
+from shared.stats import ReferenceProfile
+
+from .models import ReferenceRow
+
+__all__ = [
+    "HttpReferenceSource",
+    "ReferenceCache",
+    "ReferenceNotFound",
+    "ReferenceSource",
+    "StaticReferenceSource",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ReferenceNotFound(LookupError):
+    """The registry has no profile with this hash (a permanent answer, unlike a timeout)."""
+
+
+class ReferenceSource(Protocol):
+    async def fetch(self, reference_hash: str) -> ReferenceProfile:
+        """The profile; raises ReferenceNotFound, or another error when it may be retried."""
+        ...
+
+
+class HttpReferenceSource:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: Callable[[], dict[str, str]] = dict,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._headers = headers
+        self._transport = transport
+        self._timeout_s = timeout_s
+
+    async def fetch(self, reference_hash: str) -> ReferenceProfile:
+        async with httpx.AsyncClient(transport=self._transport, timeout=self._timeout_s) as client:
+            response = await client.get(
+                f"{self._base_url}/v1/references/{reference_hash}", headers=self._headers()
+            )
+        if response.status_code == 404:
+            raise ReferenceNotFound(reference_hash)
+        response.raise_for_status()
+        return ReferenceProfile.model_validate_json(response.content)
+
+
+class StaticReferenceSource:
+    """Profiles given up front (tests, benchmarks)."""
+
+    def __init__(self, profiles: Iterable[ReferenceProfile] = ()) -> None:
+        self.profiles = {p.content_hash: p for p in profiles}
+
+    def add(self, profile: ReferenceProfile) -> str:
+        self.profiles[profile.content_hash] = profile
+        return profile.content_hash
+
+    async def fetch(self, reference_hash: str) -> ReferenceProfile:
+        if reference_hash not in self.profiles:
+            raise ReferenceNotFound(reference_hash)
+        return self.profiles[reference_hash]
+
+
+class ReferenceCache:
+    """``ensure`` (async, on the event loop) loads profiles; ``get`` (any thread) reads them."""
+
+    def __init__(self, source: ReferenceSource, db: Database) -> None:
+        self._source = source
+        self._db = db
+        self._profiles: dict[str, ReferenceProfile] = {}
+        self._missing: set[str] = set()
+
+    def get(self, reference_hash: str | None) -> ReferenceProfile | None:
+        if reference_hash is None:
+            return None
+        return self._profiles.get(reference_hash)
+
+    def missing(self, reference_hash: str) -> bool:
+        return reference_hash in self._missing
+
+    def _load(self, reference_hash: str) -> str | None:
+        with self._db.session() as session:
+            row = session.get(ReferenceRow, reference_hash)
+            return None if row is None else row.profile
+
+    def _store(self, reference_hash: str, profile: str) -> None:
+        with self._db.session() as session:
+            if session.exec(
+                select(ReferenceRow).where(ReferenceRow.hash == reference_hash)
+            ).first():
+                return
+            session.add(ReferenceRow(hash=reference_hash, profile=profile))
+            session.commit()
+
+    async def ensure(self, hashes: Iterable[str]) -> None:
+        """Make every profile available; raises if one cannot be fetched now (retry later)."""
+        for reference_hash in hashes:
+            if reference_hash in self._profiles or reference_hash in self._missing:
+                continue
+            stored = await self._db.run(self._load, reference_hash)
+            if stored is not None:
+                self._profiles[reference_hash] = ReferenceProfile.model_validate_json(stored)
+                continue
+            try:
+                profile = await self._source.fetch(reference_hash)
+            except ReferenceNotFound:
+                log.warning("reference profile %s is not in the registry", reference_hash)
+                self._missing.add(reference_hash)
+                continue
+            if profile.content_hash != reference_hash:
+                raise ValueError(
+                    f"reference profile fetched for {reference_hash} hashes to "
+                    f"{profile.content_hash}"
+                )
+            await self._db.run(self._store, reference_hash, profile.model_dump_json())
+            self._profiles[reference_hash] = profile

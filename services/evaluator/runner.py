@@ -1,0 +1,323 @@
+"""The evaluator's consumer loop: the one place that decides the commit order.
+
+Per polled batch: records an earlier checkpoint covers are skipped (a redelivery); the rest are
+decoded (undecodable ones go to the DLQ, acknowledged before anything else), the reference
+profiles they need are fetched, and ``StreamProcessor.apply`` joins and accumulates them in a
+worker thread, writing join rows and evaluations into the store's open transaction. Every
+``checkpoint_interval_s`` (or ``checkpoint_max_records`` records, on rebalance and on stop):
+
+1. window state, watermarks and the consumed offsets are written in that same transaction,
+   together with the evaluations and their outbox records, and committed (state checkpointed
+   and results produced, atomically);
+2. the outbox relay is woken to publish the evaluations;
+3. the consumed offsets are committed to Kafka.
+
+A crash anywhere loses only the open transaction; on restart each partition resumes from its
+checkpoint, and records below the checkpointed offsets (Kafka's committed offsets can lag
+behind them) are skipped, so nothing is applied twice or lost. Taking a partition bumps its
+epoch in the database: a previous owner that still runs fails its next checkpoint (fenced).
+CPU and database work run in worker threads so the consumer's heartbeats never starve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from shared.bus import Bus, BusUnavailable, Consumer, Decoded, Record, TopicPartition
+from shared.contracts import OutcomeEvent, PredictionEvent, SystemSnapshot, decode
+from shared.outbox import OutboxRelay
+from shared.registry_view import RegistryView
+
+from .consumer import StreamProcessor
+from .metrics import EvaluatorMetrics
+from .references import ReferenceCache
+from .settings import Settings
+from .store import Fenced
+
+__all__ = ["EvaluatorRunner"]
+
+log = logging.getLogger(__name__)
+
+Batch = dict[
+    int, tuple[list[Decoded[PredictionEvent]], list[Decoded[OutcomeEvent]], dict[str, int]]
+]
+
+
+class EvaluatorRunner:
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        settings: Settings,
+        processor: StreamProcessor,
+        view: RegistryView,
+        references: ReferenceCache,
+        relay: OutboxRelay,
+        metrics: EvaluatorMetrics,
+    ) -> None:
+        self._bus = bus
+        self._settings = settings
+        self._processor = processor
+        self._view = view
+        self._references = references
+        self._relay = relay
+        self._metrics = metrics
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: Consumer | None = None
+        self._stopping = False
+        self._changed = False
+        self._last_checkpoint = time.monotonic()
+        self.running = False
+        self.checkpoints = 0
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="evaluator:runner")
+
+    async def stop(self) -> None:
+        """Stop polling, checkpoint what was applied, commit, leave the group."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=30)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def _connect(self) -> Consumer:
+        backoff = 0.2
+        topics = self._bus.topics
+        while True:
+            consumer = self._bus.consumer(
+                [topics.predictions, topics.outcomes],
+                group_id=self._settings.group_id,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+            )
+            try:
+                await consumer.start()
+                return consumer
+            except BusUnavailable as exc:
+                log.warning("evaluator: consumer cannot start (%s); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _run(self) -> None:
+        while not self._view.loaded and not self._stopping:
+            await self._view.wait_loaded(1.0)
+        if self._stopping:
+            return
+        consumer = await self._connect()
+        self._consumer = consumer
+        self.running = True
+        failed = False
+        try:
+            while not self._stopping:
+                try:
+                    records = await consumer.poll(
+                        timeout_s=self._settings.tick_s,
+                        max_records=self._settings.max_poll_records,
+                    )
+                    async with self._lock:
+                        if records:
+                            await self._handle(records)
+                        await self._idle(consumer)
+                        if self._checkpoint_due():
+                            await self._checkpoint(consumer)
+                    failed = False
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failed = True
+                    log.exception("evaluator: batch failed; resuming from the last checkpoint")
+                    await self._recover(consumer, exc)
+            if not failed:
+                async with self._lock:
+                    await self._checkpoint(consumer)
+        finally:
+            self.running = False
+            self._consumer = None
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._processor.store.close)
+
+    def _checkpoint_due(self) -> bool:
+        if self._processor.records_since_checkpoint >= self._settings.checkpoint_max_records:
+            return True
+        elapsed = time.monotonic() - self._last_checkpoint
+        return self._changed and elapsed >= self._settings.checkpoint_interval_s
+
+    async def _recover(self, consumer: Consumer, exc: Exception) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._processor.abort)
+            if isinstance(exc, Fenced):
+                self._processor.fenced.add(exc.partition)
+            self._changed = False
+        await asyncio.sleep(0.5)
+        try:
+            await consumer.rewind()
+        except Exception as rewind_error:
+            log.warning("evaluator: cannot rewind (%s)", rewind_error)
+
+    # --- one batch -----------------------------------------------------------------------
+
+    def _systems(self) -> dict[str, SystemSnapshot]:
+        return dict(self._view.systems)
+
+    def _decode(self, records: Sequence[Record]) -> tuple[Batch, list[tuple[Record, str]]]:
+        topics = self._bus.topics
+        batch: Batch = {}
+        bad: list[tuple[Record, str]] = []
+        for record in records:
+            if record.topic not in (topics.predictions, topics.outcomes):
+                continue
+            if not self._processor.is_new(record.topic, record.partition, record.offset):
+                continue
+            preds, outs, seen = batch.setdefault(record.partition, ([], [], {}))
+            seen[record.topic] = max(seen.get(record.topic, 0), record.offset + 1)
+            try:
+                if record.topic == topics.predictions:
+                    preds.append(Decoded(record, decode(PredictionEvent, record.value)))
+                else:
+                    outs.append(Decoded(record, decode(OutcomeEvent, record.value)))
+            except Exception as exc:  # any decoding failure is the message's fault
+                bad.append((record, f"{type(exc).__name__}: {exc}"))
+        return batch, bad
+
+    def _apply(self, batch: Batch, systems: dict[str, SystemSnapshot]) -> None:
+        for partition, (preds, outs, seen) in sorted(batch.items()):
+            self._processor.apply(partition, preds, outs, systems)
+            self._processor.advance(partition, seen)
+
+    async def _handle(self, records: Sequence[Record]) -> None:
+        started = time.perf_counter()
+        batch, bad = await asyncio.to_thread(self._decode, records)
+        for record, error in bad:
+            await self._dead_letter(record, error)
+        systems = self._systems()
+        senders = {d.value.system_id for preds, _, _ in batch.values() for d in preds}
+        hashes = {systems[s].reference_hash for s in senders if s in systems}
+        await self._references.ensure(h for h in hashes if h is not None)
+        if batch:
+            await asyncio.to_thread(self._apply, batch, systems)
+            n_pred = sum(len(p) for p, _, _ in batch.values())
+            n_out = sum(len(o) for _, o, _ in batch.values())
+            self._metrics.events.labels("prediction").inc(n_pred)
+            self._metrics.events.labels("outcome").inc(n_out)
+            self._changed = True
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _idle(self, consumer: Consumer) -> None:
+        idle_s = self._settings.idle_close_s
+        now = time.monotonic()
+        candidates = any(
+            now - state.last_arrival >= idle_s
+            for part in self._processor.partitions.values()
+            for state in part.systems.values()
+        )
+        if not candidates or await consumer.lag() > 0:
+            return
+        advanced = await asyncio.to_thread(
+            self._processor.advance_idle, self._systems(), idle_s=idle_s, wall_clock_s=time.time()
+        )
+        if advanced:
+            self._changed = True
+
+    async def _checkpoint(self, consumer: Consumer | None) -> None:
+        started = time.perf_counter()
+        results = await asyncio.to_thread(self._processor.checkpoint, self._systems())
+        self._metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        self._last_checkpoint = time.monotonic()
+        self._changed = False
+        self.checkpoints += 1
+        if results:
+            self._relay.notify()
+        for result in results:
+            self._metrics.record(result)
+        self._export_counters()
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        offsets = {
+            TopicPartition(topic, partition): offset
+            for (topic, partition), offset in self._processor.next_offsets().items()
+            if TopicPartition(topic, partition) in assigned
+        }
+        if offsets:
+            try:
+                await consumer.commit(offsets)
+            except BusUnavailable as exc:  # the checkpoint holds the offsets: nothing is lost
+                log.warning("evaluator: offset commit failed (%s)", exc)
+
+    def _export_counters(self) -> None:
+        self._metrics.partitions.set(len(self._processor.partitions))
+        for part in self._processor.partitions.values():
+            for sid, state in part.systems.items():
+                for name, value in state.counters.items():
+                    self._metrics.stream.labels(sid, name).set(value)
+
+    # --- rebalance -----------------------------------------------------------------------
+
+    def _stream_partitions(self, tps: set[TopicPartition]) -> set[int]:
+        topics = self._bus.topics
+        return {tp.partition for tp in tps if tp.topic in (topics.predictions, topics.outcomes)}
+
+    async def _on_assign(self, tps: set[TopicPartition]) -> None:
+        async with self._lock:
+            for partition in sorted(self._stream_partitions(tps)):
+                if partition not in self._processor.partitions:
+                    await asyncio.to_thread(self._processor.load, partition)
+            self._metrics.partitions.set(len(self._processor.partitions))
+
+    async def _on_revoke(self, tps: set[TopicPartition]) -> None:
+        """Hand the partitions over: checkpoint them (and commit) before another owner loads."""
+        async with self._lock:
+            revoked = self._stream_partitions(tps)
+            if revoked & set(self._processor.partitions):
+                try:
+                    await self._checkpoint(self._consumer)
+                except Exception:
+                    log.exception("evaluator: checkpoint on revoke failed; the new owner replays")
+                    await asyncio.to_thread(self._processor.abort)
+            for partition in revoked:
+                self._processor.drop(partition)
+            self._metrics.partitions.set(len(self._processor.partitions))
+
+    # --- DLQ -----------------------------------------------------------------------------
+
+    async def _dead_letter(self, record: Record, error: str) -> None:
+        log.warning(
+            "evaluator: %s[%d]@%d to DLQ: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            error[:500],
+        )
+        headers = [
+            ("wk-error", error[:4000].encode()),
+            ("wk-source-topic", record.topic.encode()),
+            ("wk-source-partition", str(record.partition).encode()),
+            ("wk-source-offset", str(record.offset).encode()),
+        ]
+        await self._bus.producer.send(
+            self._bus.topics.dlq, record.value, key=record.key, headers=headers
+        )
+        self._metrics.dead_lettered.inc()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "partitions": sorted(self._processor.partitions),
+            "checkpoints": self.checkpoints,
+        }
