@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need from Debian when it is missing:
-# Java (runs the Kafka broker), Maven (resolves the Kafka jars) and PostgreSQL.
+# Java (runs the Kafka broker), Maven (resolves the Kafka jars), PostgreSQL, and
+# Prometheus (its promtool checks deploy/prometheus).
 set -euo pipefail
 need=()
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
