@@ -7,7 +7,7 @@ DURATION ?=
 PYTEST_ARGS ?=
 
 .PHONY: install demo up test lint system-deps schemas check-schemas \
-        kafka-up kafka-down pg-up pg-down clean
+        kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
 
 install: $(STAMP)
 
@@ -51,6 +51,9 @@ pg-up: install
 
 pg-down:
 	@$(BIN)/python deploy/local/postgres.py down
+
+postgres-up: pg-up
+postgres-down: pg-down
 
 clean:
 	-$(BIN)/python deploy/local/kafka.py down --purge 2>/dev/null
