@@ -300,7 +300,7 @@ class StreamProcessor:
                     continue
                 state.predictions = wall_clock_s
                 state.outcomes = max(state.outcomes or wall_clock_s, wall_clock_s)
-                self._evaluate(snapshot, state)
+                self._evaluate(snapshot, state, idle_now=wall_clock_s)
                 advanced += 1
         return advanced
 
@@ -509,7 +509,9 @@ class StreamProcessor:
 
     # --- closing windows and label revisions --------------------------------------------
 
-    def _evaluate(self, system: SystemSnapshot, state: SystemState) -> None:
+    def _evaluate(
+        self, system: SystemSnapshot, state: SystemState, idle_now: float | None = None
+    ) -> None:
         sizes = _sizes(system)
         for size in list(state.sizes):
             if size not in sizes:
@@ -530,7 +532,7 @@ class StreamProcessor:
             return
         for size in _label_sizes(system):
             if size in state.sizes:
-                self._labels(system, state.sizes[size], size, clock)
+                self._labels(system, state.sizes[size], size, clock, idle_now)
 
     def _close(
         self, system: SystemSnapshot, state: SystemState, size: int, sizes: SizeState
@@ -603,17 +605,34 @@ class StreamProcessor:
         verdict = judge(objective, lambda: Measurement(0.0, 0))
         self._emit(system, objective, start, size, verdict, 0, [], "", system.reference_hash, None)
 
-    def _labels(self, system: SystemSnapshot, sizes: SizeState, size: int, clock: float) -> None:
+    def _labels(
+        self,
+        system: SystemSnapshot,
+        sizes: SizeState,
+        size: int,
+        clock: float,
+        idle_now: float | None,
+    ) -> None:
+        """Revision 0 of windows whose end the label clock passed (labels timed before the
+        end; when the idle timer closed it, every label that arrived), then revisions of
+        windows at each passed cut-off where new labels are due."""
         objectives = [
             o for o in _active(system) if o.window_seconds == size and is_label_metric(o.metric)
         ]
         interval = self._interval(size)
         while sizes.awaiting and sizes.awaiting[0] + size <= clock:
             start = sizes.awaiting.pop(0)
-            self._label_revisions(system, objectives, size, start, [0])
+            end = start + size
+            k, cutoff = 0, float(end)
+            if idle_now is not None and idle_now > end:
+                k, cutoff = math.floor((idle_now - end) / interval), idle_now
+            self._label_revisions(system, objectives, size, start, [(k, cutoff)])
             entry = sizes.pending.get(start)
             if entry is not None:
-                entry["k_last"] = 0
+                entry["k_last"] = k
+                entry["due"] = [d for d in entry["due"] if d > k]
+                if not entry["due"]:
+                    del sizes.pending[start]
         for start in sorted(sizes.pending):
             if start in sizes.open or start in sizes.awaiting:
                 continue
@@ -625,7 +644,8 @@ class StreamProcessor:
             due = [k for k in entry["due"] if k <= k_now]
             if not due:
                 continue
-            self._label_revisions(system, objectives, size, start, due)
+            cutoffs = [(k, end + k * interval) for k in due]
+            self._label_revisions(system, objectives, size, start, cutoffs)
             entry["due"] = [k for k in entry["due"] if k > k_now]
             entry["k_last"] = due[-1]
             if not entry["due"]:
@@ -637,12 +657,11 @@ class StreamProcessor:
         objectives: Sequence[Objective],
         size: int,
         start: int,
-        indexes: Sequence[int],
+        cutoffs: Sequence[tuple[int, float]],
     ) -> None:
         if not objectives:
             return
         end = start + size
-        interval = self._interval(size)
         raw = self.store.window_rows(system.system_id, start, end, end + self.config.lateness_s)
         if not raw:
             return
@@ -657,8 +676,7 @@ class StreamProcessor:
         pred_p = np.asarray([r[8] for r in raw], dtype=np.int64)
         pred_o = np.asarray([r[9] for r in raw], dtype=np.int64)
         model_version = max(set(versions), key=lambda v: (versions.count(v), v))
-        for k in indexes:
-            cutoff = end + k * interval
+        for k, cutoff in cutoffs:
             labelled = label_time < cutoff
             actual = np.asarray(
                 [a if m else None for a, m in zip(actual_all, labelled.tolist(), strict=True)],
