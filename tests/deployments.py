@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -25,9 +26,16 @@ import pytest
 import uvicorn
 
 from shared.bus import Bus, KafkaBus, Topics
+from shared.contracts import EvaluationResult, decode
 from watchkeeper.embedded import EmbeddedOptions, create_embedded_app
 
-__all__ = ["Deployment", "free_port", "fresh_database"]
+__all__ = [
+    "Deployment",
+    "free_port",
+    "fresh_database",
+    "next_evaluation",
+    "post_until_accepted",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("registry", "ingest", "evaluator", "alerts")
@@ -47,6 +55,35 @@ def fresh_database(database_url: str) -> str:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return database_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def post_until_accepted(
+    client: httpx.AsyncClient, url: str, events: list[dict[str, Any]], timeout_s: float = 30
+) -> httpx.Response:
+    """Ingest refuses a system it has not yet heard of from the registry topic: retry."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = await client.post(url, json=events)
+        if response.status_code == 202 or time.monotonic() > deadline:
+            return response
+        await asyncio.sleep(0.2)
+
+
+async def next_evaluation(
+    deployment: Deployment, system_id: str, timeout_s: float = 60
+) -> EvaluationResult:
+    consumer = deployment.bus.consumer([deployment.bus.topics.evaluations], group_id=None)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for record in await consumer.poll(timeout_s=0.5):
+                result = decode(EvaluationResult, record.value)
+                if result.system_id == system_id:
+                    return result
+    finally:
+        await consumer.stop()
+    raise AssertionError(f"no evaluation for {system_id} on the evaluations topic")
 
 
 @dataclass

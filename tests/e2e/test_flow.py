@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from shared.contracts import EvaluationResult, EvaluationStatus, decode
-from tests.deployments import Deployment
+from shared.contracts import EvaluationStatus
+from tests.deployments import Deployment, next_evaluation, post_until_accepted
 from tests.factories import (
     make_objective,
     make_outcome,
@@ -19,35 +19,6 @@ from tests.factories import (
     make_system,
     past_window_start,
 )
-
-
-async def post_until_accepted(
-    client: httpx.AsyncClient, url: str, events: list[dict[str, Any]], timeout_s: float = 30
-) -> httpx.Response:
-    """Ingest refuses a system it has not yet heard of from the registry topic: retry."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        response = await client.post(url, json=events)
-        if response.status_code == 202 or time.monotonic() > deadline:
-            return response
-        await asyncio.sleep(0.2)
-
-
-async def next_evaluation(
-    deployment: Deployment, system_id: str, timeout_s: float = 60
-) -> EvaluationResult:
-    consumer = deployment.bus.consumer([deployment.bus.topics.evaluations], group_id=None)
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for record in await consumer.poll(timeout_s=0.5):
-                result = decode(EvaluationResult, record.value)
-                if result.system_id == system_id:
-                    return result
-    finally:
-        await consumer.stop()
-    raise AssertionError(f"no evaluation for {system_id} on the evaluations topic")
 
 
 async def test_breach_becomes_a_nonconformity(deployment: Deployment) -> None:

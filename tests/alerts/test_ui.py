@@ -1,0 +1,96 @@
+"""The nonconformities page, in a real browser (Debian's Chromium driven by Playwright)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from shared.contracts import EvaluationStatus
+from tests.deployments import Deployment, next_evaluation, post_until_accepted
+from tests.factories import (
+    make_objective,
+    make_outcome,
+    make_prediction,
+    make_system,
+    past_window_start,
+)
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium not found: `make system-deps` installs Debian's chromium")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+async def test_quality_manager_sees_the_nonconformity(
+    deployment: Deployment, browser: Browser, tmp_path: Path
+) -> None:
+    page = await browser.new_page()
+    alerts_page = deployment.url("alerts", "/")
+    await page.goto(alerts_page)
+    assert await page.title() == "Watchkeeper · Nonconformities"
+
+    system = make_system(name="Loan approval")
+    objective = make_objective(threshold=0.8, severity="major")
+    start = past_window_start(60)
+    async with httpx.AsyncClient(timeout=30) as client:
+        await client.post(deployment.url("registry", "/v1/systems"), json=system)
+        await client.post(
+            deployment.url("registry", f"/v1/systems/{system['id']}/objectives"), json=objective
+        )
+        predictions = [
+            make_prediction(system["id"], ts=start + timedelta(seconds=i)) for i in range(20)
+        ]
+        outcomes = [
+            make_outcome(system["id"], p["event_id"], i % 2) for i, p in enumerate(predictions)
+        ]
+        response = await post_until_accepted(
+            client, deployment.url("ingest", "/v1/outcomes"), outcomes
+        )
+        assert response.status_code == 202, response.text
+        response = await client.post(deployment.url("ingest", "/v1/predictions"), json=predictions)
+        assert response.status_code == 202, response.text
+    result = await next_evaluation(deployment, system["id"])
+    assert result.status is EvaluationStatus.BREACH
+
+    row = page.locator("tr", has_text=system["id"])
+    for _ in range(50):
+        await page.goto(alerts_page)
+        if await row.count():
+            break
+        await page.wait_for_timeout(200)
+    await page.screenshot(path=str(tmp_path / "nonconformities.png"), full_page=True)
+    cells = await row.locator("td").all_inner_texts()
+    assert cells[1:] == [
+        system["id"],
+        f"{objective['id']} v1",
+        "accuracy",
+        "0.5000",
+        "ge 0.8",
+        "major",
+        "raised",
+        "1",
+        "breaching",
+    ]
+    assert await row.locator("td.major").count() == 1
