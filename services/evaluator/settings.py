@@ -31,7 +31,7 @@ class Settings(CommonSettings):
         "has its watermarks moved to wall-clock time, so a quiet stream is still evaluated.",
     )
     label_wait_s: float = Field(
-        default=300.0,
+        default=3600.0,
         ge=0,
         description="How far (event time) the predictions may run ahead of a system's outcome "
         "stream before label metrics are evaluated without waiting for it.",
