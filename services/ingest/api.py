@@ -144,7 +144,11 @@ async def _handle(kind: Kind, request: Request, ctx: IngestContext, atomic: bool
         return f"the API key is not valid for system {system.system_id!r}"
 
     good, errors = validate_events(
-        kind, items, lookup=ctx.view.get, authorized=authorized if ctx.auth_required else None
+        kind,
+        items,
+        lookup=ctx.view.get,
+        authorized=authorized if ctx.auth_required else None,
+        checks=ctx.checks,
     )
     if errors:
         _count_rejections(ctx, kind, items, errors)
@@ -195,7 +199,10 @@ async def _deliver(
     seq: int | None = None
     claims: list[Claim] = []
     if ctx.dedup is not None and events:
-        claims = [Claim(e.system_id, kind, e.event_id, ctx.horizon_s(e.system_id)) for e in events]
+        horizons = {
+            system_id: ctx.horizon_s(system_id) for system_id in {e.system_id for e in events}
+        }
+        claims = [Claim(e.system_id, kind, e.event_id, horizons[e.system_id]) for e in events]
         started = time.perf_counter()
         try:
             seq, verdicts = await ctx.dedup.claim(claims)
@@ -226,9 +233,8 @@ async def _deliver(
         topic = ctx.bus.topics.predictions if kind == "predictions" else ctx.bus.topics.outcomes
         started = time.perf_counter()
         try:
-            await ctx.bus.producer.send_many(
-                topic, [(event.system_id.encode(), event.value) for event in events]
-            )
+            keys = {system_id: system_id.encode() for system_id in {e.system_id for e in events}}
+            await ctx.bus.producer.send_many(topic, [(keys[e.system_id], e.value) for e in events])
         except DeliveryIncomplete as exc:
             metrics.bus_errors.labels("unacknowledged").inc()
             if seq is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.bus import Bus
 from shared.registry_view import RegistryView
@@ -13,6 +13,7 @@ from .keys import KeyIndex
 from .limits import RateLimiter
 from .metrics import IngestMetrics
 from .settings import Settings
+from .validation import SchemaChecks
 
 __all__ = ["IngestContext"]
 
@@ -29,6 +30,7 @@ class IngestContext:
     limiter: RateLimiter
     dedup: DedupStore | None
     follower: DeliveryFollower
+    checks: SchemaChecks = field(default_factory=SchemaChecks)
 
     @property
     def auth_required(self) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -113,6 +114,10 @@ class KafkaProducer:
         self._connect_task: asyncio.Task[None] | None = None
         self._closing = False
         self._partitioner = DefaultPartitioner()
+        self._partition_of: dict[tuple[bytes, int], int] = {}  # murmur2 in Python is slow
+        # aiokafka queues one whole batch per partition; concurrent send_batch callers would
+        # spin on it (and its deadline arithmetic makes them time out early), so they queue here
+        self._batch_locks: dict[tuple[str, int], asyncio.Lock] = {}
 
     def _build(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -227,13 +232,26 @@ class KafkaProducer:
         except KafkaError as exc:
             return [exc] * len(items)
         shares: dict[int, list[int]] = {}
+        cache = self._partition_of
+        if len(cache) > 100_000:
+            cache.clear()
+        count = len(partitions)
         for index, (key, _value) in enumerate(items):
-            partition = self._partitioner(key, partitions, partitions)
+            if key is None:
+                partition = self._partitioner(key, partitions, partitions)
+            else:
+                partition = cache.get((key, count), -1)
+                if partition < 0:
+                    partition = cache[(key, count)] = self._partitioner(key, partitions, partitions)
             shares.setdefault(partition, []).append(index)
         for partition, indexes in shares.items():
             try:
                 if len(indexes) >= BATCH_MIN_RECORDS:
-                    await self._enqueue_batches(producer, topic, partition, items, indexes, pending)
+                    lock = self._batch_locks.setdefault((topic, partition), asyncio.Lock())
+                    async with lock:
+                        await self._enqueue_batches(
+                            producer, topic, partition, items, indexes, pending
+                        )
                 else:
                     for index in indexes:
                         key, value = items[index]
@@ -340,6 +358,9 @@ class KafkaConsumer:
                 bootstrap_servers=self._bootstrap,
                 group_id=self._group_id,
                 enable_auto_commit=False,
+                # partition p of every subscribed topic goes to one member (topics keyed alike,
+                # e.g. predictions and outcomes by system_id, meet in one consumer)
+                partition_assignment_strategy=(RangePartitionAssignor,),
                 auto_offset_reset="earliest",
                 max_poll_interval_ms=300_000,
                 session_timeout_ms=10_000,

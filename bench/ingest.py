@@ -1,0 +1,433 @@
+"""Ingest throughput and latency against a real Kafka broker, beside the raw producer.
+
+    .venv/bin/python bench/ingest.py [--workers 2] [--batch-events 600000] [--singles 40000]
+
+(or ``make bench-ingest``). Uses ``KAFKA_BOOTSTRAP`` / ``DATABASE_URL`` when set, else starts
+a throwaway broker (deploy/local/kafka.py) and PostgreSQL (deploy/local/postgres.py).
+
+Phases, all on one broker and one topic layout (3 partitions, events keyed by system_id):
+
+1. raw producer: aiokafka ``send()`` per record (acks=all, idempotent, the producer settings
+   ingest uses), then whole record batches (``create_batch``/``send_batch``), same event bytes;
+2. ingest batch path: gzip'd JSON arrays of ``--batch-size`` realistic events (20 features,
+   scores, attributes), as the SDK sends them, over ``--batch-connections`` keep-alive
+   connections, with ingest-key auth and duplicate detection on;
+3. ingest single-event path: one uncompressed JSON event per request over
+   ``--single-connections`` connections;
+4. (``--compare-dedup``) the batch path again with duplicate detection off, to show its cost.
+
+Every request body is built before its phase starts (the load generator only writes bytes
+and reads answers), so the generator's CPU cost is small; it still shares the machine's
+cores with ingest and Kafka. Ends with one JSON line of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gzip
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from shared.auth import generate_api_key  # noqa: E402
+from shared.bus import KafkaBus, Topics  # noqa: E402
+from shared.contracts import FeatureSpec, FeatureType, SystemSnapshot, Task, encode  # noqa: E402
+
+SYSTEM_ID = "bench-credit-scoring"
+NUMERIC = [f"num_{i}" for i in range(14)]
+CATEGORICAL = {"region": ["north", "south", "east", "west"], "channel": ["web", "app", "branch"]}
+CATEGORICAL |= {"segment": ["a", "b", "c"], "product": ["loan", "card", "mortgage"]}
+BOOLEAN = ["existing_customer", "has_guarantor"]
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+def snapshot(key_hash: str) -> SystemSnapshot:
+    features = [FeatureSpec(name=n, type=FeatureType.NUMERIC) for n in NUMERIC]
+    features += [
+        FeatureSpec(name=n, type=FeatureType.CATEGORICAL, categories=c)
+        for n, c in CATEGORICAL.items()
+    ]
+    features += [FeatureSpec(name=n, type=FeatureType.BOOLEAN, nullable=True) for n in BOOLEAN]
+    return SystemSnapshot(
+        system_id=SYSTEM_ID,
+        name="bench",
+        owner="bench",
+        task=Task.BINARY_CLASSIFICATION,
+        features=features,
+        ingest_key_hashes=[key_hash],
+        updated_at=datetime.now(UTC),
+    )
+
+
+def event(run: str, number: int) -> dict[str, Any]:
+    """A prediction as the SDK builds it: 20 features, scores, an attribute, a latency."""
+    features: dict[str, Any] = {n: round(1000.0 * ((number * (i + 7)) % 97) / 97, 3) for i, n in enumerate(NUMERIC)}
+    for i, (name, values) in enumerate(CATEGORICAL.items()):
+        features[name] = values[(number + i) % len(values)]
+    features["existing_customer"] = number % 2 == 0
+    features["has_guarantor"] = None if number % 5 == 0 else number % 3 == 0
+    p = (number % 100) / 100
+    return {
+        "event_id": f"{run}-{number:012d}",
+        "system_id": SYSTEM_ID,
+        "model_version": "2024.06.1",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "features": features,
+        "prediction": int(p >= 0.5),
+        "scores": {"0": round(1 - p, 4), "1": round(p, 4)},
+        "attributes": {"gender": "f" if number % 2 else "m"},
+        "latency_ms": 3.25,
+    }
+
+
+def _batch_bodies(args: tuple[str, int, int, int]) -> list[bytes]:
+    run, first, count, size = args
+    return [
+        gzip.compress(
+            orjson.dumps([event(run, first + b * size + i) for i in range(size)]),
+            compresslevel=1,
+            mtime=0,
+        )
+        for b in range(count)
+    ]
+
+
+def batch_bodies(run: str, batches: int, size: int) -> list[bytes]:
+    """gzip'd JSON arrays of distinct events, built in parallel before the phase."""
+    workers = os.cpu_count() or 1
+    share = -(-batches // workers)
+    jobs = [
+        (run, w * share * size, min(share, batches - w * share), size)
+        for w in range(workers)
+        if w * share < batches
+    ]
+    with ProcessPoolExecutor(workers) as pool:
+        return [body for part in pool.map(_batch_bodies, jobs) for body in part]
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+def _run_json(script: str, *args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "deploy" / "local" / script), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{script} {' '.join(args)} failed:\n{proc.stderr}")
+    info: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return info
+
+
+@contextlib.contextmanager
+def server(script: str, env_name: str, key: str) -> Iterator[str]:
+    """The URL/bootstrap in ``env_name``, or a throwaway server started with ``script``."""
+    external = os.environ.get(env_name, "").strip()
+    if external:
+        yield external
+        return
+    state = Path(tempfile.mkdtemp(prefix=f"wk-bench-{script[:-3]}-"))
+    try:
+        log(f"starting {script[:-3]} (set {env_name} to use a running one)")
+        yield str(_run_json(script, "up", "--state-dir", str(state))[key])
+    finally:
+        subprocess.run(
+            [sys.executable, str(REPO / "deploy/local" / script), "down", "--purge", "--state-dir", str(state)],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def ingest_server(
+    *, bootstrap: str, database_url: str, prefix: str, workers: int, dedup: bool, logs: Path
+) -> Iterator[int]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "WK_INGEST_BUS": "kafka",
+        "WK_INGEST_KAFKA_BOOTSTRAP": bootstrap,
+        "WK_INGEST_DATABASE_URL": database_url,
+        "WK_INGEST_TOPIC_PREFIX": prefix,
+        "WK_INGEST_PORT": str(port),
+        "WK_INGEST_WORKERS": str(workers),
+        "WK_INGEST_AUTH_SECRET": secrets.token_urlsafe(32),
+        "WK_INGEST_RATE_LIMIT_EVENTS_PER_S": "10000000",
+        "WK_INGEST_DEDUP": "true" if dedup else "false",
+        "WK_INGEST_LOG_LEVEL": "WARNING",
+    }
+    with logs.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.ingest"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+                    if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"ingest did not become ready; see {logs}")
+            time.sleep(0.2)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+async def _connection(
+    port: int, path: str, headers: bytes, bodies: list[bytes], latencies: list[float], accepted: list[int]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while bodies:
+            body = bodies.pop()
+            request = b"POST %s HTTP/1.1\r\nHost: ingest\r\n%sContent-Length: %d\r\n\r\n" % (
+                path.encode(),
+                headers,
+                len(body),
+            )
+            started = time.perf_counter()
+            writer.write(request + body)
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            answer = await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if not status.startswith(b"HTTP/1.1 202"):
+                raise SystemExit(f"ingest answered {status!r}: {answer[:300]!r}")
+            accepted.append(orjson.loads(answer)["accepted"])
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def drive(port: int, key: str, bodies: list[bytes], connections: int, gzipped: bool) -> dict[str, float]:
+    """Send every body over ``connections`` connections; events/s, requests/s, latencies."""
+    headers = b"Content-Type: application/json\r\nAuthorization: Bearer %s\r\n" % key.encode()
+    if gzipped:
+        headers += b"Content-Encoding: gzip\r\n"
+    latencies: list[float] = []
+    accepted: list[int] = []
+    queue = list(reversed(bodies))
+
+    async def run() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(_connection(port, "/v1/predictions", headers, queue, latencies, accepted) for _ in range(connections))
+        )
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(run())
+    latencies.sort()
+    return {
+        "events_per_s": sum(accepted) / elapsed,
+        "requests_per_s": len(latencies) / elapsed,
+        "events": float(sum(accepted)),
+        "seconds": elapsed,
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+    }
+
+
+async def raw_producer(bootstrap: str, topic: str, values: list[bytes], batch_api: bool) -> float:
+    """Events/s of aiokafka alone writing ``values`` keyed by the system, acks=all."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        max_batch_size=256 * 1024,
+    )
+    await producer.start()
+    key = SYSTEM_ID.encode()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        partition = DefaultPartitioner()(key, partitions, partitions)
+        started = time.perf_counter()
+        futures = []
+        if batch_api:
+            index = 0
+            while index < len(values):
+                batch = producer.create_batch()
+                while index < len(values) and batch.append(key=key, value=values[index], timestamp=None):
+                    index += 1
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        else:
+            for value in values:
+                futures.append(await producer.send(topic, value, key=key))
+                if len(futures) >= 10_000:
+                    await asyncio.gather(*futures)
+                    futures = []
+        await asyncio.gather(*futures)
+        return len(values) / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+async def setup_topics(bootstrap: str, prefix: str, key_hash: str) -> None:
+    bus = KafkaBus(bootstrap, Topics(prefix=prefix))
+    await bus.start()
+    try:
+        await bus.ensure_topics([*bus.topics.specs()])
+        await bus.producer.send(bus.topics.registry, encode(snapshot(key_hash)), key=SYSTEM_ID.encode())
+    finally:
+        await bus.stop()
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=2, help="ingest uvicorn workers")
+    parser.add_argument("--batch-size", type=int, default=1000, help="events per batch request")
+    parser.add_argument("--batch-events", type=int, default=600_000, help="events in the batch phase")
+    parser.add_argument("--batch-connections", type=int, default=8)
+    parser.add_argument("--singles", type=int, default=40_000, help="requests in the single phase")
+    parser.add_argument("--single-connections", type=int, default=64)
+    parser.add_argument("--raw-events", type=int, default=400_000)
+    parser.add_argument("--sqlite", action="store_true", help="duplicate store on SQLite, not PostgreSQL")
+    parser.add_argument("--compare-dedup", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args()
+
+    run = secrets.token_hex(4)
+    prefix = f"bench{run}."
+    key, key_hash = generate_api_key()
+    logs = Path(tempfile.mkdtemp(prefix="wk-bench-logs-"))
+    batches = args.batch_events // args.batch_size
+
+    log(f"building {batches} batch bodies of {args.batch_size} events and {args.singles} single events")
+    batch_phase = batch_bodies(f"b{run}", batches, args.batch_size)
+    compare_phase = batch_bodies(f"c{run}", batches, args.batch_size) if args.compare_dedup else []
+    singles = [orjson.dumps(event(f"s{run}", n)) for n in range(args.singles)]
+    raw_values = [orjson.dumps({**event(f"r{run}", n), "schema_version": 1}) for n in range(min(args.raw_events, 50_000))]
+    raw_values = [raw_values[n % len(raw_values)] for n in range(args.raw_events)]
+    event_bytes = len(raw_values[0])
+
+    with contextlib.ExitStack() as stack:
+        bootstrap = stack.enter_context(server("kafka.py", "KAFKA_BOOTSTRAP", "bootstrap"))
+        if args.sqlite:
+            database_url = f"sqlite:///{logs / 'ingest.db'}"
+        else:
+            database_url = stack.enter_context(server("postgres.py", "DATABASE_URL", "url"))
+        asyncio.run(setup_topics(bootstrap, prefix, key_hash))
+
+        log("raw producer")
+        raw = asyncio.run(raw_producer(bootstrap, f"{prefix}raw", raw_values, batch_api=False))
+        raw_batch = asyncio.run(raw_producer(bootstrap, f"{prefix}rawbatch", raw_values, batch_api=True))
+
+        with ingest_server(
+            bootstrap=bootstrap, database_url=database_url, prefix=prefix, workers=args.workers, dedup=True, logs=logs / "ingest.log"
+        ) as port:
+            drive(port, key, batch_phase[:10], 2, gzipped=True)  # warm up every worker
+            log("ingest batch path")
+            batch = drive(port, key, batch_phase[10:], args.batch_connections, gzipped=True)
+            log("ingest single-event path")
+            single = drive(port, key, singles, args.single_connections, gzipped=False)
+        no_dedup: dict[str, float] | None = None
+        if args.compare_dedup:
+            with ingest_server(
+                bootstrap=bootstrap, database_url=database_url, prefix=prefix, workers=args.workers, dedup=False, logs=logs / "ingest-nodedup.log"
+            ) as port:
+                drive(port, key, compare_phase[:10], 2, gzipped=True)
+                log("ingest batch path, duplicate detection off")
+                no_dedup = drive(port, key, compare_phase[10:], args.batch_connections, gzipped=True)
+
+    store = "SQLite" if args.sqlite else "PostgreSQL"
+    rows = [
+        ("raw aiokafka send() per record", raw, None, None, None),
+        ("raw aiokafka send_batch()", raw_batch, None, None, None),
+        (f"ingest batch ({args.batch_size}/req, gzip, dedup on {store})", batch["events_per_s"], batch["requests_per_s"], batch["p50_ms"], batch["p99_ms"]),
+    ]
+    if no_dedup is not None:
+        rows.append((f"ingest batch ({args.batch_size}/req, gzip, dedup off)", no_dedup["events_per_s"], no_dedup["requests_per_s"], no_dedup["p50_ms"], no_dedup["p99_ms"]))
+    rows.append(("ingest single event (1/req)", single["events_per_s"], single["requests_per_s"], single["p50_ms"], single["p99_ms"]))
+
+    print(f"\nIngest benchmark: {os.cpu_count()} cores, {args.workers} ingest workers, event {event_bytes} bytes, 3 partitions")
+    print(f"{'path':<48} {'events/s':>10} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'÷ raw':>6} {'÷ raw batch':>11}")
+    for name, eps, rps, p50, p99 in rows:
+        def fmt(v: float | None, spec: str) -> str:
+            return "-" if v is None else format(v, spec)
+        print(
+            f"{name:<48} {eps:>10,.0f} {fmt(rps, ',.0f'):>8} {fmt(p50, '.1f'):>7} {fmt(p99, '.1f'):>7} "
+            f"{eps / raw:>6.2f} {eps / raw_batch:>11.2f}"
+        )
+    result = {
+        "batch_events_per_s": round(batch["events_per_s"]),
+        "raw_producer_events_per_s": round(raw),
+        "raw_producer_batch_api_events_per_s": round(raw_batch),
+        "ratio_to_raw": round(batch["events_per_s"] / raw, 3),
+        "ratio_to_raw_batch_api": round(batch["events_per_s"] / raw_batch, 3),
+        "batch_p50_ms": round(batch["p50_ms"], 2),
+        "batch_p99_ms": round(batch["p99_ms"], 2),
+        "single_requests_per_s": round(single["requests_per_s"]),
+        "p50_ms": round(single["p50_ms"], 2),
+        "p99_ms": round(single["p99_ms"], 2),
+        "batch_events_per_s_dedup_off": round(no_dedup["events_per_s"]) if no_dedup else None,
+        "ingest_workers": args.workers,
+        "batch_size": args.batch_size,
+        "dedup_store": store,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
