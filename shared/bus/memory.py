@@ -100,6 +100,15 @@ class MemoryBroker:
     def group(self, group_id: str) -> _Group:
         return self._groups.setdefault(group_id, _Group())
 
+    def held_by_others(self, group_id: str, member: MemoryConsumer) -> set[TopicPartition]:
+        """Partitions other members of the group still hold (not yet revoked)."""
+        return {
+            tp
+            for other in self.group(group_id).members
+            if other is not member
+            for tp in other.assignment()
+        }
+
     def join(self, group_id: str, member: MemoryConsumer) -> None:
         group = self.group(group_id)
         group.members.append(member)
@@ -185,7 +194,7 @@ class MemoryConsumer:
         await self._broker.wake()
 
     def _owned(self) -> set[TopicPartition]:
-        return self._assigned & self.target if self._started else set()
+        return set(self._assigned) if self._started else set()
 
     def _committed(self, tp: TopicPartition) -> int:
         if self.group_id is None:
@@ -200,12 +209,18 @@ class MemoryConsumer:
                 self._positions[tp] = 0
             return
         revoked = self._assigned - self.target
-        if revoked and self._on_revoke is not None:
-            await self._on_revoke(revoked)
-        assigned = self.target - self._assigned
-        self._assigned = set(self.target)
-        for tp in revoked:
-            self._positions.pop(tp, None)
+        if revoked:
+            if self._on_revoke is not None:
+                await self._on_revoke(revoked)
+            self._assigned -= revoked
+            for tp in revoked:
+                self._positions.pop(tp, None)
+            await self._broker.wake()
+        # as in a Kafka rebalance, a partition moves only once its previous owner revoked it
+        # (after committing the batch in hand), so the new owner starts at that commit
+        held = self._broker.held_by_others(self.group_id, self)
+        assigned = self.target - self._assigned - held
+        self._assigned |= assigned
         for tp in assigned:
             self._positions[tp] = self._committed(tp)
         if assigned and self._on_assign is not None:
@@ -239,8 +254,8 @@ class MemoryConsumer:
             return
         group = self._broker.group(self.group_id)
         proposed = dict(offsets) if offsets is not None else self._positions
-        # as with Kafka, a member cannot move the offsets of partitions the group gave to
-        # another member since its last poll (their records are redelivered there)
+        # a member commits only partitions it holds: until it revokes them no other member
+        # reads them, so its commit is the handover point (as in Kafka's revoke callback)
         group.committed.update(
             {tp: offset for tp, offset in proposed.items() if tp in self._owned()}
         )

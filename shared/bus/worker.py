@@ -19,7 +19,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from shared.bus.base import Bus, BusUnavailable, Consumer, PartitionsCallback, Record
+from shared.bus.base import (
+    Bus,
+    BusUnavailable,
+    Consumer,
+    PartitionsCallback,
+    Record,
+    TopicPartition,
+)
 
 __all__ = ["DLQ_HEADERS", "Decoded", "StreamWorker"]
 
@@ -72,6 +79,7 @@ class StreamWorker(Generic[T]):
         self._consumer: Consumer | None = None
         self._stopping = False
         self._in_batch = False
+        self._batch_lock = asyncio.Lock()
         self._dead_lettered: set[tuple[str, int, int]] = set()
         self.caught_up = asyncio.Event()
         """Set once the consumer holds partitions and has reached their end (tables are loaded)."""
@@ -102,7 +110,7 @@ class StreamWorker(Generic[T]):
                 self._topics,
                 group_id=self._group_id,
                 on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
+                on_revoke=self._revoked,
             )
             try:
                 await consumer.start()
@@ -127,8 +135,9 @@ class StreamWorker(Generic[T]):
                         continue
                     self._in_batch = True
                     try:
-                        await self._process(records)
-                        await consumer.commit()
+                        async with self._batch_lock:
+                            await self._process(records)
+                            await consumer.commit()
                     finally:
                         self._in_batch = False
                     self._dead_lettered.clear()
@@ -143,6 +152,13 @@ class StreamWorker(Generic[T]):
             self.running = False
             self._consumer = None
             await consumer.stop()
+
+    async def _revoked(self, partitions: set[TopicPartition]) -> None:
+        """Commit on revoke: partitions leave only after the batch in hand was handled and
+        committed (or failed and will be redelivered to their next owner)."""
+        async with self._batch_lock:
+            if self._on_revoke is not None:
+                await self._on_revoke(partitions)
 
     async def _check_caught_up(self, consumer: Consumer) -> None:
         # a group member holds no partitions until the group assigned them: not caught up yet

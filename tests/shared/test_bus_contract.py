@@ -397,3 +397,38 @@ async def test_kafka_send_fails_fast_when_the_broker_is_unreachable() -> None:
     finally:
         await asyncio.wait_for(the_bus.stop(), 10)
     assert time.monotonic() - started < 10
+
+
+async def test_a_batch_in_hand_is_committed_before_its_partitions_move(bus: Bus) -> None:
+    """Commit on revoke: a member joining while another is handling a batch does not get
+    that batch again; the partitions move after the batch was handled and committed."""
+    ids = [f"e{i}" for i in range(30)]
+    await bus.producer.send_many(
+        bus.topics.outcomes, [(f"k{i % 6}".encode(), outcome(e)) for i, e in enumerate(ids)]
+    )
+    handled: dict[str, list[str]] = {"a": [], "b": []}
+    in_batch = asyncio.Event()
+    b_assigned: set[TopicPartition] = set()
+
+    async def slow_a(batch: Sequence[Decoded[OutcomeEvent]]) -> None:
+        handled["a"].extend(d.value.event_id for d in batch)
+        if not in_batch.is_set():
+            in_batch.set()
+            await asyncio.sleep(3)  # the group rebalances meanwhile
+
+    a = outcome_worker(bus, slow_a, group_id=group(bus))
+    b = outcome_worker(
+        bus,
+        lambda batch: handled["b"].extend(d.value.event_id for d in batch),
+        group_id=group(bus),
+        on_assign=b_assigned.update,
+    )
+    async with working(a):
+        await asyncio.wait_for(in_batch.wait(), SETTLE_S)
+        async with working(b):
+            await eventually(lambda: bool(b_assigned), "b to be given partitions")
+            await eventually(
+                lambda: len(handled["a"]) + len(handled["b"]) >= len(ids), "every record"
+            )
+            await asyncio.sleep(QUIET_S)
+    assert sorted(handled["a"] + handled["b"]) == sorted(ids), "a record was handled twice"
