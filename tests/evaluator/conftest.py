@@ -196,7 +196,9 @@ def synthetic_stream(
     outcomes.sort(key=lambda item: item[0])
     # a few outcomes sent twice, a few a little out of order
     stream.outcomes = [o for _, o in outcomes]
-    for j in rng.choice(len(stream.outcomes), 10, replace=False).tolist():
+    for j in rng.choice(
+        len(stream.outcomes), min(10, len(stream.outcomes)), replace=False
+    ).tolist():
         stream.outcomes.insert(min(j + 3, len(stream.outcomes)), stream.outcomes[j])
     return stream
 
