@@ -7,7 +7,7 @@ DURATION ?=
 PYTEST_ARGS ?=
 
 .PHONY: install demo up test lint system-deps schemas check-schemas \
-        kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
+        bench-evaluator kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
 
 install: $(STAMP)
 
@@ -59,3 +59,7 @@ clean:
 	-$(BIN)/python deploy/local/kafka.py down --purge 2>/dev/null
 	-$(BIN)/python deploy/local/postgres.py down --purge 2>/dev/null
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
+
+## Evaluator throughput on a throwaway Kafka, one drift window vs Evidently, window memory.
+bench-evaluator: install system-deps
+	$(BIN)/python bench/evaluator.py

@@ -1,0 +1,438 @@
+"""Evaluator benchmark: throughput on real Kafka, one drift window against Evidently, memory.
+
+Run with ``make bench-evaluator`` (or ``python bench/evaluator.py``). Three parts, printed as
+tables, then one JSON line with every figure:
+
+1. **drift window**: one 10,000-row window of 20 features (16 numeric, 4 categorical) against a
+   10,000-row reference: the evaluator's accumulation plus per-feature drift with Evidently's
+   default methods, side by side with Evidently's ``DataDriftPreset`` report on the same data;
+   the drifted / not drifted decision of every feature is compared.
+2. **throughput**: a throwaway Kafka broker (deploy/local/kafka.py), 20-feature predictions and
+   their outcomes produced beforehand, one evaluator process (``python -m services.evaluator``,
+   SQLite database) with 10 objectives consuming them; events/s between its first and its
+   last checkpoint.
+3. **memory**: peak RSS of a process feeding 1 and 10 million events into one window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from services.evaluator.columns import ColumnBatch  # noqa: E402
+from services.evaluator.plan import WindowPlan  # noqa: E402
+from services.evaluator.window import WindowState  # noqa: E402
+from shared.contracts import (  # noqa: E402
+    FeatureSpec,
+    FeatureType,
+    Objective,
+    OutcomeEvent,
+    PredictionEvent,
+    SystemSnapshot,
+    Task,
+    encode,
+)
+from shared.stats import ReferenceProfile, column_drift  # noqa: E402
+
+NUMERIC = [f"n{i}" for i in range(16)]
+CATEGORICAL = [f"c{i}" for i in range(4)]
+SHIFTED = {"n0": 0.5, "n1": 0.3, "n2": 0.05, "c0": None}
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def frame(n: int, seed: int, shifted: bool) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    data: dict[str, Any] = {}
+    for name in NUMERIC:
+        shift = SHIFTED.get(name, 0.0) if shifted else 0.0
+        data[name] = rng.normal(shift or 0.0, 1.0, n)
+    for name in CATEGORICAL:
+        p = [0.3, 0.5, 0.2] if shifted and name in SHIFTED else [0.5, 0.3, 0.2]
+        data[name] = rng.choice(["a", "b", "c"], n, p=p)
+    return pd.DataFrame(data)
+
+
+def feature_types() -> dict[str, FeatureType]:
+    types = dict.fromkeys(NUMERIC, FeatureType.NUMERIC)
+    types.update(dict.fromkeys(CATEGORICAL, FeatureType.CATEGORICAL))
+    return types
+
+
+def make_system(objectives: list[Objective], reference: ReferenceProfile | None) -> SystemSnapshot:
+    return SystemSnapshot(
+        system_id="bench",
+        name="bench",
+        owner="bench",
+        task=Task.BINARY_CLASSIFICATION,
+        features=[FeatureSpec(name=n, type=t) for n, t in feature_types().items()],
+        label_horizon_seconds=3600,
+        objectives=objectives,
+        reference_hash=None if reference is None else reference.content_hash,
+        updated_at=NOW,
+    )
+
+
+def make_objective(
+    oid: str, metric: str, threshold: float, comparator: str, **params: str
+) -> Objective:
+    return Objective(
+        id=oid,
+        version=1,
+        system_id="bench",
+        metric=metric,
+        parameters=params,
+        comparator=comparator,  # type: ignore[arg-type]
+        threshold=threshold,
+        window_seconds=60,
+        min_samples=1,
+        owner="bench",
+        changed_by="bench",
+        changed_at=NOW,
+    )
+
+
+class ArrayBatch(ColumnBatch):
+    """A ColumnBatch over ready columns (the benchmark's events are already columnar)."""
+
+    def __init__(self, data: pd.DataFrame) -> None:
+        self.size = len(data)
+        self.ts = np.zeros(self.size)
+        self.events = [SimpleNamespace(model_version="m1")] * self.size  # type: ignore[assignment]
+        self._cache = {}
+        for name in NUMERIC:
+            self._cache[("column", f"feature:{name}", "True")] = data[name].to_numpy(np.float64)
+        for name in CATEGORICAL:
+            self._cache[("column", f"feature:{name}", "False")] = data[name].to_numpy(object)
+        self._cache[("latency",)] = np.full(self.size, 5.0)
+
+
+# --- 1. one drift window against Evidently -------------------------------------------------
+
+
+def drift_window() -> dict[str, Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from evidently import DataDefinition, Dataset, Report
+        from evidently.presets import DataDriftPreset
+
+    reference_data = frame(10_000, 1, shifted=False)
+    current = frame(10_000, 2, shifted=True)
+    profile = ReferenceProfile.build(reference_data, feature_types())
+    objective = make_objective("share", "dataset_drift_share", 0.5, "lt")
+    plan = WindowPlan.build(make_system([objective], profile), 60, [objective], profile)
+    batch = ArrayBatch(current)
+
+    def ours() -> dict[str, bool]:
+        window = WindowState(start=0, size=60, reference_hash=profile.content_hash)
+        window.update(plan, batch, np.arange(batch.size), 0, np.arange(batch.size))
+        return {
+            name: column_drift(
+                profile.features[name], window.accumulators[("column", f"feature:{name}")]
+            ).drifted
+            for name in NUMERIC + CATEGORICAL
+        }
+
+    ours()  # warm up imports and caches
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        decisions = ours()
+        timings.append(time.perf_counter() - started)
+    definition = DataDefinition(numerical_columns=NUMERIC, categorical_columns=CATEGORICAL)
+    evidently_timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            snapshot = Report([DataDriftPreset()]).run(
+                Dataset.from_pandas(current, data_definition=definition),
+                Dataset.from_pandas(reference_data, data_definition=definition),
+            )
+        evidently_timings.append(time.perf_counter() - started)
+    theirs: dict[str, bool] = {}
+    for metric in snapshot.dict()["metrics"]:
+        config = metric["config"]
+        if config.get("type") == "evidently:metric_v2:ValueDrift":
+            theirs[config["column"]] = float(metric["value"]) >= float(config["threshold"])
+    ours_s, theirs_s = min(timings), min(evidently_timings)
+    print("\n== one drift window: 10,000 rows x 20 features ==")
+    print(f"{'':24}{'seconds':>10}")
+    print(f"{'watchkeeper':24}{ours_s:10.4f}")
+    print(f"{'evidently DataDriftPreset':24}{theirs_s:10.4f}")
+    print(f"speedup {theirs_s / ours_s:.0f}x")
+    print("feature  ours  evidently")
+    for name in NUMERIC + CATEGORICAL:
+        print(f"{name:8} {decisions[name]!s:5} {theirs.get(name)!s}")
+    return {
+        "drift_window_s": round(ours_s, 5),
+        "evidently_window_s": round(theirs_s, 4),
+        "speedup_vs_evidently": round(theirs_s / ours_s, 1),
+        "decisions_agree": decisions == theirs,
+    }
+
+
+# --- 2. throughput on real Kafka -----------------------------------------------------------
+
+
+def throughput_objectives() -> list[Objective]:
+    return [
+        make_objective("acc", "accuracy", 0.7, "ge"),
+        make_objective("auc", "roc_auc", 0.7, "ge"),
+        make_objective("cov", "label_coverage", 0.3, "ge"),
+        make_objective("cbpe", "estimated_accuracy", 0.6, "ge"),
+        make_objective("share", "dataset_drift_share", 0.5, "lt"),
+        make_objective("psi0", "psi", 0.1, "lt", feature="n0"),
+        make_objective("ks1", "ks", 0.0001, "gt", feature="n1"),
+        make_objective("miss", "missing_rate", 0.05, "le", feature="n2"),
+        make_objective("vol", "volume", 100, "ge"),
+        make_objective("p95", "latency_percentile", 50, "le", percentile="95"),
+    ]
+
+
+def events(n: int, labelled: float, seed: int = 5) -> tuple[list[bytes], list[bytes]]:
+    rng = np.random.default_rng(seed)
+    data = frame(n, seed, shifted=False)
+    t0 = 1_800_000_000.0
+    rate = 2_000.0
+    preds, outs = [], []
+    columns = {name: data[name].tolist() for name in NUMERIC + CATEGORICAL}
+    p = 1 / (1 + np.exp(-data["n0"].to_numpy()))
+    for i in range(n):
+        ts = datetime.fromtimestamp(t0 + i / rate, UTC)
+        event_id = f"e{i}"
+        preds.append(
+            encode(
+                PredictionEvent(
+                    event_id=event_id,
+                    system_id="bench",
+                    model_version="m1",
+                    timestamp=ts,
+                    features={name: columns[name][i] for name in NUMERIC + CATEGORICAL},
+                    prediction=int(p[i] > 0.5),
+                    scores={"0": float(1 - p[i]), "1": float(p[i])},
+                    latency_ms=float(rng.gamma(2.0, 4.0)),
+                )
+            )
+        )
+        if rng.random() < labelled:
+            outs.append(
+                encode(
+                    OutcomeEvent(
+                        event_id=f"o{i}",
+                        system_id="bench",
+                        prediction_id=event_id,
+                        timestamp=ts,
+                        actual=int(rng.random() < p[i]),
+                    )
+                )
+            )
+    return preds, outs
+
+
+def run_json(*cmd: str) -> dict[str, Any]:
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+async def produce(
+    bootstrap: str, prefix: str, preds: list[bytes], outs: list[bytes], snapshot: SystemSnapshot
+) -> None:
+    from shared.bus import KafkaBus, Topics
+
+    bus = KafkaBus(bootstrap, Topics(prefix=prefix, partitions=1))
+    await bus.start()
+    try:
+        await bus.producer.send(bus.topics.registry, encode(snapshot), key=b"bench")
+        for topic, values in ((bus.topics.predictions, preds), (bus.topics.outcomes, outs)):
+            for start in range(0, len(values), 10_000):
+                await bus.producer.send_many(
+                    topic, [(b"bench", v) for v in values[start : start + 10_000]]
+                )
+    finally:
+        await bus.stop()
+
+
+def throughput(n: int, workdir: Path) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    reference = ReferenceProfile.build(frame(10_000, 1, shifted=False), feature_types())
+    snapshot = make_system(throughput_objectives(), reference)
+    print(f"\n== throughput: {n:,} predictions (20 features) + outcomes, 10 objectives ==")
+    preds, outs = events(n, labelled=0.5)
+    total = len(preds) + len(outs)
+    kafka_dir = workdir / "kafka"
+    info = run_json(sys.executable, "deploy/local/kafka.py", "up", "--state-dir", str(kafka_dir))
+    bootstrap = str(info["bootstrap"])
+    db_path = workdir / "evaluator.db"
+    url = f"sqlite:///{db_path}"
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    try:
+        asyncio.run(produce(bootstrap, prefix, preds, outs, snapshot))
+        # the reference profile is preloaded into the evaluator's cache table
+        engine = sa.create_engine(url)
+        from services.evaluator.models import ReferenceRow
+        from services.evaluator.store import TABLES
+        from shared.db import Database
+
+        Database(url).create_tables([*TABLES, ReferenceRow])
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(ReferenceRow.__table__),  # type: ignore[attr-defined]
+                {"hash": reference.content_hash, "profile": reference.model_dump_json()},
+            )
+        env = {
+            **os.environ,
+            "WK_EVALUATOR_BUS": "kafka",
+            "WK_EVALUATOR_KAFKA_BOOTSTRAP": bootstrap,
+            "WK_EVALUATOR_TOPIC_PREFIX": prefix,
+            "WK_EVALUATOR_TOPIC_PARTITIONS": "1",
+            "WK_EVALUATOR_DATABASE_URL": url,
+            "WK_EVALUATOR_PORT": "0",
+            "WK_EVALUATOR_IDLE_CLOSE_S": "100000",
+            "WK_EVALUATOR_LOG_LEVEL": "WARNING",
+        }
+        log = (workdir / "evaluator.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.evaluator"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            first: tuple[float, int] | None = None
+            last: tuple[float, int] = (time.monotonic(), 0)
+            deadline = time.monotonic() + 1800
+            while time.monotonic() < deadline:
+                time.sleep(0.25)
+                if proc.poll() is not None:
+                    raise RuntimeError((workdir / "evaluator.log").read_text()[-3000:])
+                try:
+                    with engine.connect() as conn:
+                        rows = conn.execute(
+                            sa.text("SELECT offsets FROM evaluator_partition")
+                        ).all()
+                except sa.exc.OperationalError:
+                    continue
+                done = sum(
+                    sum(json.loads(r[0]).values()) if isinstance(r[0], str) else sum(r[0].values())
+                    for r in rows
+                )
+                now = time.monotonic()
+                if done and first is None:
+                    first = (now, done)
+                if done != last[1]:
+                    last = (now, done)
+                if done >= total:
+                    break
+            assert first is not None and last[1] >= total, f"consumed {last[1]} of {total}"
+            rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
+            with engine.connect() as conn:
+                n_eval = conn.execute(sa.text("SELECT count(*) FROM evaluator_evaluation")).scalar()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+            engine.dispose()
+    finally:
+        subprocess.run(
+            [
+                sys.executable,
+                "deploy/local/kafka.py",
+                "down",
+                "--purge",
+                "--state-dir",
+                str(kafka_dir),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            timeout=300,
+        )
+    print(f"events {total:,}  evaluations {n_eval}  events/s {rate:,.0f}")
+    return {"events_per_s": round(rate), "throughput_events": total}
+
+
+# --- 3. memory with 1 and 10 million events in one window ----------------------------------
+
+
+def memory_child(events_total: int) -> None:
+    """Feed ``events_total`` events into one window (all drift, quality and ops needs of 20
+    features), checkpointing it every 100,000 events, and print the peak RSS in MB."""
+    reference = ReferenceProfile.build(frame(10_000, 1, shifted=False), feature_types())
+    objectives = [make_objective("share", "dataset_drift_share", 0.5, "lt")] + [
+        make_objective(f"miss-{n}", "missing_rate", 0.1, "le", feature=n) for n in NUMERIC
+    ]
+    plan = WindowPlan.build(make_system(objectives, reference), 60, objectives, reference)
+    window = WindowState(start=0, size=60, reference_hash=reference.content_hash)
+    batches = [ArrayBatch(frame(10_000, 10 + i, shifted=False)) for i in range(3)]
+    rows = np.arange(10_000)
+    offsets = np.arange(10_000)
+    for i in range(events_total // 10_000):
+        window.update(plan, batches[i % 3], rows, 0, offsets)
+        if i % 10 == 0:
+            WindowState.from_json(window.to_json())
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def memory() -> dict[str, Any]:
+    figures = {}
+    for label, n in (("1m", 1_000_000), ("10m", 10_000_000)):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(n)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        figures[f"peak_rss_mb_{label}"] = round(float(out.stdout.strip().splitlines()[-1]), 1)
+    print("\n== memory: one window ==")
+    print(f"1M events  {figures['peak_rss_mb_1m']:8.1f} MB")
+    print(f"10M events {figures['peak_rss_mb_10m']:8.1f} MB")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--memory-child", type=int)
+    parser.add_argument("--events", type=int, default=int(os.environ.get("BENCH_EVENTS", "300000")))
+    parser.add_argument("--skip-kafka", action="store_true")
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return
+    figures: dict[str, Any] = {}
+    figures.update(drift_window())
+    if not args.skip_kafka:
+        workdir = Path(tempfile.mkdtemp(prefix="wk-bench-"))
+        try:
+            figures.update(throughput(args.events, workdir))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    figures.update(memory())
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
