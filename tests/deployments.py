@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,14 @@ import uvicorn
 
 from shared.bus import Bus, KafkaBus, Topics
 from shared.contracts import EvaluationResult, decode
+from tests.factories import make_outcome, make_prediction
 from watchkeeper.embedded import EmbeddedOptions, create_embedded_app
 
 __all__ = [
     "Deployment",
     "free_port",
     "fresh_database",
+    "monitor_one_window",
     "next_evaluation",
     "post_until_accepted",
 ]
@@ -84,6 +87,44 @@ async def next_evaluation(
     finally:
         await consumer.stop()
     raise AssertionError(f"no evaluation for {system_id} on the evaluations topic")
+
+
+async def monitor_one_window(
+    deployment: Deployment,
+    client: httpx.AsyncClient,
+    *,
+    system: dict[str, Any],
+    objective: dict[str, Any],
+    actuals: list[Any],
+    start: datetime,
+) -> EvaluationResult:
+    """Register the system and its objective, send one window of predictions (each predicting
+    1, one second apart from ``start``) with the given actual outcomes, and return the window's
+    evaluation from the evaluations topic.
+
+    Labels go first: a window closes once its predictions went quiet, so sending the outcomes
+    first makes the window's first evaluation a complete one.
+    """
+    response = await client.post(deployment.url("registry", "/v1/systems"), json=system)
+    assert response.status_code == 201, response.text
+    response = await client.post(
+        deployment.url("registry", f"/v1/systems/{system['id']}/objectives"), json=objective
+    )
+    assert response.status_code == 201, response.text
+    predictions = [
+        make_prediction(system["id"], ts=start + timedelta(seconds=i), prediction=1)
+        for i in range(len(actuals))
+    ]
+    outcomes = [
+        make_outcome(system["id"], p["event_id"], actual, ts=start)
+        for p, actual in zip(predictions, actuals, strict=True)
+    ]
+    response = await post_until_accepted(client, deployment.url("ingest", "/v1/outcomes"), outcomes)
+    assert response.status_code == 202, response.text
+    response = await client.post(deployment.url("ingest", "/v1/predictions"), json=predictions)
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == len(predictions)
+    return await next_evaluation(deployment, system["id"])
 
 
 @dataclass

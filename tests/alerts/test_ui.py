@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -12,11 +11,9 @@ import pytest
 from playwright.async_api import Browser, async_playwright
 
 from shared.contracts import EvaluationStatus
-from tests.deployments import Deployment, next_evaluation, post_until_accepted
+from tests.deployments import Deployment, monitor_one_window
 from tests.factories import (
     make_objective,
-    make_outcome,
-    make_prediction,
     make_system,
     past_window_start,
 )
@@ -55,23 +52,9 @@ async def test_quality_manager_sees_the_nonconformity(
     objective = make_objective(threshold=0.8, severity="major")
     start = past_window_start(60)
     async with httpx.AsyncClient(timeout=30) as client:
-        await client.post(deployment.url("registry", "/v1/systems"), json=system)
-        await client.post(
-            deployment.url("registry", f"/v1/systems/{system['id']}/objectives"), json=objective
+        result = await monitor_one_window(
+            deployment, client, system=system, objective=objective, actuals=[1, 0] * 10, start=start
         )
-        predictions = [
-            make_prediction(system["id"], ts=start + timedelta(seconds=i)) for i in range(20)
-        ]
-        outcomes = [
-            make_outcome(system["id"], p["event_id"], i % 2) for i, p in enumerate(predictions)
-        ]
-        response = await post_until_accepted(
-            client, deployment.url("ingest", "/v1/outcomes"), outcomes
-        )
-        assert response.status_code == 202, response.text
-        response = await client.post(deployment.url("ingest", "/v1/predictions"), json=predictions)
-        assert response.status_code == 202, response.text
-    result = await next_evaluation(deployment, system["id"])
     assert result.status is EvaluationStatus.BREACH
 
     row = page.locator("tr", has_text=system["id"])

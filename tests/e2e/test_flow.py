@@ -11,11 +11,9 @@ from typing import Any
 import httpx
 
 from shared.contracts import EvaluationStatus
-from tests.deployments import Deployment, next_evaluation, post_until_accepted
+from tests.deployments import Deployment, monitor_one_window
 from tests.factories import (
     make_objective,
-    make_outcome,
-    make_prediction,
     make_system,
     past_window_start,
 )
@@ -26,33 +24,15 @@ async def test_breach_becomes_a_nonconformity(deployment: Deployment) -> None:
     objective = make_objective(threshold=0.8, window_seconds=60, min_samples=10)
     start = past_window_start(60)
     async with httpx.AsyncClient(timeout=30) as client:
-        response = await client.post(deployment.url("registry", "/v1/systems"), json=system)
-        assert response.status_code == 201, response.text
-        response = await client.post(
-            deployment.url("registry", f"/v1/systems/{system['id']}/objectives"), json=objective
+        # every prediction is 1; 24 of 40 are wrong: accuracy 0.4, below the 0.8 objective
+        result = await monitor_one_window(
+            deployment,
+            client,
+            system=system,
+            objective=objective,
+            actuals=[1] * 16 + [0] * 24,
+            start=start,
         )
-        assert response.status_code == 201, response.text
-
-        predictions = [
-            make_prediction(system["id"], ts=start + timedelta(seconds=i), prediction=1)
-            for i in range(40)
-        ]
-        # 24 of 40 predictions wrong: accuracy 0.4, below the 0.8 objective.
-        outcomes = [
-            make_outcome(system["id"], p["event_id"], 1 if i < 16 else 0, ts=start)
-            for i, p in enumerate(predictions)
-        ]
-        # Labels first: a window closes once its predictions went quiet, so sending the
-        # outcomes first makes the first evaluation of the window a complete one.
-        response = await post_until_accepted(
-            client, deployment.url("ingest", "/v1/outcomes"), outcomes
-        )
-        assert response.status_code == 202, response.text
-        response = await client.post(deployment.url("ingest", "/v1/predictions"), json=predictions)
-        assert response.status_code == 202, response.text
-        assert response.json()["accepted"] == 40
-
-        result = await next_evaluation(deployment, system["id"])
         assert result.objective_id == objective["id"]
         assert result.objective_version == 1
         assert result.status is EvaluationStatus.BREACH
@@ -91,21 +71,9 @@ async def test_passing_window_raises_nothing(deployment: Deployment) -> None:
     objective = make_objective(threshold=0.8, window_seconds=60, min_samples=10)
     start = past_window_start(60, minutes_ago=20)
     async with httpx.AsyncClient(timeout=30) as client:
-        await client.post(deployment.url("registry", "/v1/systems"), json=system)
-        await client.post(
-            deployment.url("registry", f"/v1/systems/{system['id']}/objectives"), json=objective
+        result = await monitor_one_window(
+            deployment, client, system=system, objective=objective, actuals=[1] * 20, start=start
         )
-        predictions = [
-            make_prediction(system["id"], ts=start + timedelta(seconds=i)) for i in range(20)
-        ]
-        outcomes = [make_outcome(system["id"], p["event_id"], 1) for p in predictions]
-        response = await post_until_accepted(
-            client, deployment.url("ingest", "/v1/outcomes"), outcomes
-        )
-        assert response.status_code == 202, response.text
-        response = await client.post(deployment.url("ingest", "/v1/predictions"), json=predictions)
-        assert response.status_code == 202, response.text
-        result = await next_evaluation(deployment, system["id"])
         assert result.status is EvaluationStatus.PASS
         assert result.value == 1.0
         await asyncio.sleep(1.0)
