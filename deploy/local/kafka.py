@@ -26,7 +26,6 @@ Only the standard library is needed, plus aiokafka for the readiness check.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import contextlib
@@ -38,26 +37,40 @@ import logging
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # imported by path, not run as a script
+    sys.path.insert(0, str(HERE))
+
+from _harness import (  # noqa: E402
+    Failure,
+    Help,
+    Program,
+    apt_get,
+    free_port,
+    is_root,
+    output_tail,
+    pid_alive,
+    pid_runs,
+    port_is_free,
+    require_free_port,
+    stop_pid,
+)
+
 REPO_ROOT = HERE.parent.parent
 POM = HERE / "kafka-pom.xml"
 DEFAULT_STATE_DIR = REPO_ROOT / ".run" / "kafka"
 
 READY_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 30.0
 HEAP_OPTS = ["-Xms128m", "-Xmx512m"]
 MIN_JAVA = 17
-LOG_TAIL_LINES = 30
 
 INFO_FILE = "kafka.json"
 PROPS_FILE = "server.properties"
@@ -66,17 +79,9 @@ SERVER_LOG = "server.log"  # written by log4j2
 CONSOLE_LOG = "kafka.out"  # the JVM's own stdout/stderr
 DATA_DIR = "data"
 
-
-class Failure(Exception):
-    """A clear, user-facing reason why a command failed."""
-
-    def __init__(self, message: str, log_files: Sequence[Path] = ()) -> None:
-        super().__init__(message)
-        self.log_files = list(log_files)
-
-
-def say(message: str) -> None:
-    print(f"kafka.py: {message}", file=sys.stderr, flush=True)
+PROGRAM = Program(name="kafka.py", info_file=INFO_FILE)
+say = PROGRAM.say
+read_info = PROGRAM.read_info
 
 
 # --------------------------------------------------------------------------
@@ -96,19 +101,10 @@ def cache_root() -> Path:
 
 
 def apt_install(packages: Sequence[str], why: str) -> None:
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    if not is_root() or shutil.which("apt-get") is None:
         raise Failure(f"{why}; install {' '.join(packages)} (needs root and apt-get)")
     say(f"{why}: apt-get install {' '.join(packages)} ...")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", *packages],
-    ):
-        proc = subprocess.run(
-            cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            raise Failure(f"`{' '.join(cmd)}` failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    apt_get(packages)
 
 
 def ensure_libs() -> Path:
@@ -145,7 +141,7 @@ def ensure_libs() -> Path:
         if proc.returncode != 0 or not any(j.startswith("kafka_2.13-") for j in jars):
             raise Failure(
                 f"Maven could not resolve the Kafka jars (exit {proc.returncode}):\n"
-                f"{proc.stdout[-4000:]}{proc.stderr[-4000:]}"
+                f"{output_tail(proc, 4000)}"
             )
         tmp.rename(libs)
         stamp.write_text(pom_digest + "\n")
@@ -198,85 +194,13 @@ def find_java() -> str:
 # processes
 
 
-def free_port(exclude: Sequence[int] = ()) -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in exclude:
-            return port
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # an exited child that nobody reaped yet is a zombie: count it as dead
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def is_our_broker(pid: int, state_dir: Path) -> bool:
     """True if ``pid`` is a live kafka.Kafka process started for ``state_dir``."""
-    if not pid_alive(pid):
-        return False
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True  # no /proc: trust the pid file
-    return b"kafka.Kafka" in args and str(state_dir / PROPS_FILE).encode() in args
-
-
-def stop_pid(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return
-        time.sleep(0.2)
-    say(f"pid {pid} did not stop within {timeout:.0f}s; sending SIGKILL")
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+    return pid_runs(pid, "kafka.Kafka", str(state_dir / PROPS_FILE))
 
 
 # --------------------------------------------------------------------------
 # state dir
-
-
-def read_info(state_dir: Path) -> dict[str, Any] | None:
-    try:
-        info = json.loads((state_dir / INFO_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
 
 
 def running_pid(state_dir: Path) -> int | None:
@@ -372,8 +296,7 @@ def format_storage(java: str, libs: Path, state_dir: Path) -> str:
     )
     if proc.returncode != 0:
         raise Failure(
-            f"kafka.tools.StorageTool format failed (exit {proc.returncode}):\n"
-            f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+            f"kafka.tools.StorageTool format failed (exit {proc.returncode}):\n{output_tail(proc)}"
         )
     return cluster_id
 
@@ -470,7 +393,7 @@ def start_and_wait(state_dir: Path, java: str, libs: Path) -> dict[str, Any]:
     try:
         wait_ready(bootstrap, pid, state_dir)
     except BaseException as exc:
-        stop_pid(pid, timeout=10)
+        stop_pid(pid, timeout=10, say=say)
         if isinstance(exc, Failure):
             exc.log_files = [state_dir / CONSOLE_LOG, state_dir / SERVER_LOG]
         raise
@@ -494,8 +417,8 @@ def cmd_up(state_dir: Path, port: int | None) -> dict[str, Any]:
         say(f"a broker is already running for {state_dir} (pid {pid}); reusing it")
         return info
     require_aiokafka()
-    if port is not None and not port_is_free(port):
-        raise Failure(f"port {port} on 127.0.0.1 is already in use by another process")
+    if port is not None:
+        require_free_port(port)
     java = find_java()
     libs = ensure_libs()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -521,76 +444,43 @@ def cmd_resume(state_dir: Path) -> dict[str, Any]:
     return start_and_wait(state_dir, find_java(), ensure_libs())
 
 
-def cmd_stop(state_dir: Path) -> None:
+def cmd_stop(state_dir: Path, purge: bool) -> None:
     pid = running_pid(state_dir)
     if pid is None:
         say(f"no broker running for {state_dir}")
-        return
-    say(f"stopping the broker (pid {pid}) ...")
-    stop_pid(pid)
-    say("stopped")
+    else:
+        say(f"stopping the broker (pid {pid}) ...")
+        stop_pid(pid, say=say)
+        say("stopped")
+    if purge and state_dir.exists():
+        shutil.rmtree(state_dir)
+        say(f"removed {state_dir}")
 
 
 def cmd_status(state_dir: Path) -> int:
-    info = read_info(state_dir) or {"state_dir": str(state_dir)}
-    info["running"] = running_pid(state_dir) is not None
-    print(json.dumps(info), flush=True)
-    return 0 if info["running"] else 1
-
-
-def fail(exc: Failure) -> NoReturn:
-    print(f"kafka.py: ERROR: {exc}", file=sys.stderr)
-    for path in exc.log_files:
-        text = tail(path)
-        if text.strip():
-            print(f"--- last {LOG_TAIL_LINES} lines of {path} ---\n{text}", file=sys.stderr)
-    sys.stderr.flush()
-    sys.exit(1)
+    return PROGRAM.print_status(state_dir, running_pid(state_dir))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument(
-            "--state-dir",
-            type=Path,
-            default=DEFAULT_STATE_DIR,
-            help=f"where config, storage and logs live (default: {DEFAULT_STATE_DIR})",
-        )
-        return p
-
-    up = add("up", "format fresh storage, start the broker and wait until it is ready")
-    up.add_argument("--port", type=int, help="broker port on 127.0.0.1 (default: a free one)")
-    down = add("down", "stop the broker (SIGTERM, then SIGKILL after 30s)")
-    down.add_argument("--purge", action="store_true", help="also delete the state dir")
-    add("pause", "stop the broker but keep its storage and ports for `resume`")
-    add("resume", "start the paused broker again with the same storage and ports")
-    add("status", "print kafka.json plus whether the broker runs; exit 1 if it does not")
-    args = parser.parse_args(argv)
-    state_dir: Path = args.state_dir.expanduser().resolve()
-
-    try:
-        if args.command == "up":
-            info = cmd_up(state_dir, args.port)
-        elif args.command == "resume":
-            info = cmd_resume(state_dir)
-        elif args.command == "status":
-            return cmd_status(state_dir)
-        else:
-            cmd_stop(state_dir)
-            if args.command == "down" and args.purge and state_dir.exists():
-                shutil.rmtree(state_dir)
-                say(f"removed {state_dir}")
-            return 0
-    except Failure as exc:
-        fail(exc)
-    except KeyboardInterrupt:
-        fail(Failure("interrupted"))
-    print(json.dumps(info), flush=True)
-    return 0
+    return PROGRAM.main(
+        argv,
+        doc=__doc__,
+        default_state_dir=DEFAULT_STATE_DIR,
+        texts=Help(
+            state_dir=f"where config, storage and logs live (default: {DEFAULT_STATE_DIR})",
+            up="format fresh storage, start the broker and wait until it is ready",
+            port="broker port on 127.0.0.1 (default: a free one)",
+            down="stop the broker (SIGTERM, then SIGKILL after 30s)",
+            purge="also delete the state dir",
+            pause="stop the broker but keep its storage and ports for `resume`",
+            resume="start the paused broker again with the same storage and ports",
+            status="print kafka.json plus whether the broker runs; exit 1 if it does not",
+        ),
+        up=cmd_up,
+        resume=cmd_resume,
+        stop=cmd_stop,
+        status=cmd_status,
+    )
 
 
 if __name__ == "__main__":

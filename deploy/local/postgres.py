@@ -33,7 +33,6 @@ instead; the JSON records where (``data_dir``). Standard library only.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -42,16 +41,33 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # imported by path, not run as a script
+    sys.path.insert(0, str(HERE))
+
+from _harness import (  # noqa: E402
+    STOP_TIMEOUT_S,
+    Failure,
+    Help,
+    Program,
+    apt_get,
+    free_port,
+    is_root,
+    output_tail,
+    pid_alive,
+    pid_runs,
+    require_free_port,
+    stop_pid,
+)
+
 REPO_ROOT = HERE.parent.parent
 DEFAULT_STATE_DIR = REPO_ROOT / ".run" / "postgres"
 
@@ -61,28 +77,14 @@ DB_NAME = "watchkeeper"
 PG_OS_USER = "postgres"
 
 READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
-LOG_TAIL_LINES = 30
 MAX_SOCKET_DIR_LEN = 80  # sun_path holds 107 bytes; leave room for "/.s.PGSQL.NNNNN"
 
 INFO_FILE = "postgres.json"
 LOG_NAME = "postgres.log"
 
-
-class Failure(Exception):
-    """A clear, user-facing reason why a command failed."""
-
-    def __init__(self, message: str, log_files: Sequence[Path] = ()) -> None:
-        super().__init__(message)
-        self.log_files = list(log_files)
-
-
-def say(message: str) -> None:
-    print(f"postgres.py: {message}", file=sys.stderr, flush=True)
-
-
-def is_root() -> bool:
-    return os.geteuid() == 0
+PROGRAM = Program(name="postgres.py", info_file=INFO_FILE)
+say = PROGRAM.say
+read_info = PROGRAM.read_info
 
 
 # --------------------------------------------------------------------------
@@ -115,20 +117,13 @@ def install_postgresql() -> None:
         conf.write_text(
             "# written by watchkeeper deploy/local/postgres.py\ncreate_main_cluster = false\n"
         )
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", UCF_FORCE_CONFFOLD="1")
-    for cmd in (
-        ["apt-get", "update"],
+    apt_get(
         [
-            "apt-get", "install", "-y", "--no-install-recommends",
             "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
             "postgresql",
         ],
-    ):  # fmt: skip
-        proc = subprocess.run(
-            cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            raise Failure(f"`{' '.join(cmd)}` failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        UCF_FORCE_CONFFOLD="1",
+    )  # fmt: skip
 
 
 def ensure_bindir() -> Path:
@@ -182,10 +177,7 @@ def run(
     except subprocess.TimeoutExpired as exc:
         raise Failure(f"`{' '.join(cmd)}` timed out after {timeout:.0f}s") from exc
     if check and proc.returncode != 0:
-        raise Failure(
-            f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n"
-            f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
-        )
+        raise Failure(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{output_tail(proc)}")
     return proc
 
 
@@ -242,69 +234,17 @@ def prepare_pg_root(layout: Layout) -> None:
 # processes
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # an exited process that nobody reaped yet is a zombie: count it as dead
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def postmaster_pid(layout: Layout) -> int | None:
     """The pid of a live postmaster serving ``layout.data_dir``, if any."""
     try:
         pid = int((layout.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return None
-    if not pid_alive(pid):
-        return None
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return pid
-    return pid if str(layout.data_dir).encode() in args else None
-
-
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+    return pid if pid_runs(pid, str(layout.data_dir)) else None
 
 
 # --------------------------------------------------------------------------
 # state
-
-
-def read_info(state_dir: Path) -> dict[str, Any] | None:
-    try:
-        info = json.loads((state_dir / INFO_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
 
 
 def configured_port(layout: Layout) -> int:
@@ -365,20 +305,26 @@ max_connections = 200
         conf.write(settings)
 
 
-def start_server(layout: Layout, bindir: Path) -> None:
-    port = configured_port(layout)
-    if not port_is_free(port):
-        raise Failure(f"port {port} on 127.0.0.1 is already in use by another process")
-    say(f"starting PostgreSQL on 127.0.0.1:{port} (log: {layout.log}) ...")
-    proc = run(
+def pg_ctl(
+    layout: Layout, bindir: Path, action: str, timeout: float, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """``pg_ctl -D DATA *options -w -t TIMEOUT action``; the caller checks the exit code."""
+    return run(
         [
-            str(bindir / "pg_ctl"), "-D", str(layout.data_dir), "-l", str(layout.log),
-            "-w", "-t", str(int(READY_TIMEOUT_S)), "start",
+            str(bindir / "pg_ctl"), "-D", str(layout.data_dir), *options,
+            "-w", "-t", str(int(timeout)), action,
         ],
         cwd=layout.pg_root,
-        timeout=READY_TIMEOUT_S + 10,
+        timeout=timeout + 10,
         check=False,
     )  # fmt: skip
+
+
+def start_server(layout: Layout, bindir: Path) -> None:
+    port = configured_port(layout)
+    require_free_port(port)
+    say(f"starting PostgreSQL on 127.0.0.1:{port} (log: {layout.log}) ...")
+    proc = pg_ctl(layout, bindir, "start", READY_TIMEOUT_S, "-l", str(layout.log))
     if proc.returncode != 0:
         raise Failure(
             f"pg_ctl start failed (exit {proc.returncode}): {proc.stdout.strip()} "
@@ -427,24 +373,9 @@ def stop_server(layout: Layout, bindir: Path | None) -> bool:
         return False
     say(f"stopping PostgreSQL (pid {pid}) ...")
     if bindir is not None:
-        run(
-            [
-                str(bindir / "pg_ctl"), "-D", str(layout.data_dir), "-m", "fast",
-                "-w", "-t", str(int(STOP_TIMEOUT_S)), "stop",
-            ],
-            cwd=layout.pg_root,
-            timeout=STOP_TIMEOUT_S + 10,
-            check=False,
-        )  # fmt: skip
+        pg_ctl(layout, bindir, "stop", STOP_TIMEOUT_S, "-m", "fast")
     if pid_alive(pid):  # pg_ctl missing or failed: signal the postmaster ourselves
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGINT)  # "fast" shutdown
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        stop_pid(pid, signal.SIGINT)  # "fast" shutdown, then SIGKILL
     say("stopped")
     return True
 
@@ -463,8 +394,8 @@ def cmd_up(state_dir: Path, port: int | None) -> dict[str, Any]:
     if running is not None and info is not None:
         say(f"PostgreSQL is already running for {state_dir} (pid {running}); reusing it")
         return info
-    if port is not None and not port_is_free(port):
-        raise Failure(f"port {port} on 127.0.0.1 is already in use by another process")
+    if port is not None:
+        require_free_port(port)
     bindir = ensure_bindir()
     stop_server(layout, bindir)  # a leftover server of an earlier `up` of this state dir
     (state_dir / INFO_FILE).unlink(missing_ok=True)
@@ -512,65 +443,31 @@ def cmd_stop(state_dir: Path, purge: bool) -> None:
 
 
 def cmd_status(state_dir: Path) -> int:
-    info = read_info(state_dir) or {"state_dir": str(state_dir)}
-    pid = postmaster_pid(layout_for(state_dir))
-    info["running"] = pid is not None
-    if pid is not None:
-        info["pid"] = pid
-    print(json.dumps(info), flush=True)
-    return 0 if pid is not None else 1
-
-
-def fail(exc: Failure) -> NoReturn:
-    print(f"postgres.py: ERROR: {exc}", file=sys.stderr)
-    for path in exc.log_files:
-        text = tail(path)
-        if text.strip():
-            print(f"--- last {LOG_TAIL_LINES} lines of {path} ---\n{text}", file=sys.stderr)
-    sys.stderr.flush()
-    sys.exit(1)
+    return PROGRAM.print_status(state_dir, postmaster_pid(layout_for(state_dir)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument(
-            "--state-dir",
-            type=Path,
-            default=DEFAULT_STATE_DIR,
-            help=f"holds postgres.json and usually the data dir (default: {DEFAULT_STATE_DIR})",
-        )
-        return p
-
-    up = add("up", "initialise a fresh cluster, start it and create the watchkeeper database")
-    up.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
-    down = add("down", "stop the server (pg_ctl stop -m fast)")
-    down.add_argument("--purge", action="store_true", help="also delete the data and state dirs")
-    add("pause", "stop the server but keep its data for `resume`")
-    add("resume", "start the paused server again with the same data and port")
-    add("status", "print postgres.json plus whether the server runs; exit 1 if it does not")
-    args = parser.parse_args(argv)
-    state_dir: Path = args.state_dir.expanduser().resolve()
-
-    try:
-        if args.command == "up":
-            info = cmd_up(state_dir, args.port)
-        elif args.command == "resume":
-            info = cmd_resume(state_dir)
-        elif args.command == "status":
-            return cmd_status(state_dir)
-        else:
-            cmd_stop(state_dir, purge=args.command == "down" and args.purge)
-            return 0
-    except Failure as exc:
-        fail(exc)
-    except KeyboardInterrupt:
-        fail(Failure("interrupted"))
-    print(json.dumps(info), flush=True)
-    return 0
+    return PROGRAM.main(
+        argv,
+        doc=__doc__,
+        default_state_dir=DEFAULT_STATE_DIR,
+        texts=Help(
+            state_dir=(
+                f"holds postgres.json and usually the data dir (default: {DEFAULT_STATE_DIR})"
+            ),
+            up="initialise a fresh cluster, start it and create the watchkeeper database",
+            port="port on 127.0.0.1 (default: a free one)",
+            down="stop the server (pg_ctl stop -m fast)",
+            purge="also delete the data and state dirs",
+            pause="stop the server but keep its data for `resume`",
+            resume="start the paused server again with the same data and port",
+            status="print postgres.json plus whether the server runs; exit 1 if it does not",
+        ),
+        up=cmd_up,
+        resume=cmd_resume,
+        stop=cmd_stop,
+        status=cmd_status,
+    )
 
 
 if __name__ == "__main__":
