@@ -6,6 +6,7 @@ them in its thread pool) and async code calls ``Database.run`` so the event loop
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, TypeVar
 
@@ -67,8 +68,18 @@ class Database:
         return Session(self.engine, expire_on_commit=False)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking database work in a worker thread."""
-        return await anyio.to_thread.run_sync(fn, *args)
+        """Run blocking database work in a worker thread.
+
+        A cancelled caller waits for the thread to finish before it sees the cancellation, so
+        no database work outlives its caller (a component stopped at shutdown would otherwise
+        still hold a connection while the lifespan disposes the engine, leaking it).
+        """
+        work = asyncio.ensure_future(anyio.to_thread.run_sync(fn, *args))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await asyncio.wait([work])
+            raise
 
     async def ready(self) -> bool:
         def ping() -> bool:
