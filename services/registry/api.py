@@ -370,19 +370,22 @@ async def upload_reference(
     content_type = request.headers.get("content-type", "")
     try:
         if content_type.startswith("multipart/form-data"):
-            form = await request.form(max_files=1, max_fields=0)
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise crud.Problem("file", "send the dataset in the multipart field 'file'")
-            filename = filename or upload.filename or ""
-            content_type = upload.content_type or ""
-            chunks = uploads.file_chunks(upload.file)
+            async with request.form(max_files=1, max_fields=0) as form:
+                upload = form.get("file")
+                if upload is None or isinstance(upload, str):
+                    raise crud.Problem("file", "send the dataset in the multipart field 'file'")
+                filename = filename or upload.filename or ""
+                fmt = _format(format, upload.content_type or "", filename)
+                received = await uploads.receive(
+                    uploads.file_chunks(upload.file),
+                    directory=directory,
+                    max_bytes=settings.max_reference_bytes,
+                )
         else:
-            chunks = request.stream()
-        fmt = _format(format, content_type, filename)
-        received = await uploads.receive(
-            chunks, directory=directory, max_bytes=settings.max_reference_bytes
-        )
+            fmt = _format(format, content_type, filename)
+            received = await uploads.receive(
+                request.stream(), directory=directory, max_bytes=settings.max_reference_bytes
+            )
     except uploads.TooLarge as exc:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from None
     rules = plan_columns(

@@ -329,7 +329,8 @@ def _column_names(source: Path, fmt: ReferenceFormat) -> list[str]:
     reader = pacsv.open_csv(
         source,
         read_options=pacsv.ReadOptions(block_size=1 << 16, use_threads=False),
-        convert_options=pacsv.ConvertOptions(column_types={}, auto_dict_encode=False),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=lambda _row: "skip"),
+        convert_options=pacsv.ConvertOptions(auto_dict_encode=False),
     )
     try:
         return list(reader.schema.names)
