@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, delete, insert, select, text, tuple_, update
+from sqlalchemy import Connection, and_, case, delete, insert, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.db import Database
@@ -121,7 +121,7 @@ class DedupStore:
         self._flusher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
-        self._published = -1
+        self._stopping = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -134,19 +134,29 @@ class DedupStore:
         self._spawn(self._purge_loop())
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *([self._flusher] if self._flusher else [])]:
-            task.cancel()
-        for task in [*self._tasks, *([self._flusher] if self._flusher else [])]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Let the background loops finish their current database call, then publish how far
+        everything is settled (a database call is never cancelled half-way: its thread would
+        go on and could overwrite the final heartbeat)."""
+        self._stopping.set()
+        pending = [*self._tasks, *([self._flusher] if self._flusher else [])]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
         if self._started:
             # nothing unsettled: every claim of ours is final, so we may stop living
             alive_until = self.clock() if not self._unresolved else self.clock() + self.lease_s
-            with contextlib.suppress(Exception):
+            try:
                 await self.db.run(self._beat, self.resolved_seq, alive_until)
+            except Exception as exc:
+                log.warning("ingest: duplicate store: last heartbeat failed: %s", exc)
         self._started = False
         self.db.dispose()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep unless stopping; False once the store is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return not self._stopping.is_set()
 
     async def ready(self) -> bool:
         return self._started
@@ -202,7 +212,8 @@ class DedupStore:
                 await self.db.run(self._delete_claims, seq, [c.key for c in claims])
             except Exception as exc:
                 log.warning("ingest: cannot release %d claims yet: %s", len(claims), exc)
-                await asyncio.sleep(backoff)
+                if not await self._pause(backoff):
+                    return  # stays in flight for others until this instance's lease ends
                 backoff = min(backoff * 2, 5.0)
                 continue
             self._unresolved.discard(seq)
@@ -237,11 +248,15 @@ class DedupStore:
             )
 
     def _beat(self, resolved_seq: int, alive_until: float) -> None:
+        column = _INSTANCE.c.resolved_seq
         with self.db.engine.begin() as conn:
             conn.execute(
                 update(_INSTANCE)
                 .where(_INSTANCE.c.owner == self.owner)
-                .values(resolved_seq=resolved_seq, alive_until=alive_until)
+                .values(
+                    resolved_seq=case((column > resolved_seq, column), else_=resolved_seq),
+                    alive_until=alive_until,
+                )
             )
 
     def _insert(self, conn: Connection, waiting: list[_Waiting], now: float) -> list[Any]:
@@ -465,19 +480,22 @@ class DedupStore:
 
     # -- background ---------------------------------------------------------------------------
 
+    async def publish(self) -> None:
+        """Tell other instances now how far this one's claims are settled, and that it lives."""
+        resolved = self.resolved_seq
+        await self.db.run(self._beat, resolved, self.clock() + self.lease_s)
+
     async def _heartbeat_loop(self) -> None:
         while True:
-            resolved = self.resolved_seq
             try:
-                await self.db.run(self._beat, resolved, self.clock() + self.lease_s)
-                self._published = resolved
+                await self.publish()
             except Exception as exc:
                 log.warning("ingest: duplicate store heartbeat failed: %s", exc)
-            await asyncio.sleep(self.heartbeat_s)
+            if not await self._pause(self.heartbeat_s):
+                return
 
     async def _purge_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.purge_interval_s)
+        while await self._pause(self.purge_interval_s):
             try:
                 purged = await self.db.run(self._purge, self.clock())
             except Exception as exc:
