@@ -393,6 +393,13 @@ def memory_child(events_total: int) -> None:
         window.update(plan, batches[i % 3], rows, 0, offsets)
         if i % 10 == 0:
             WindowState.from_json(window.to_json())
+    # VmHWM: this process's own peak (ru_maxrss would include the parent's, kept across exec)
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                print(int(line.split()[1]) / 1024)
+                return
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
