@@ -14,9 +14,12 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from .cli_registry import register as register_registry_commands
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(help="Watchkeeper: continuous AI performance monitoring.", no_args_is_help=True)
+register_registry_commands(app)
 err = Console(stderr=True)
 
 
