@@ -7,7 +7,7 @@ DURATION ?=
 PYTEST_ARGS ?=
 
 .PHONY: install demo up test lint system-deps schemas check-schemas \
-        bench-evaluator kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
+        bench-evaluator bench-registry kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
 
 install: $(STAMP)
 
@@ -63,3 +63,7 @@ clean:
 ## Evaluator throughput on a throwaway Kafka, one drift window vs Evidently, window memory.
 bench-evaluator: install system-deps
 	$(BIN)/python bench/evaluator.py
+
+## Registry: upload a generated 1 GB reference CSV, report the registry process's peak memory.
+bench-registry: install
+	$(BIN)/python bench/registry_upload.py

@@ -52,8 +52,9 @@ __all__ = [
 ReferenceFormat = Literal["csv", "parquet"]
 Kind = Literal["numeric", "categorical", "boolean"]
 
-CSV_BLOCK_BYTES = 4 << 20
+CSV_BLOCK_BYTES = 1 << 20
 PARQUET_BATCH_ROWS = 65_536
+RELEASE_EVERY = 8
 MAX_COUNTED = 1_000_000_000
 _NUMBER = (
     r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
@@ -208,8 +209,65 @@ class _Checker:
         self.problem = ColumnProblem(self.rule.name, reason)
 
 
+# Conversions between Arrow and numpy at the buffer level: pyarrow's own (``pa.array``,
+# ``to_numpy``) import pandas on first use, 36 MB the registry process does not otherwise need.
+
+
+def _valid(array: pa.Array) -> npt.NDArray[np.bool_]:
+    """True where the array holds a value (not null)."""
+    bitmap = array.buffers()[0]
+    if bitmap is None or array.null_count == 0:
+        return np.ones(len(array), dtype=np.bool_)
+    bits = np.unpackbits(
+        np.frombuffer(bitmap, dtype=np.uint8), bitorder="little", count=array.offset + len(array)
+    )
+    return bits[array.offset :].astype(np.bool_)
+
+
 def _mask(array: pa.Array) -> npt.NDArray[np.bool_]:
-    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.bool_)
+    """A boolean array as numpy, nulls as False."""
+    bits = np.unpackbits(
+        np.frombuffer(array.buffers()[1], dtype=np.uint8),
+        bitorder="little",
+        count=array.offset + len(array),
+    )
+    values = bits[array.offset :].astype(np.bool_)
+    return values & _valid(array) if array.null_count else values
+
+
+def _floats(array: pa.Array) -> FloatArray:
+    """Numbers as float64, NaN for nulls."""
+    if not pa.types.is_float64(array.type):
+        array = pc.cast(array, pa.float64())
+    data = np.frombuffer(array.buffers()[1], dtype=np.float64, count=array.offset + len(array))[
+        array.offset :
+    ]
+    return np.where(_valid(array), data, np.nan) if array.null_count else data
+
+
+def _validity(missing: npt.NDArray[np.bool_] | None) -> pa.Buffer | None:
+    if missing is None or not missing.any():
+        return None
+    return pa.py_buffer(np.packbits(~missing, bitorder="little"))
+
+
+def _arrow_floats(values: FloatArray, missing: npt.NDArray[np.bool_] | None) -> pa.Array:
+    data = np.ascontiguousarray(values, dtype=np.float64)
+    return pa.Array.from_buffers(pa.float64(), data.size, [_validity(missing), pa.py_buffer(data)])
+
+
+def _arrow_bools(values: npt.NDArray[np.bool_], missing: npt.NDArray[np.bool_]) -> pa.Array:
+    data = pa.py_buffer(np.packbits(values, bitorder="little"))
+    return pa.Array.from_buffers(pa.bool_(), values.size, [_validity(missing), data])
+
+
+def _strings(items: Sequence[str | None]) -> pa.Array:
+    encoded = [b"" if item is None else item.encode() for item in items]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    missing = np.fromiter((item is None for item in items), dtype=np.bool_, count=len(items))
+    buffers = [_validity(missing), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.string(), len(items), buffers)
 
 
 def _parse_numbers(raw: pa.Array) -> tuple[pa.Array, npt.NDArray[np.bool_]]:
@@ -218,19 +276,18 @@ def _parse_numbers(raw: pa.Array) -> tuple[pa.Array, npt.NDArray[np.bool_]]:
         return pc.cast(raw, pa.float64()), np.zeros(len(raw), dtype=np.bool_)
     except pa.ArrowInvalid:
         pass
-    looks = pc.fill_null(pc.match_substring_regex(raw, _NUMBER), True)
-    bad = ~_mask(looks)
+    looks = pc.match_substring_regex(raw, _NUMBER)  # null where raw is null
+    bad = ~_mask(looks) & _valid(raw)
     try:
-        numbers = pc.cast(pc.if_else(looks, raw, pa.scalar(None, pa.string())), pa.float64())
+        numbers = pc.cast(pc.if_else(looks, raw, pa.nulls(len(raw), pa.string())), pa.float64())
     except pa.ArrowInvalid:  # the pattern let through something arrow refuses: go one by one
-        values: list[float | None] = []
-        for i, item in enumerate(raw.to_pylist()):
+        values = np.full(len(raw), np.nan)
+        for i in range(len(raw)):
             try:
-                values.append(None if item is None else float(pc.cast(pa.scalar(item), "double")))
-            except (pa.ArrowInvalid, ValueError):
-                values.append(None)
+                values[i] = _floats(pc.cast(raw.slice(i, 1), pa.float64()))[0]
+            except pa.ArrowInvalid:
                 bad[i] = True
-        numbers = pa.array(values, type=pa.float64())
+        numbers = _arrow_floats(values, np.isnan(values))
     return numbers, bad
 
 
@@ -247,7 +304,7 @@ def _numeric(check: _Checker, raw: pa.Array, offset: int) -> pa.Array:
     else:
         check.column_error(f"has type {kind}; a numeric column needs numbers")
         return pa.nulls(len(raw), pa.float64())
-    x: FloatArray = np.asarray(numbers.to_numpy(zero_copy_only=False), dtype=np.float64)
+    x = _floats(numbers)
     missing = np.isnan(x) & ~unparsable
     if not rule.nullable:
         check.flag(offset, missing, "missing value in a column that is not nullable", raw)
@@ -258,7 +315,7 @@ def _numeric(check: _Checker, raw: pa.Array, offset: int) -> pa.Array:
         if rule.max is not None:
             check.flag(offset, x > rule.max, f"above the allowed maximum {rule.max:g}", raw)
     x = np.where(np.isfinite(x), x, np.nan)
-    return pa.array(x, type=pa.float64(), mask=np.isnan(x))
+    return _arrow_floats(x, np.isnan(x))
 
 
 def _category_strings(check: _Checker, raw: pa.Array) -> pa.Array | None:
@@ -268,10 +325,10 @@ def _category_strings(check: _Checker, raw: pa.Array) -> pa.Array | None:
     if pa.types.is_integer(kind):
         return pc.cast(raw, pa.string())
     if pa.types.is_boolean(kind):
-        return pc.if_else(raw, pa.scalar("True"), pa.scalar("False"))
+        return pc.take(_strings(["False", "True"]), pc.cast(raw, pa.int8()))
     if pa.types.is_floating(kind):
-        keys, missing = category_keys(raw.to_numpy(zero_copy_only=False))
-        return pa.array(keys.astype(object), type=pa.string(), mask=missing)
+        keys, missing = category_keys(_floats(raw))
+        return _strings([None if m else k for k, m in zip(keys.tolist(), missing, strict=True)])
     if pa.types.is_null(kind):
         return pa.nulls(len(raw), pa.string())
     check.column_error(f"has type {kind}; a categorical column needs text, integers or booleans")
@@ -285,11 +342,11 @@ def _categorical(check: _Checker, raw: pa.Array, offset: int) -> pa.Array:
     keys = _category_strings(check, raw)
     if keys is None:
         return pa.nulls(len(raw), pa.string())
-    missing = _mask(keys.is_null())
+    missing = ~_valid(keys)
     if not rule.nullable:
         check.flag(offset, missing, "missing value in a column that is not nullable", raw)
     if rule.categories is not None:
-        known = _mask(pc.fill_null(pc.is_in(keys, value_set=pa.array(rule.categories)), True))
+        known = _mask(pc.is_in(keys, value_set=_strings(rule.categories))) | missing
         allowed = ", ".join(rule.categories[:20])
         check.flag(offset, ~known, f"not one of the declared categories ({allowed})", raw)
     return keys
@@ -303,11 +360,11 @@ def _boolean(check: _Checker, raw: pa.Array, offset: int) -> pa.Array:
         bad = np.zeros(len(raw), dtype=np.bool_)
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind):
         text = pc.utf8_lower(pc.utf8_trim_whitespace(pc.cast(raw, pa.string())))
-        is_true = _mask(pc.fill_null(pc.is_in(text, value_set=pa.array(_TRUE)), False))
-        is_false = _mask(pc.fill_null(pc.is_in(text, value_set=pa.array(_FALSE)), False))
-        null = _mask(raw.is_null())
+        is_true = _mask(pc.is_in(text, value_set=_strings(_TRUE)))
+        is_false = _mask(pc.is_in(text, value_set=_strings(_FALSE)))
+        null = ~_valid(raw)
         bad = ~(is_true | is_false) & ~null
-        values = pa.array(is_true, type=pa.bool_(), mask=null | bad)
+        values = _arrow_bools(is_true, null | bad)
         check.flag(offset, bad, "not a boolean (true/false, yes/no, 1/0)", raw)
     elif pa.types.is_null(kind):
         values, bad = pa.nulls(len(raw), pa.bool_()), np.zeros(len(raw), dtype=np.bool_)
@@ -315,7 +372,7 @@ def _boolean(check: _Checker, raw: pa.Array, offset: int) -> pa.Array:
         check.column_error(f"has type {kind}; a boolean column needs true/false values")
         return pa.nulls(len(raw), pa.bool_())
     if not rule.nullable:
-        missing = _mask(values.is_null()) & ~bad
+        missing = ~_valid(values) & ~bad
         check.flag(offset, missing, "missing value in a column that is not nullable", raw)
     return values
 
@@ -352,11 +409,25 @@ class _MalformedRows:
         return "skip"
 
 
+def _releasing(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Hand freed Arrow memory back to the system every few batches.
+
+    Arrow's allocator keeps freed pages for reuse; over a 1 GB stream that retention, not the
+    data in flight, would dominate the process's resident memory.
+    """
+    pool = pa.default_memory_pool()
+    for number, batch in enumerate(batches, start=1):
+        yield batch
+        if number % RELEASE_EVERY == 0:
+            pool.release_unused()
+    pool.release_unused()
+
+
 def _batches(
     source: Path, fmt: ReferenceFormat, names: list[str], malformed: _MalformedRows
 ) -> Iterator[pa.RecordBatch]:
     if fmt == "parquet":
-        yield from pq.ParquetFile(source).iter_batches(
+        yield from pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20).iter_batches(
             batch_size=PARQUET_BATCH_ROWS, columns=names, use_threads=False
         )
         return
@@ -404,7 +475,8 @@ def validate_to_parquet(
     rows = 0
     try:
         with pq.ParquetWriter(out, schema, compression="zstd") as writer:
-            for batch in _batches(source, fmt, [r.name for r in present], malformed):
+            batches = _batches(source, fmt, [r.name for r in present], malformed)
+            for batch in _releasing(batches):
                 arrays = [_CONVERT[c.rule.kind](c, batch.column(c.rule.name), rows) for c in checks]
                 rows += batch.num_rows
                 if not problems and all(c.problem is None for c in checks):
@@ -432,10 +504,6 @@ def validate_to_parquet(
     return ValidatedReference(path=out, n_rows=rows, columns=tuple(present))
 
 
-def _numbers(array: pa.Array) -> FloatArray:
-    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64)
-
-
 def profile_parquet(
     reference: ValidatedReference,
     *,
@@ -452,10 +520,10 @@ def profile_parquet(
     categorical = {
         r.name: CategoricalSummary(r.name) for r in reference.columns if r.kind != "numeric"
     }
-    file = pq.ParquetFile(reference.path)
-    for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS, use_threads=False):
+    file = pq.ParquetFile(reference.path, pre_buffer=False, buffer_size=1 << 20)
+    for batch in _releasing(file.iter_batches(batch_size=PARQUET_BATCH_ROWS, use_threads=False)):
         for name, summary in numeric.items():
-            summary.update(_numbers(batch.column(name)))
+            summary.update(_floats(batch.column(name)))
         for name, cat in categorical.items():
             column = batch.column(name)
             counts = pc.value_counts(column.drop_null())
@@ -463,10 +531,9 @@ def profile_parquet(
             cat.update(keys, counts.field("counts").to_pylist(), column.null_count)
 
     def read(names: list[str]) -> Iterator[Mapping[str, FloatArray]]:
-        for batch in file.iter_batches(
-            batch_size=PARQUET_BATCH_ROWS, columns=names, use_threads=False
-        ):
-            yield {name: _numbers(batch.column(name)) for name in names}
+        batches = file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=names, use_threads=False)
+        for batch in _releasing(batches):
+            yield {name: _floats(batch.column(name)) for name in names}
 
     try:
         numbers, passes = numeric_references(

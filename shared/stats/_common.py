@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 __all__ = [
     "FloatArray",
@@ -73,6 +72,8 @@ def category_keys(values: npt.ArrayLike) -> tuple[npt.NDArray[np.str_], npt.NDAr
     if arr.dtype.kind == "f":
         missing = np.isnan(arr)
         return _float_keys(arr.astype(np.float64)), missing
+    import pandas as pd  # here, not at the top: only object arrays need it, and it is heavy
+
     missing = np.asarray(pd.isna(arr), dtype=np.bool_)
     present = arr[~missing]
     inferred = pd.api.types.infer_dtype(present, skipna=False)

@@ -13,16 +13,18 @@ import hashlib
 import json
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts import FeatureType
 
 from ._common import FloatArray, InsufficientData, IntArray, as_float_array, category_keys
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DEFAULT_BINS",
@@ -167,6 +169,8 @@ def profile_categorical(values: npt.ArrayLike) -> CategoricalReference:
 
 
 def _column_values(data: pd.DataFrame | Mapping[str, npt.ArrayLike], name: str) -> npt.ArrayLike:
+    import pandas as pd  # here, not at the top: the registry profiles without pandas
+
     if name not in data:
         raise KeyError(f"reference dataset has no column {name!r}")
     column = data[name]
