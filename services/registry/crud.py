@@ -93,7 +93,6 @@ class Problem(ValueError):
         self.reason = reason
 
 
-ObjectiveProblem = Problem  # the name earlier code used
 
 
 def system_features(system: AISystem) -> list[FeatureSpec]:
