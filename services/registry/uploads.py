@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import time
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +34,8 @@ from .references import (
 __all__ = ["Processed", "Received", "TooLarge", "process_upload", "receive", "stored_copy"]
 
 CHUNK_BYTES = 1 << 20
+
+log = logging.getLogger(__name__)
 
 
 class TooLarge(Exception):
@@ -101,9 +105,18 @@ def _process(
     collect_budget: int,
 ) -> Processed:
     validated_path = received.path.with_suffix(".parquet")
+    started = time.perf_counter()
     try:
         validated = validate_to_parquet(received.path, fmt, rules, validated_path)
         profile, passes = profile_parquet(validated, collect_budget=collect_budget)
+        log.info(
+            "reference %s: %d rows, %.1f MB, %d passes over the data, %.1f s",
+            profile.content_hash,
+            validated.n_rows,
+            received.size_bytes / 2**20,
+            passes,
+            time.perf_counter() - started,
+        )
     except BaseException:
         validated_path.unlink(missing_ok=True)
         raise
