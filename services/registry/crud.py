@@ -93,8 +93,6 @@ class Problem(ValueError):
         self.reason = reason
 
 
-
-
 def system_features(system: AISystem) -> list[FeatureSpec]:
     return [FeatureSpec.model_validate(f) for f in system.features]
 
