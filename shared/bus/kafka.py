@@ -18,7 +18,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+    UnknownProducerId,
+    for_code,
+)
 from aiokafka.partitioner import DefaultPartitioner
 
 from shared.bus.base import (
@@ -99,6 +107,16 @@ class DeliveryIncomplete(BusUnavailable):
         self.delivery = delivery
 
 
+_BROKEN_PRODUCER = (
+    OutOfOrderSequenceNumber,
+    InvalidProducerEpoch,
+    ProducerFenced,
+    UnknownProducerId,
+)
+"""Errors after which an idempotent producer refuses every later record of its partitions
+(e.g. a sequence gap after a broker restart): only a new producer (new producer id) helps."""
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
@@ -150,6 +168,21 @@ class KafkaProducer:
             self._producer = producer
             return
 
+    def _replace(self, broken: AIOKafkaProducer) -> None:
+        """Retire a producer Kafka no longer takes records from and connect a new one."""
+        current = self._producer
+        if current is None or current is not broken or self._closing:
+            return
+        log.warning("kafka producer refused by the broker (sequence/epoch); starting a new one")
+        self._producer = None
+
+        async def replace() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(current.stop(), self._timeout)
+            await self._connect_forever()
+
+        self._connect_task = asyncio.create_task(replace())
+
     async def start(self) -> None:
         self._closing = False
         self._connect_task = asyncio.create_task(self._connect_forever())
@@ -189,6 +222,8 @@ class KafkaProducer:
                 future = await producer.send(topic, value, key=key, headers=list(headers) or None)
                 md = await future
         except (KafkaError, TimeoutError) as exc:
+            if isinstance(exc, _BROKEN_PRODUCER):
+                self._replace(producer)
             raise BusUnavailable(
                 f"Kafka did not acknowledge within {self._timeout}s: {exc!r}"
             ) from exc
@@ -272,6 +307,8 @@ class KafkaProducer:
             for position, index in enumerate(indexes):
                 offset = md.offset + position if batch else md.offset
                 outcomes[index] = RecordMetadata(md.topic, md.partition, offset)
+        if any(isinstance(o, _BROKEN_PRODUCER) for o in outcomes):
+            self._replace(producer)
         return [o if o is not None else BusUnavailable("not sent") for o in outcomes]
 
     @staticmethod
