@@ -118,7 +118,7 @@ async def _handle(kind: Kind, request: Request, ctx: IngestContext, atomic: bool
     if body is None:
         return _json({"detail": f"body exceeds the limit of {limit} bytes"}, 413)
     try:
-        items = parse_body(
+        items, finite = parse_body(
             body,
             content_type=request.headers.get("content-type", "application/json"),
             content_encoding=request.headers.get("content-encoding", ""),
@@ -149,6 +149,7 @@ async def _handle(kind: Kind, request: Request, ctx: IngestContext, atomic: bool
         lookup=ctx.view.get,
         authorized=authorized if ctx.auth_required else None,
         checks=ctx.checks,
+        finite=finite,
     )
     if errors:
         _count_rejections(ctx, kind, items, errors)

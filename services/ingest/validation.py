@@ -12,6 +12,7 @@ accepts (``tests/ingest/test_validation.py`` checks that property on generated r
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import re
 import zlib
@@ -119,10 +120,42 @@ class SchemaChecks:
         return check
 
 
+def _loads(data: bytes) -> tuple[Any, bool]:
+    """orjson, or (for NaN, Infinity, 1e999: not JSON, but what many encoders write) the
+    standard library, so the record and field at fault can be named; True when finite."""
+    try:
+        return orjson.loads(data), True
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(data), False
+        except ValueError:
+            raise exc from None
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first NaN or infinity in ``value``, if any."""
+    if type(value) is float:
+        return path if not math.isfinite(value) else None
+    if type(value) is dict:
+        for key, item in value.items():
+            found = _non_finite(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif type(value) is list:
+        for index, item in enumerate(value):
+            found = _non_finite(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
+
+
 def parse_body(
     body: bytes, *, content_type: str, content_encoding: str, max_bytes: int
-) -> list[Any]:
-    """JSON object, JSON array or NDJSON, optionally gzip-compressed, into raw items."""
+) -> tuple[list[Any], bool]:
+    """JSON object, JSON array or NDJSON, optionally gzip-compressed, into raw items.
+
+    The flag is False when some number was NaN or infinite (``validate_events`` then names
+    the field of each)."""
     if content_encoding.strip().lower() == "gzip":
         try:
             decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -137,21 +170,24 @@ def parse_body(
         raise BodyError(400, "body: empty; send a JSON object, a JSON array or NDJSON")
     if "ndjson" in content_type or "jsonlines" in content_type:
         items: list[Any] = []
+        finite = True
         for number, line in enumerate(body.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                items.append(orjson.loads(line))
+                item, line_finite = _loads(line)
             except orjson.JSONDecodeError as exc:
                 raise BodyError(400, f"body: line {number} is not valid JSON ({exc})") from exc
-        return items
+            items.append(item)
+            finite = finite and line_finite
+        return items, finite
     try:
-        parsed = orjson.loads(body)
+        parsed, finite = _loads(body)
     except orjson.JSONDecodeError as exc:
         raise BodyError(400, f"body: not valid JSON ({exc})") from exc
     if isinstance(parsed, list):
-        return parsed
-    return [parsed]
+        return parsed, finite
+    return [parsed], finite
 
 
 def _field(loc: Sequence[int | str]) -> str:
@@ -262,11 +298,13 @@ def validate_events(
     lookup: Callable[[str], SystemSnapshot | None],
     authorized: Callable[[SystemSnapshot], str | None] | None = None,
     checks: SchemaChecks | None = None,
+    finite: bool = True,
 ) -> tuple[list[Accepted], list[RecordError]]:
     """Validate every item; returns the good events (as bus values) and one error per bad one.
 
     ``authorized(system)`` returns why the request's credentials may not write events of
     that system (None when they may); None means open mode (no credentials checked).
+    ``finite=False`` (from ``parse_body``): look for NaN/infinity in every record first.
     """
     model: type[PredictionEvent] | type[OutcomeEvent] = (
         PredictionEvent if kind == "predictions" else OutcomeEvent
@@ -278,6 +316,13 @@ def validate_events(
         if type(item) is not dict:
             errors.append(RecordError(index=index, field="(record)", reason="not a JSON object"))
             continue
+        if not finite:
+            where = _non_finite(item)
+            if where is not None:
+                errors.append(
+                    RecordError(index=index, field=where, reason="NaN and infinity are not allowed")
+                )
+                continue
         event: PredictionEvent | OutcomeEvent | None = None
         if fast_event(kind, item):
             system_id: str = item["system_id"]

@@ -179,7 +179,8 @@ async def test_partial_batch_accepts_good_and_lists_bad(
         (b"{not json", 400, "not valid JSON"),
         (b"", 400, "empty"),
         (b"[1]", 422, "not a JSON object"),
-        (b"NaN", 400, "not valid JSON"),
+        (b"NaN", 422, "not a JSON object"),
+        (b'{"a": 1', 400, "not valid JSON"),
     ],
 )
 async def test_malformed_body(
@@ -191,6 +192,48 @@ async def test_malformed_body(
     )
     assert response.status_code == status
     assert reason in response.text
+
+
+@pytest.mark.parametrize(
+    ("template", "field"),
+    [
+        ('"features": {"income": NaN, "region": "north"}', "features.income"),
+        ('"features": {"income": 1e999, "region": "north"}', "features.income"),
+        ('"features": {"income": 1, "region": "north"}, "latency_ms": -Infinity', "latency_ms"),
+        ('"features": {"income": 1, "region": "north"}, "scores": {"1": NaN}', "scores.1"),
+    ],
+)
+async def test_nan_and_infinity_name_the_field(
+    ingest: tuple[httpx.AsyncClient, MemoryBus, str], template: str, field: str
+) -> None:
+    """Not JSON, but what many encoders write: refused per record, naming the field."""
+    client, _bus, system_id = ingest
+    good = orjson.dumps(make_prediction(system_id))
+    head = f'"event_id": "e-nan", "system_id": "{system_id}", "model_version": "v1", '
+    head += '"timestamp": "2026-01-01T00:00:00Z", "prediction": 1, '
+    bad = ("{" + head + template + "}").encode()
+    response = await client.post(
+        "/v1/predictions",
+        content=good + b"\n" + bad,
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == 1
+    assert response.json()["rejected"] == [
+        {"index": 1, "field": field, "reason": "NaN and infinity are not allowed"}
+    ]
+
+
+async def test_gzip_bomb_answers_413(ingest: tuple[httpx.AsyncClient, MemoryBus, str]) -> None:
+    client, _bus, system_id = ingest
+    body = orjson.dumps([make_prediction(system_id, attributes={"pad": "x" * 60_000})] * 2)
+    response = await client.post(
+        "/v1/predictions",
+        content=gzip.compress(body),
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert response.status_code == 413
+    assert "decompressed size exceeds the limit of 65536 bytes" in response.json()["detail"]
 
 
 async def test_limits_answer_413(ingest: tuple[httpx.AsyncClient, MemoryBus, str]) -> None:
