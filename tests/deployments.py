@@ -165,7 +165,7 @@ async def wait_ready(urls: dict[str, str], timeout_s: float = 60.0) -> None:
 @contextlib.asynccontextmanager
 async def embedded_deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
     options = EmbeddedOptions(
-        database_url=f"sqlite:///{tmp_path / 'embedded.db'}",
+        data_dir=tmp_path,
         allowed_lateness_s=0.0,
         idle_close_s=1.0,
         tick_s=0.2,

@@ -34,7 +34,7 @@ class Service(StrEnum):
 def up(
     host: str = "127.0.0.1",
     port: int = 8000,
-    data_dir: Annotated[Path, typer.Option(help="Where the SQLite database lives")] = Path(
+    data_dir: Annotated[Path, typer.Option(help="Where the SQLite databases live")] = Path(
         ".run/embedded"
     ),
 ) -> None:
@@ -54,6 +54,9 @@ def demo(
     host: str = "127.0.0.1",
     port: int = 8000,
     rate: Annotated[int, typer.Option(help="Predictions per second")] = 50,
+    degrade_after: Annotated[
+        float, typer.Option(help="Seconds before the model starts to degrade")
+    ] = 25.0,
     data_dir: Path = Path(".run/demo"),
 ) -> None:
     """Run the embedded platform and stream a synthetic AI system that degrades midway."""
@@ -62,7 +65,14 @@ def demo(
     options = demo_options(data_dir)
     try:
         summary = asyncio.run(
-            run_demo(host=host, port=port, duration_s=duration, options=options, rate=rate)
+            run_demo(
+                host=host,
+                port=port,
+                duration_s=duration,
+                options=options,
+                rate=rate,
+                degrade_after_s=degrade_after,
+            )
         )
     except KeyboardInterrupt:
         err.print("stopped")

@@ -150,7 +150,7 @@ async def _count(client: httpx.AsyncClient) -> tuple[int, int]:
 
 def demo_options(data_dir: Path) -> EmbeddedOptions:
     """A fresh database and short lateness, so the demo's windows close within seconds."""
-    for stale in data_dir.glob("watchkeeper.db*"):
+    for stale in data_dir.glob("*.db*"):
         stale.unlink()
     return EmbeddedOptions.for_data_dir(
         data_dir, allowed_lateness_s=2.0, idle_close_s=5.0, tick_s=0.5

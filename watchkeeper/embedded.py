@@ -1,4 +1,5 @@
-"""The embedded default: all four services in one process on the in-process bus and SQLite.
+"""The embedded default: all four services in one process on the in-process bus and SQLite
+(one database file per service).
 
 Each service is the same app it is when deployed alone, mounted under its name
 (/registry, /ingest, /evaluator, /alerts) and sharing one ``MemoryBus``; this process owns the
@@ -32,35 +33,39 @@ SERVICES = ("registry", "evaluator", "alerts", "ingest")
 
 @dataclass(frozen=True, slots=True)
 class EmbeddedOptions:
-    database_url: str = "sqlite:///./watchkeeper.db"
+    data_dir: Path = Path(".run/embedded")
     allowed_lateness_s: float = 5.0
     idle_close_s: float = 10.0
     tick_s: float = 0.5
 
+    def database_url(self, service: str) -> str:
+        """One SQLite file per service: each owns its tables, and none waits for another's
+        write transaction (SQLite has one writer per file)."""
+        return f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
     @staticmethod
     def for_data_dir(data_dir: Path, **overrides: float) -> EmbeddedOptions:
         data_dir.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{(data_dir / 'watchkeeper.db').resolve()}"
-        return EmbeddedOptions(database_url=url, **overrides)
+        return EmbeddedOptions(data_dir=data_dir, **overrides)
 
 
 def create_embedded_app(options: EmbeddedOptions | None = None) -> FastAPI:
-    options = options or EmbeddedOptions()
+    options = options or EmbeddedOptions.for_data_dir(Path(".run/embedded"))
     bus = MemoryBus(topics=Topics())
     url = options.database_url
     apps: dict[str, FastAPI] = {
-        "registry": create_registry(RegistrySettings(database_url=url), bus=bus),
+        "registry": create_registry(RegistrySettings(database_url=url("registry")), bus=bus),
         "evaluator": create_evaluator(
             EvaluatorSettings(
-                database_url=url,
+                database_url=url("evaluator"),
                 allowed_lateness_s=options.allowed_lateness_s,
                 idle_close_s=options.idle_close_s,
                 tick_s=options.tick_s,
             ),
             bus=bus,
         ),
-        "alerts": create_alerts(AlertsSettings(database_url=url), bus=bus),
-        "ingest": create_ingest(IngestSettings(database_url=url), bus=bus),
+        "alerts": create_alerts(AlertsSettings(database_url=url("alerts")), bus=bus),
+        "ingest": create_ingest(IngestSettings(database_url=url("ingest")), bus=bus),
     }
 
     @contextlib.asynccontextmanager
