@@ -209,16 +209,24 @@ def throughput_objectives() -> list[Objective]:
     ]
 
 
+EVENT_RATE = 1_000.0
+"""Predictions per second of event time: 300,000 predictions span five 60 s windows."""
+LABEL_DELAY_S = 30.0
+"""Mean label delay (exponential): many labels come after their window closed (revisions)."""
+
+
 def events(n: int, labelled: float, seed: int = 5) -> tuple[list[bytes], list[bytes]]:
+    """Predictions in event-time order and, for a share of them, outcomes ordered by their
+    own time (a mean ``LABEL_DELAY_S`` later), as a real outcome stream would be."""
     rng = np.random.default_rng(seed)
     data = frame(n, seed, shifted=False)
     t0 = 1_800_000_000.0
-    rate = 2_000.0
-    preds, outs = [], []
+    preds = []
+    outs: list[tuple[float, bytes]] = []
     columns = {name: data[name].tolist() for name in NUMERIC + CATEGORICAL}
     p = 1 / (1 + np.exp(-data["n0"].to_numpy()))
     for i in range(n):
-        ts = datetime.fromtimestamp(t0 + i / rate, UTC)
+        at = t0 + i / EVENT_RATE
         event_id = f"e{i}"
         preds.append(
             encode(
@@ -226,7 +234,7 @@ def events(n: int, labelled: float, seed: int = 5) -> tuple[list[bytes], list[by
                     event_id=event_id,
                     system_id="bench",
                     model_version="m1",
-                    timestamp=ts,
+                    timestamp=datetime.fromtimestamp(at, UTC),
                     features={name: columns[name][i] for name in NUMERIC + CATEGORICAL},
                     prediction=int(p[i] > 0.5),
                     scores={"0": float(1 - p[i]), "1": float(p[i])},
@@ -235,18 +243,17 @@ def events(n: int, labelled: float, seed: int = 5) -> tuple[list[bytes], list[by
             )
         )
         if rng.random() < labelled:
-            outs.append(
-                encode(
-                    OutcomeEvent(
-                        event_id=f"o{i}",
-                        system_id="bench",
-                        prediction_id=event_id,
-                        timestamp=ts,
-                        actual=int(rng.random() < p[i]),
-                    )
-                )
+            when = at + float(rng.exponential(LABEL_DELAY_S))
+            outcome = OutcomeEvent(
+                event_id=f"o{i}",
+                system_id="bench",
+                prediction_id=event_id,
+                timestamp=datetime.fromtimestamp(when, UTC),
+                actual=int(rng.random() < p[i]),
             )
-    return preds, outs
+            outs.append((when, encode(outcome)))
+    outs.sort(key=lambda item: item[0])
+    return preds, [value for _, value in outs]
 
 
 def run_json(*cmd: str) -> dict[str, Any]:
@@ -351,7 +358,11 @@ def throughput(n: int, workdir: Path) -> dict[str, Any]:
             assert first is not None and last[1] >= total, f"consumed {last[1]} of {total}"
             rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
             with engine.connect() as conn:
-                n_eval = conn.execute(sa.text("SELECT count(*) FROM evaluator_evaluation")).scalar()
+                n_eval, n_revised = conn.execute(
+                    sa.text(
+                        "SELECT count(*), coalesce(sum(revision > 0), 0) FROM evaluator_evaluation"
+                    )
+                ).one()
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -370,7 +381,7 @@ def throughput(n: int, workdir: Path) -> dict[str, Any]:
             capture_output=True,
             timeout=300,
         )
-    print(f"events {total:,}  evaluations {n_eval}  events/s {rate:,.0f}")
+    print(f"events {total:,}  evaluations {n_eval} ({n_revised} revisions)  events/s {rate:,.0f}")
     return {"events_per_s": round(rate), "throughput_events": total}
 
 
@@ -425,19 +436,22 @@ def main() -> None:
     parser.add_argument("--memory-child", type=int)
     parser.add_argument("--events", type=int, default=int(os.environ.get("BENCH_EVENTS", "300000")))
     parser.add_argument("--skip-kafka", action="store_true")
+    parser.add_argument("--only-kafka", action="store_true", help="only the throughput part")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
         return
     figures: dict[str, Any] = {}
-    figures.update(drift_window())
+    if not args.only_kafka:
+        figures.update(drift_window())
     if not args.skip_kafka:
         workdir = Path(tempfile.mkdtemp(prefix="wk-bench-"))
         try:
             figures.update(throughput(args.events, workdir))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    figures.update(memory())
+    if not args.only_kafka:
+        figures.update(memory())
     print(json.dumps(figures))
 
 

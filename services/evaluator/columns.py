@@ -1,34 +1,18 @@
-"""One system's decoded predictions of a batch as numpy columns (built once, lazily)."""
+"""One system's predictions of a batch as numpy columns (each built once, lazily)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from shared.contracts import PredictionEvent
-
+from .decoding import PredictionBatch
 from .windows import FloatArray
 
-__all__ = ["ColumnBatch", "json_array", "numeric_column"]
-
-
-def numeric_column(values: list[Any]) -> FloatArray:
-    """Floats, NaN for None; a non-number (wrong type) counts as missing too."""
-    try:
-        return np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        return np.asarray(
-            [
-                float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
-                for v in values
-            ],
-            dtype=np.float64,
-        )
+__all__ = ["ColumnBatch", "json_array", "objects"]
 
 
 def json_array(texts: Sequence[str | None]) -> list[Any]:
@@ -39,55 +23,62 @@ def json_array(texts: Sequence[str | None]) -> list[Any]:
     return list(orjson.loads(b"[" + body + b"]"))
 
 
+def objects(values: Sequence[Any]) -> npt.NDArray[Any]:
+    """Python values as a 1-D object array (``np.asarray`` would nest sequences)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 class ColumnBatch:
-    def __init__(self, events: Sequence[PredictionEvent]) -> None:
-        self.events = events
-        self.size = len(events)
-        self.ts: FloatArray = np.fromiter(
-            (e.timestamp.timestamp() for e in events), dtype=np.float64, count=self.size
-        )
+    """Rows ``rows`` of a decoded batch (one system's), as the accumulators take them."""
+
+    def __init__(self, batch: PredictionBatch, rows: npt.NDArray[np.intp] | None = None) -> None:
+        self.batch = batch
+        self.rows = rows
+        self.size = batch.size if rows is None else int(rows.size)
+        self.ts: FloatArray = batch.ts if rows is None else batch.ts[rows]
+        self.offsets: npt.NDArray[np.int64] = batch.offsets if rows is None else batch.offsets[rows]
         self._cache: dict[tuple[str, ...], npt.NDArray[Any]] = {}
 
-    def _cached(self, key: tuple[str, ...], build: Any) -> npt.NDArray[Any]:
+    def _cached(self, key: tuple[str, ...], build: Callable[[], npt.NDArray[Any]]) -> Any:
         found = self._cache.get(key)
         if found is None:
-            found = self._cache[key] = build()
+            found = build()
+            if self.rows is not None:
+                found = found[self.rows]
+            self._cache[key] = found
         return found
+
+    def take(self, values: list[Any]) -> list[Any]:
+        """This view's entries of a full-batch list."""
+        if self.rows is None:
+            return values
+        return [values[i] for i in self.rows.tolist()]
 
     def column(self, name: str, numeric: bool) -> npt.NDArray[Any]:
         """``prediction`` or ``feature:<name>``, as floats (numeric) or objects."""
-
-        def build() -> npt.NDArray[Any]:
-            values: list[Any]
-            if name == "prediction":
-                values = [e.prediction for e in self.events]
-            else:
-                feature = name.removeprefix("feature:")
-                values = [e.features.get(feature) for e in self.events]
+        batch = self.batch
+        if name == "prediction":
             if numeric:
-                return numeric_column(values)
-            return np.asarray(values, dtype=object)
-
-        return self._cached(("column", name, str(numeric)), build)
+                return self._cached(("column", name, "1"), batch.prediction_numbers)  # type: ignore[no-any-return]
+            return self._cached(("column", name, "0"), lambda: objects(batch.predictions))  # type: ignore[no-any-return]
+        feature = name.removeprefix("feature:")
+        if numeric:
+            return self._cached(("column", name, "1"), lambda: batch.feature_numbers(feature))  # type: ignore[no-any-return]
+        return self._cached(("column", name, "0"), lambda: objects(batch.feature(feature)))  # type: ignore[no-any-return]
 
     def predicted(self) -> npt.NDArray[Any]:
         return self.column("prediction", numeric=False)
 
     def scores(self, label: str) -> FloatArray:
-        def build() -> FloatArray:
-            return numeric_column(
-                [None if e.scores is None else e.scores.get(label) for e in self.events]
-            )
-
-        return self._cached(("scores", label), build)
+        return self._cached(("scores", label), lambda: self.batch.scores(label))  # type: ignore[no-any-return]
 
     def attribute(self, name: str) -> npt.NDArray[Any]:
-        return self._cached(
-            ("attribute", name),
-            lambda: np.asarray([e.attributes.get(name) for e in self.events], dtype=object),
-        )
+        return self._cached(("attribute", name), lambda: objects(self.batch.attribute(name)))  # type: ignore[no-any-return]
 
     def latency(self) -> FloatArray:
-        return self._cached(
-            ("latency",), lambda: numeric_column([e.latency_ms for e in self.events])
-        )
+        return self._cached(("latency",), self.batch.latency)  # type: ignore[no-any-return]
+
+    def model_versions(self) -> list[str]:
+        return self.take(self.batch.model_versions)

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
+import numpy.typing as npt
 
-from shared.bus import Decoded, Topics
+from shared.bus import Topics
 from shared.contracts import (
     EvaluationResult,
     EvaluationStatus,
@@ -43,21 +43,21 @@ from shared.contracts import (
     Objective,
     ObjectiveStatus,
     OffsetRange,
-    OutcomeEvent,
-    PredictionEvent,
     SystemSnapshot,
 )
 
-from .columns import ColumnBatch, json_array
-from .judge import Judgement, LabelRows, Measurement, judge, measure_labels, measure_window
+from .columns import ColumnBatch
+from .decoding import OutcomeBatch, PredictionBatch
+from .judge import Judgement, Measurement, judge, measure_window
+from .labels import LabelBatch, LabelWindow, label_needs, measure_labels
 from .plan import WindowPlan, is_label_metric
 from .references import ReferenceCache
-from .store import EvaluatorStore
+from .store import EvaluatorStore, JoinInfo
 from .window import WindowState
 from .windows import (
+    FloatArray,
     label_clock,
     label_times,
-    revision_index,
     running_watermark,
     to_datetime,
     window_starts,
@@ -74,6 +74,8 @@ class ProcessorConfig:
     label_wait_s: float = 300.0
     revision_interval_s: float = 0.0
     max_empty_windows: int = 1_000
+    label_windows_in_memory: int = 256
+    """Per system; beyond it, label windows not expecting a revision stay only in the store."""
 
 
 @dataclass
@@ -114,6 +116,12 @@ class SystemState:
     counters: dict[str, int] = field(default_factory=dict)
     sizes: dict[int, SizeState] = field(default_factory=dict)
     last_arrival: float = 0.0
+    labels: dict[tuple[int, int], LabelWindow] = field(default_factory=dict)
+    """Label windows in memory by (size, start); the rest are in the store."""
+    labels_dirty: set[tuple[int, int]] = field(default_factory=set)
+    labels_gone: set[tuple[int, int]] = field(default_factory=set)
+    gone: set[tuple[int, int]] = field(default_factory=set)
+    """Open windows of a window size no objective uses any more (to delete)."""
 
     def count(self, name: str, n: int = 1) -> None:
         if n:
@@ -161,16 +169,11 @@ class _Emitted:
     cutoff: int | None
 
 
-def _ranges(topic: str, partitions: np.ndarray, offsets: np.ndarray) -> list[OffsetRange]:
-    out = []
-    for p in sorted(set(partitions.tolist())):
-        chosen = offsets[partitions == p]
-        out.append(
-            OffsetRange(
-                topic=topic, partition=int(p), first=int(chosen.min()), last=int(chosen.max())
-            )
-        )
-    return out
+def _ranges(topic: str, spans: Mapping[int, Sequence[int]]) -> list[OffsetRange]:
+    return [
+        OffsetRange(topic=topic, partition=p, first=int(a), last=int(b))
+        for p, (a, b) in sorted(spans.items())
+    ]
 
 
 class StreamProcessor:
@@ -231,47 +234,40 @@ class StreamProcessor:
     def apply(
         self,
         partition: int,
-        predictions: Sequence[Decoded[PredictionEvent]],
-        outcomes: Sequence[Decoded[OutcomeEvent]],
+        predictions: PredictionBatch | None,
+        outcomes: OutcomeBatch | None,
         systems: Mapping[str, SystemSnapshot],
     ) -> None:
         """Apply one partition's new records (already filtered by ``is_new``)."""
         part = self.partition(partition)
         now = self.clock()
         touched: dict[str, SystemState] = {}
-        for sid, items in _by_system(predictions).items():
-            snapshot = systems.get(sid)
-            if snapshot is None or snapshot.status != "active":
-                part.counters["unknown_system_events"] = part.counters.get(
-                    "unknown_system_events", 0
-                ) + len(items)
+        for batch in (predictions, outcomes):
+            if batch is None or not batch.size:
                 continue
-            state = part.systems.setdefault(sid, SystemState())
-            state.last_arrival = now
-            self._predictions(part, snapshot, state, items)
-            touched[sid] = state
-        for sid, outs in _by_system(outcomes).items():
-            snapshot = systems.get(sid)
-            if snapshot is None or snapshot.status != "active":
-                part.counters["unknown_system_events"] = part.counters.get(
-                    "unknown_system_events", 0
-                ) + len(outs)
-                continue
-            state = part.systems.setdefault(sid, SystemState())
-            state.last_arrival = now
-            self._outcomes(snapshot, state, outs)
-            touched[sid] = state
+            for sid, rows in _by_system(batch.system_ids).items():
+                snapshot = systems.get(sid)
+                if snapshot is None or snapshot.status != "active":
+                    unknown = part.counters.get("unknown_system_events", 0)
+                    part.counters["unknown_system_events"] = unknown + _count(rows, batch.size)
+                    continue
+                state = part.systems.setdefault(sid, SystemState())
+                state.last_arrival = now
+                if isinstance(batch, PredictionBatch):
+                    self._predictions(part, snapshot, state, ColumnBatch(batch, rows))
+                else:
+                    self._outcomes(part, snapshot, state, batch, rows)
+                touched[sid] = state
         for sid, state in touched.items():
-            self._evaluate(systems[sid], state)
-        consumed: list[tuple[str, Sequence[Decoded[Any]]]] = [
+            self._evaluate(part, systems[sid], state)
+        for topic, consumed in (
             (self.topics.predictions, predictions),
             (self.topics.outcomes, outcomes),
-        ]
-        for topic, records in consumed:
-            if records:
-                last = max(d.record.offset for d in records)
+        ):
+            if consumed is not None and consumed.size:
+                last = int(consumed.offsets.max())
                 part.offsets[topic] = max(part.offsets.get(topic, 0), last + 1)
-        part.records += len(predictions) + len(outcomes)
+                part.records += consumed.size
 
     def advance(self, partition: int, next_offsets: Mapping[str, int]) -> None:
         """Record offsets consumed without effect (dead-lettered records) as done too."""
@@ -279,11 +275,11 @@ class StreamProcessor:
         for topic, offset in next_offsets.items():
             part.offsets[topic] = max(part.offsets.get(topic, 0), offset)
 
-    def is_new(self, topic: str, partition: int, offset: int) -> bool:
-        """False for a record an earlier checkpoint already covers (a redelivery)."""
+    def start_offset(self, topic: str, partition: int) -> int | None:
+        """First offset not applied yet (records below it are redeliveries); None if fenced."""
         if partition in self.fenced:
-            return False
-        return offset >= self.partition(partition).offsets.get(topic, 0)
+            return None
+        return self.partition(partition).offsets.get(topic, 0)
 
     def advance_idle(
         self, systems: Mapping[str, SystemSnapshot], *, idle_s: float, wall_clock_s: float
@@ -300,7 +296,7 @@ class StreamProcessor:
                     continue
                 state.predictions = wall_clock_s
                 state.outcomes = max(state.outcomes or wall_clock_s, wall_clock_s)
-                self._evaluate(snapshot, state, idle_now=wall_clock_s)
+                self._evaluate(part, snapshot, state, idle_now=wall_clock_s)
                 advanced += 1
         return advanced
 
@@ -322,39 +318,45 @@ class StreamProcessor:
         part: PartitionState,
         system: SystemSnapshot,
         state: SystemState,
-        items: Sequence[Decoded[PredictionEvent]],
+        batch: ColumnBatch,
     ) -> None:
-        events = [d.value for d in items]
-        batch = ColumnBatch(events)
         n = batch.size
-        offsets = np.fromiter((d.record.offset for d in items), dtype=np.int64, count=n)
+        offsets = batch.offsets
         seen, state.predictions = running_watermark(state.predictions, batch.ts)
         state.count("predictions", n)
+        ids = batch.take(batch.batch.event_ids)
+        first = _first_index(ids)
         duplicate = np.zeros(n, dtype=np.bool_)
-        first: dict[str, int] = {}
-        for i, event in enumerate(events):
-            if event.event_id in first:
-                duplicate[i] = True
-            else:
-                first[event.event_id] = i
+        keep = list(first.values())
+        if len(first) < n:
+            duplicate[:] = True
+            duplicate[keep] = False
         sid = system.system_id
+        source = batch.batch
+        predicted = batch.take(source.prediction_texts())
+        scores = batch.take(source.score_texts())
+        attributes = batch.take(source.attribute_texts())
+        versions = batch.model_versions()
+        arrival = [None if math.isinf(x) else x for x in seen.tolist()]
+        ts = batch.ts.tolist()
+        offset_list = offsets.tolist()
         rows = [
             (
                 sid,
-                events[i].event_id,
-                float(batch.ts[i]),
+                ids[i],
+                ts[i],
                 True,
-                None if math.isinf(seen[i]) else float(seen[i]),
-                events[i].model_version,
-                orjson.dumps(events[i].prediction).decode(),
-                None if events[i].scores is None else orjson.dumps(events[i].scores).decode(),
-                orjson.dumps(events[i].attributes).decode() if events[i].attributes else None,
+                arrival[i],
+                versions[i],
+                predicted[i],
+                scores[i],
+                attributes[i],
                 part.partition,
-                int(offsets[i]),
+                offset_list[i],
             )
-            for i in first.values()
+            for i in keep
         ]
-        joined: list[tuple[int, float]] = []
+        joined: list[tuple[int, JoinInfo]] = []
         i_row = {row[1]: j for j, row in enumerate(rows)}
         if self.store.insert_predictions(rows) < len(rows):
             found = self.store.lookup(sid, list(first))
@@ -368,13 +370,13 @@ class StreamProcessor:
                     label_time = info.label_time
                     if label_time is None:
                         continue
-                    if label_time > float(batch.ts[i]) + system.label_horizon_seconds:
+                    if label_time > ts[i] + system.label_horizon_seconds:
                         expired.append((sid, event_id))
                         state.count("expired_outcomes")
                     else:
-                        joined.append((i, label_time))
+                        joined.append((i, info))
                         state.count("labelled")
-                elif (info.pred_partition, info.pred_offset) != (part.partition, int(offsets[i])):
+                elif (info.pred_partition, info.pred_offset) != (part.partition, offset_list[i]):
                     duplicate[i] = True
             self.store.fill_predictions(fills)
             self.store.clear_labels(expired)
@@ -400,48 +402,66 @@ class StreamProcessor:
                 plan = self._plan(system, size, window.reference_hash)
                 window.update(plan, batch, chosen, part.partition, offsets)
                 sizes.dirty.add(start)
-        for i, label_time in joined:
-            self._mark_label(system, state, float(batch.ts[i]), _finite(seen[i]), label_time)
+        if joined:
+            at = [i for i, _ in joined]
+            infos = [info for _, info in joined]
+            pred_ts = batch.ts[at]
+            labels = LabelBatch(
+                predicted=[predicted[i] for i in at],
+                actual=[info.actual for info in infos],
+                scores=[scores[i] for i in at],
+                attributes=[attributes[i] for i in at],
+                delay_s=np.asarray([info.outcome_ts for info in infos], dtype=np.float64) - pred_ts,
+                partitions=np.asarray([info.out_partition for info in infos], dtype=np.int64),
+                offsets=np.asarray([info.out_offset for info in infos], dtype=np.int64),
+            )
+            times = np.asarray([info.label_time for info in infos], dtype=np.float64)
+            self._add_labels(part, system, state, pred_ts, seen[at], times, labels)
 
     # --- outcomes ------------------------------------------------------------------------
 
     def _outcomes(
-        self, system: SystemSnapshot, state: SystemState, items: Sequence[Decoded[OutcomeEvent]]
+        self,
+        part: PartitionState,
+        system: SystemSnapshot,
+        state: SystemState,
+        batch: OutcomeBatch,
+        rows: npt.NDArray[np.intp] | None,
     ) -> None:
-        events = [d.value for d in items]
-        n = len(events)
-        ts = np.fromiter((e.timestamp.timestamp() for e in events), dtype=np.float64, count=n)
-        times = label_times(state.outcomes, ts, self.config.lateness_s)
+        n = batch.size if rows is None else int(rows.size)
+        ts = batch.ts if rows is None else batch.ts[rows]
+        offsets = (batch.offsets if rows is None else batch.offsets[rows]).tolist()
+        times = label_times(state.outcomes, ts, self.config.lateness_s).tolist()
         _, state.outcomes = running_watermark(state.outcomes, ts)
         state.count("outcomes", n)
         sid = system.system_id
-        first: dict[str, int] = {}
-        for i, event in enumerate(events):
-            if event.prediction_id in first:
-                state.count("duplicate_outcomes")
-            else:
-                first[event.prediction_id] = i
+        ids = _take(batch.prediction_ids, rows)
+        first = _first_index(ids)
+        state.count("duplicate_outcomes", n - len(first))
         found = self.store.lookup(sid, list(first))
+        outcome_ids = _take(batch.event_ids, rows)
+        actuals = _take(batch.actual_texts(), rows)
+        stamps = ts.tolist()
+        partition = part.partition
         labels, waiting = [], []
+        joined: list[tuple[int, JoinInfo]] = []
         horizon = system.label_horizon_seconds
         for prediction_id, i in first.items():
-            event, record = events[i], items[i].record
             info = found.get(prediction_id)
-            actual = orjson.dumps(event.actual).decode()
-            label_time = float(times[i])
+            label_time = times[i]
             if info is None:
                 waiting.append(
                     (
                         sid,
                         prediction_id,
-                        float(ts[i]),
+                        stamps[i],
                         False,
-                        actual,
-                        event.event_id,
-                        float(ts[i]),
+                        actuals[i],
+                        outcome_ids[i],
+                        stamps[i],
                         label_time,
-                        record.partition,
-                        record.offset,
+                        partition,
+                        offsets[i],
                     )
                 )
                 continue
@@ -453,56 +473,122 @@ class StreamProcessor:
                 continue
             labels.append(
                 (
-                    actual,
-                    event.event_id,
-                    float(ts[i]),
+                    actuals[i],
+                    outcome_ids[i],
+                    stamps[i],
                     label_time,
-                    record.partition,
-                    record.offset,
+                    partition,
+                    offsets[i],
                     sid,
                     prediction_id,
                 )
             )
             state.count("labelled")
-            self._mark_label(system, state, info.ts, info.arrival_wm, label_time)
+            joined.append((i, info))
         self.store.label(labels)
         self.store.insert_outcomes(waiting)
         state.count("waiting_outcomes", len(waiting))
+        if joined:
+            at = [i for i, _ in joined]
+            infos = [info for _, info in joined]
+            pred_ts = np.asarray([info.ts for info in infos], dtype=np.float64)
+            batch_labels = LabelBatch(
+                predicted=[info.prediction for info in infos],
+                actual=[actuals[i] for i in at],
+                scores=[info.scores for info in infos],
+                attributes=[info.attributes for info in infos],
+                delay_s=ts[at] - pred_ts,
+                partitions=np.full(len(at), partition, dtype=np.int64),
+                offsets=np.asarray([offsets[i] for i in at], dtype=np.int64),
+            )
+            arrival = np.asarray(
+                [-math.inf if info.arrival_wm is None else info.arrival_wm for info in infos],
+                dtype=np.float64,
+            )
+            self._add_labels(
+                part,
+                system,
+                state,
+                pred_ts,
+                arrival,
+                np.asarray([times[i] for i in at]),
+                batch_labels,
+            )
 
-    def _mark_label(
+    def _label_window(
         self,
+        part: PartitionState,
+        sid: str,
+        state: SystemState,
+        size: int,
+        start: int,
+        *,
+        create: bool,
+    ) -> LabelWindow | None:
+        key = (size, start)
+        window = state.labels.get(key)
+        if window is None:
+            text = self.store.load_labels(part.partition, sid, size, start)
+            if text is not None:
+                window = LabelWindow.from_json(text)
+            elif create:
+                window = LabelWindow(start=start, size=size)
+            else:
+                return None
+            state.labels[key] = window
+        return window
+
+    def _add_labels(
+        self,
+        part: PartitionState,
         system: SystemSnapshot,
         state: SystemState,
-        ts: float,
-        arrival_wm: float | None,
-        label_time: float,
+        ts: FloatArray,
+        arrival: FloatArray,
+        label_time: FloatArray,
+        labels: LabelBatch,
     ) -> None:
-        """A label joined to a prediction: note the revision cut-off it is due at."""
+        """Labels joined to predictions (time ``ts``, accepted when the prediction watermark
+        was ``arrival``, -inf if none): each goes into the bucket of the revision it is due in."""
         lateness = self.config.lateness_s
+        objectives = _active(system)
         for size in _label_sizes(system):
-            start = int(math.floor(ts / size) * size)
-            end = start + size
-            if arrival_wm is not None and arrival_wm >= end + lateness:
-                continue  # the prediction was late for this window
+            needs = label_needs(
+                o for o in objectives if o.window_seconds == size and is_label_metric(o.metric)
+            )
+            labels.prepare(needs)
             sizes = state.sizes.setdefault(size, SizeState())
-            k = revision_index(label_time, end, self._interval(size))
-            if start in sizes.open or start in sizes.awaiting:
-                if k == 0:
-                    continue
-                entry = sizes.pending.setdefault(start, {"k_last": None, "due": []})
-            else:
-                entry = sizes.pending.get(start)  # type: ignore[assignment]
-                if entry is None:
-                    k_last = self.store.last_cutoff(system.system_id, size, start)
-                    if k_last is None:
-                        continue  # never evaluated for labels (no label objective then)
-                    entry = sizes.pending[start] = {"k_last": k_last, "due": []}
-                if entry["k_last"] is not None:
-                    k = max(k, int(entry["k_last"]) + 1)
-            due: list[int] = entry["due"]
-            at = bisect.bisect_left(due, k)
-            if at == len(due) or due[at] != k:
-                due.insert(at, k)
+            starts = window_starts(ts, size)
+            ends = starts + size
+            taken = arrival < ends + lateness  # else the prediction was late for the window
+            interval = self._interval(size)
+            after = np.floor((label_time - ends) / interval) + 1
+            ks = np.where(label_time < ends, 0, after).astype(np.int64)
+            for start in np.unique(starts[taken]).tolist():
+                rows = np.flatnonzero(taken & (starts == start))
+                is_open = start in sizes.open or start in sizes.awaiting
+                window = self._label_window(
+                    part, system.system_id, state, size, start, create=is_open
+                )
+                if window is None or (not is_open and window.emitted is None):
+                    continue  # never evaluated for labels (no label objective then)
+                k_rows = ks[rows]
+                entry = sizes.pending.get(start)
+                if not is_open:
+                    if entry is None:
+                        entry = sizes.pending[start] = {"k_last": window.emitted, "due": []}
+                    k_rows = np.maximum(k_rows, int(entry["k_last"]) + 1)
+                for k in np.unique(k_rows).tolist():
+                    window.add(k, needs, labels.take(rows[k_rows == k]))
+                    if k == 0 and is_open:
+                        continue
+                    if entry is None:
+                        entry = sizes.pending[start] = {"k_last": None, "due": []}
+                    due: list[int] = entry["due"]
+                    at = bisect.bisect_left(due, k)
+                    if at == len(due) or due[at] != k:
+                        due.insert(at, k)
+                state.labels_dirty.add((size, start))
 
     def _interval(self, size: int) -> float:
         return max(float(size), self.config.revision_interval_s)
@@ -510,18 +596,24 @@ class StreamProcessor:
     # --- closing windows and label revisions --------------------------------------------
 
     def _evaluate(
-        self, system: SystemSnapshot, state: SystemState, idle_now: float | None = None
+        self,
+        part: PartitionState,
+        system: SystemSnapshot,
+        state: SystemState,
+        idle_now: float | None = None,
     ) -> None:
         sizes = _sizes(system)
         for size in list(state.sizes):
             if size not in sizes:
                 dropped = state.sizes.pop(size)
-                for start in dropped.open:
-                    dropped.closed.add(start)
-                continue
+                state.gone.update((size, start) for start in dropped.open)
+                for key in [k for k in state.labels if k[0] == size]:
+                    del state.labels[key]
+                    state.labels_dirty.discard(key)
+                    state.labels_gone.add(key)
         for size in sizes:
             if size in state.sizes:
-                self._close(system, state, size, state.sizes[size])
+                self._close(part, system, state, size, state.sizes[size])
         clock = label_clock(
             state.predictions,
             state.outcomes,
@@ -532,10 +624,15 @@ class StreamProcessor:
             return
         for size in _label_sizes(system):
             if size in state.sizes:
-                self._labels(system, state.sizes[size], size, clock, idle_now)
+                self._labels(part, system, state, size, clock, idle_now)
 
     def _close(
-        self, system: SystemSnapshot, state: SystemState, size: int, sizes: SizeState
+        self,
+        part: PartitionState,
+        system: SystemSnapshot,
+        state: SystemState,
+        size: int,
+        sizes: SizeState,
     ) -> None:
         if state.predictions is None or sizes.closed_until is None:
             return
@@ -598,6 +695,13 @@ class StreamProcessor:
                 )
             if has_labels:
                 bisect.insort(sizes.awaiting, start)
+                labels = self._label_window(part, system.system_id, state, size, start, create=True)
+                assert labels is not None
+                labels.closed = True
+                labels.total = window.n
+                labels.model_version = window.model_version()
+                labels.offsets = {p: list(span) for p, span in window.offsets.items()}
+                state.labels_dirty.add((size, start))
 
     def _emit_empty(
         self, system: SystemSnapshot, objective: Objective, start: int, size: int
@@ -607,8 +711,9 @@ class StreamProcessor:
 
     def _labels(
         self,
+        part: PartitionState,
         system: SystemSnapshot,
-        sizes: SizeState,
+        state: SystemState,
         size: int,
         clock: float,
         idle_now: float | None,
@@ -616,23 +721,30 @@ class StreamProcessor:
         """Revision 0 of windows whose end the label clock passed (labels timed before the
         end; when the idle timer closed it, every label that arrived), then revisions of
         windows at each passed cut-off where new labels are due."""
+        sizes = state.sizes[size]
         objectives = [
             o for o in _active(system) if o.window_seconds == size and is_label_metric(o.metric)
         ]
         interval = self._interval(size)
+        sid = system.system_id
         while sizes.awaiting and sizes.awaiting[0] + size <= clock:
             start = sizes.awaiting.pop(0)
             end = start + size
-            k, cutoff = 0, float(end)
+            window = self._label_window(part, sid, state, size, start, create=True)
+            assert window is not None
+            entry = sizes.pending.pop(start, None)
             if idle_now is not None and idle_now > end:
-                k, cutoff = math.floor((idle_now - end) / interval), idle_now
-            self._label_revisions(system, objectives, size, start, [(k, cutoff)])
-            entry = sizes.pending.get(start)
-            if entry is not None:
-                entry["k_last"] = k
-                entry["due"] = [d for d in entry["due"] if d > k]
-                if not entry["due"]:
-                    del sizes.pending[start]
+                k = max([math.floor((idle_now - end) / interval), *window.buckets])
+                window.merge_through(None)
+            else:
+                k = 0
+                window.merge_through(0)
+                due = sorted(window.buckets)
+                if entry is not None and due:
+                    sizes.pending[start] = {"k_last": 0, "due": due}
+            window.emitted = k
+            state.labels_dirty.add((size, start))
+            self._label_revision(system, objectives, window, k)
         for start in sorted(sizes.pending):
             if start in sizes.open or start in sizes.awaiting:
                 continue
@@ -644,81 +756,53 @@ class StreamProcessor:
             due = [k for k in entry["due"] if k <= k_now]
             if not due:
                 continue
-            cutoffs = [(k, end + k * interval) for k in due]
-            self._label_revisions(system, objectives, size, start, cutoffs)
+            window = self._label_window(part, sid, state, size, start, create=False)
+            if window is None:  # gone (its system's horizon passed)
+                del sizes.pending[start]
+                continue
+            for k in due:
+                window.merge_through(k)
+                window.emitted = k
+                self._label_revision(system, objectives, window, k)
+            state.labels_dirty.add((size, start))
             entry["due"] = [k for k in entry["due"] if k > k_now]
             entry["k_last"] = due[-1]
             if not entry["due"]:
                 del sizes.pending[start]
 
-    def _label_revisions(
+    def _label_revision(
         self,
         system: SystemSnapshot,
         objectives: Sequence[Objective],
-        size: int,
-        start: int,
-        cutoffs: Sequence[tuple[int, float]],
+        window: LabelWindow,
+        k: int,
     ) -> None:
-        if not objectives:
+        """Every label objective of the window from the labels of revisions up to ``k``."""
+        if not objectives or not window.total:
             return
-        end = start + size
-        raw = self.store.window_rows(system.system_id, start, end, end + self.config.lateness_s)
-        if not raw:
-            return
-        predicted = np.asarray(json_array([r[0] for r in raw]), dtype=object)
-        actual_all = json_array([r[3] for r in raw])
-        label_time = np.asarray([math.inf if r[4] is None else r[4] for r in raw], dtype=np.float64)
-        ts = np.asarray([r[5] for r in raw], dtype=np.float64)
-        outcome_ts = np.asarray([math.nan if r[6] is None else r[6] for r in raw], dtype=np.float64)
-        scores = json_array([r[1] for r in raw])
-        attributes = json_array([r[2] for r in raw])
-        versions = [r[7] or "" for r in raw]
-        pred_p = np.asarray([r[8] for r in raw], dtype=np.int64)
-        pred_o = np.asarray([r[9] for r in raw], dtype=np.int64)
-        model_version = max(set(versions), key=lambda v: (versions.count(v), v))
-        for k, cutoff in cutoffs:
-            labelled = label_time < cutoff
-            actual = np.asarray(
-                [a if m else None for a, m in zip(actual_all, labelled.tolist(), strict=True)],
-                dtype=object,
+        labels = window.cumulative
+        offsets = _ranges(self.topics.predictions, window.offsets)
+        offsets += _ranges(self.topics.outcomes, labels.offsets)
+        coverage = labels.n / window.total
+        for objective in objectives:
+            verdict = judge(
+                objective,
+                lambda o=objective: measure_labels(o, system.task, window),
+                label_coverage=coverage,
+                needs_labels=True,
             )
-            rows = LabelRows(
-                predicted=predicted,
-                actual=actual,
-                scores=scores,
-                attributes=attributes,
-                delay_s=np.where(labelled, outcome_ts - ts, math.nan),
+            self._emit(
+                system,
+                objective,
+                window.start,
+                window.size,
+                verdict,
+                window.next_revision(objective.id),
+                offsets,
+                window.model_version,
+                system.reference_hash,
+                k,
             )
-            offsets = _ranges(self.topics.predictions, pred_p, pred_o)
-            if labelled.any():
-                idx = np.flatnonzero(labelled)
-                offsets += _ranges(
-                    self.topics.outcomes,
-                    np.asarray([raw[i][10] for i in idx], dtype=np.int64),
-                    np.asarray([raw[i][11] for i in idx], dtype=np.int64),
-                )
-            coverage = rows.coverage
-            for objective in objectives:
-                verdict = judge(
-                    objective,
-                    lambda o=objective, r=rows: measure_labels(o, system.task, r),
-                    label_coverage=coverage,
-                    needs_labels=True,
-                )
-                last = self.store.last_revision(system.system_id, objective.id, size, start)
-                revision = 0 if last is None else last + 1
-                self._emit(
-                    system,
-                    objective,
-                    start,
-                    size,
-                    verdict,
-                    revision,
-                    offsets,
-                    model_version,
-                    system.reference_hash,
-                    k,
-                )
 
     def _emit(
         self,
@@ -765,7 +849,7 @@ class StreamProcessor:
         """Write every partition's state into the open transaction and commit it."""
         for part in list(self.partitions.values()):
             for sid, state in part.systems.items():
-                self._purge(systems.get(sid), state)
+                self._purge(part, systems.get(sid), state)
             windows = [
                 (sid, size, start, sizes.open[start].to_json())
                 for sid, state in part.systems.items()
@@ -779,6 +863,11 @@ class StreamProcessor:
                 for size, sizes in state.sizes.items()
                 for start in sorted(sizes.closed)
             ]
+            closed += [
+                (sid, size, start)
+                for sid, state in part.systems.items()
+                for size, start in sorted(state.gone)
+            ]
             self.store.save_partition(
                 part.partition,
                 epoch=part.epoch,
@@ -787,6 +876,20 @@ class StreamProcessor:
                 windows=windows,
                 closed=closed,
             )
+            self.store.save_labels(
+                part.partition,
+                windows=[
+                    (sid, size, start, state.labels[(size, start)].to_json())
+                    for sid, state in part.systems.items()
+                    for size, start in sorted(state.labels_dirty)
+                    if (size, start) in state.labels
+                ],
+                gone=[
+                    (sid, size, start)
+                    for sid, state in part.systems.items()
+                    for size, start in sorted(state.labels_gone)
+                ],
+            )
         self.store.commit()
         for part in self.partitions.values():
             part.records = 0
@@ -794,10 +897,29 @@ class StreamProcessor:
                 for sizes in state.sizes.values():
                     sizes.dirty.clear()
                     sizes.closed.clear()
+                state.gone.clear()
+                state.labels_dirty.clear()
+                state.labels_gone.clear()
+                self._evict_labels(state)
         emitted, self._emitted = self._emitted, []
         return [e.result for e in emitted]
 
-    def _purge(self, system: SystemSnapshot | None, state: SystemState) -> None:
+    def _evict_labels(self, state: SystemState) -> None:
+        """Keep in memory the label windows that still expect revisions soon; the others are
+        in the store (just checkpointed) and are read again if a late label comes."""
+        if len(state.labels) <= self.config.label_windows_in_memory:
+            return
+        for size, start in list(state.labels):
+            sizes = state.sizes.get(size)
+            if sizes is None or not (
+                start in sizes.open or start in sizes.awaiting or start in sizes.pending
+            ):
+                del state.labels[(size, start)]
+
+    def _purge(
+        self, part: PartitionState, system: SystemSnapshot | None, state: SystemState
+    ) -> None:
+        """Forget join rows and label windows no label can reach any more (horizon passed)."""
         if system is None:
             return
         clock = label_clock(
@@ -811,6 +933,13 @@ class StreamProcessor:
         widest = max([self._interval(s) for s in state.sizes] or [0.0])
         before = clock - system.label_horizon_seconds - 2 * widest - self.config.lateness_s
         state.count("unknown_outcomes", self.store.purge(system.system_id, before))
+        self.store.purge_labels(part.partition, system.system_id, before)
+        for size, start in [k for k in state.labels if k[1] + k[0] <= before]:
+            del state.labels[(size, start)]
+            state.labels_dirty.discard((size, start))
+        for size, sizes in state.sizes.items():
+            for start in [s for s in sizes.pending if s + size <= before]:
+                del sizes.pending[start]
 
     def abort(self) -> None:
         """Forget everything since the last checkpoint (state is reloaded from the store)."""
@@ -827,11 +956,32 @@ def _finite(value: float) -> float | None:
     return None if math.isinf(value) else float(value)
 
 
-def _by_system(items: Sequence[Decoded[Any]]) -> dict[str, list[Decoded[Any]]]:
-    grouped: dict[str, list[Decoded[Any]]] = {}  # insertion order: the partition's order
-    for item in items:
-        grouped.setdefault(item.value.system_id, []).append(item)
-    return grouped
+def _by_system(system_ids: list[str]) -> dict[str, npt.NDArray[np.intp] | None]:
+    """Rows of each system, in partition order (None: every row, the common case)."""
+    distinct = set(system_ids)
+    if len(distinct) == 1:
+        return {system_ids[0]: None}
+    grouped: dict[str, list[int]] = {}
+    for i, sid in enumerate(system_ids):
+        grouped.setdefault(sid, []).append(i)
+    return {sid: np.asarray(rows, dtype=np.intp) for sid, rows in grouped.items()}
+
+
+def _count(rows: npt.NDArray[np.intp] | None, size: int) -> int:
+    return size if rows is None else int(rows.size)
+
+
+def _take(values: list[Any], rows: npt.NDArray[np.intp] | None) -> list[Any]:
+    return values if rows is None else [values[i] for i in rows.tolist()]
+
+
+def _first_index(ids: list[str]) -> dict[str, int]:
+    """Each id's first position, in the order of first appearance."""
+    n = len(ids)
+    first = dict(zip(reversed(ids), range(n - 1, -1, -1), strict=True))
+    if len(first) == n:
+        return dict(zip(ids, range(n), strict=True))
+    return dict(sorted(first.items(), key=lambda item: item[1]))
 
 
 def _active(system: SystemSnapshot) -> list[Objective]:

@@ -1,8 +1,7 @@
 """Computing an objective's metric over one window, and judging it (pure).
 
-Label-free metrics read the window's accumulators; label metrics read the window's joined
-rows (:class:`LabelRows`, from the durable join state) as of a label cut-off. ``judge`` turns a
-value into pass / breach / insufficient_data, or error when the metric could not be computed.
+Label-free metrics read the window's accumulators (label metrics: ``labels``). ``judge`` turns
+a value into pass / breach / insufficient_data, or error when the metric could not be computed.
 """
 
 from __future__ import annotations
@@ -11,47 +10,27 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from shared.contracts import EvaluationStatus, Objective, Task
+from shared.contracts import EvaluationStatus, Objective
 from shared.stats import (
     Binning,
     CategoricalAccumulator,
-    ConfusionAccumulator,
     ExpectedConfusionAccumulator,
     FairnessAccumulator,
     InsufficientData,
     NumericAccumulator,
     OperationsAccumulator,
     ReferenceProfile,
-    RegressionAccumulator,
-    accuracy,
-    brier,
     column_drift,
     dataset_drift_share,
     demographic_parity_difference,
     disparate_impact_ratio,
-    equal_opportunity_difference,
     estimated_accuracy,
     estimated_f1,
     estimated_precision,
     estimated_recall,
-    expected_calibration_error,
-    f1,
-    label_coverage,
-    label_delay_percentile,
     latency_percentile,
-    log_loss,
-    mae,
-    mape,
     missing_rate,
     out_of_range_rate,
-    precision,
-    r2,
-    recall,
-    rmse,
-    roc_auc,
     unseen_category_rate,
 )
 from shared.stats.drift import DriftMethod
@@ -59,7 +38,14 @@ from shared.stats.drift import DriftMethod
 from .plan import PREDICTION, WindowPlan, column_of, positive_label
 from .window import WindowState
 
-__all__ = ["Judgement", "LabelRows", "Measurement", "judge", "measure_labels", "measure_window"]
+__all__ = [
+    "ConfigurationError",
+    "Judgement",
+    "Measurement",
+    "judge",
+    "measure_window",
+    "percentile_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +101,7 @@ def _reference_column(reference: ReferenceProfile | None, name: str) -> Any:
     return column
 
 
-def _percentile(objective: Objective) -> float:
+def percentile_of(objective: Objective) -> float:
     raw = objective.parameters.get("percentile", "95")
     value = float(raw)
     if not 0.0 <= value <= 100.0:
@@ -135,7 +121,7 @@ def measure_window(
     if metric == "latency_percentile":
         if not isinstance(ops, OperationsAccumulator):
             raise InsufficientData("no predictions")
-        value = latency_percentile(ops, _percentile(objective))
+        value = latency_percentile(ops, percentile_of(objective))
         return Measurement(value, ops.latency_ms.count)
     method = _drift_method(metric)
     if method is not None:
@@ -217,103 +203,6 @@ def measure_window(
         n = sum(int(row[0]) for row in fair.groups.values())
         return Measurement(fn(fair, privileged=privileged), n)
     raise ConfigurationError(f"metric {metric!r} is not a label-free metric")
-
-
-@dataclass(frozen=True, slots=True)
-class LabelRows:
-    """A window's accepted predictions and, for those labelled before the cut-off, outcomes."""
-
-    predicted: npt.NDArray[Any]
-    actual: npt.NDArray[Any]
-    """Object array, None where the label has not arrived (before the cut-off)."""
-    scores: list[dict[str, float] | None]
-    attributes: list[dict[str, Any] | None]
-    delay_s: npt.NDArray[np.float64]
-    """Outcome time minus prediction time, NaN where unlabelled."""
-
-    @property
-    def total(self) -> int:
-        return int(self.predicted.size)
-
-    @property
-    def labelled(self) -> npt.NDArray[np.bool_]:
-        return np.asarray([a is not None for a in self.actual.tolist()], dtype=np.bool_)
-
-    @property
-    def coverage(self) -> float | None:
-        return float(self.labelled.mean()) if self.total else None
-
-
-def _scores_of(rows: LabelRows, mask: npt.NDArray[np.bool_], label: str) -> npt.NDArray[np.float64]:
-    chosen = [s for s, m in zip(rows.scores, mask.tolist(), strict=True) if m]
-    return np.asarray(
-        [math.nan if s is None or label not in s else s[label] for s in chosen], dtype=np.float64
-    )
-
-
-def measure_labels(objective: Objective, task: Task, rows: LabelRows) -> Measurement:
-    """A label metric over the window's labelled rows (raises InsufficientData)."""
-    metric = objective.metric
-    labelled = rows.labelled
-    n = int(labelled.sum())
-    if metric == "label_coverage":
-        ops = OperationsAccumulator()
-        ops.update_predictions(np.full(rows.total, math.nan))
-        ops.update_outcomes(rows.delay_s[labelled])
-        return Measurement(label_coverage(ops), rows.total)
-    if metric == "label_delay_percentile":
-        ops = OperationsAccumulator()
-        ops.update_outcomes(rows.delay_s[labelled])
-        return Measurement(label_delay_percentile(ops, _percentile(objective)), n)
-    if n == 0:
-        raise InsufficientData("no labelled predictions in the window")
-    predicted = rows.predicted[labelled]
-    actual = rows.actual[labelled]
-    if metric in ("mae", "rmse", "mape", "r2"):
-        if task is not Task.REGRESSION:
-            raise ConfigurationError(f"{metric} needs a regression system")
-        reg = RegressionAccumulator()
-        reg.update(_floats(actual), _floats(predicted))
-        regression = {"mae": mae, "rmse": rmse, "mape": mape, "r2": r2}[metric]
-        return Measurement(regression(reg), reg.n)
-    label = positive_label(objective)
-    if metric == "equal_opportunity_difference":
-        fair = FairnessAccumulator(positive_label=label)
-        attribute = objective.parameters.get("attribute", "")
-        groups = np.asarray(
-            [None if a is None else a.get(attribute) for a in rows.attributes], dtype=object
-        )
-        fair.update(groups, rows.predicted)
-        fair.update_labelled(groups[labelled], predicted, actual)
-        value = equal_opportunity_difference(
-            fair, privileged=objective.parameters.get("privileged")
-        )
-        return Measurement(value, n)
-    scored = metric in ("roc_auc", "log_loss", "brier", "calibration_error")
-    explicit = objective.parameters.get("positive_label")
-    conf = ConfusionAccumulator(positive_label=label if scored or explicit else None)
-    conf.update(actual, predicted, _scores_of(rows, labelled, label) if scored else None)
-    if metric == "accuracy":
-        return Measurement(accuracy(conf), conf.n)
-    if metric in ("precision", "recall", "f1"):
-        fn = {"precision": precision, "recall": recall, "f1": f1}[metric]
-        return Measurement(fn(conf, positive_label=explicit), conf.n)
-    if metric == "roc_auc":
-        return Measurement(roc_auc(conf), conf.n_scored)
-    if metric == "log_loss":
-        return Measurement(log_loss(conf), conf.n_scored)
-    if metric == "brier":
-        return Measurement(brier(conf), conf.n_scored)
-    if metric == "calibration_error":
-        return Measurement(expected_calibration_error(conf), conf.n_scored)
-    raise ConfigurationError(f"metric {metric!r} is not a label metric")
-
-
-def _floats(values: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-    return np.asarray(
-        [v if isinstance(v, int | float) and not isinstance(v, bool) else math.nan for v in values],
-        dtype=np.float64,
-    )
 
 
 def judge(

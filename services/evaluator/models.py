@@ -19,6 +19,7 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "EvaluationRow",
     "JoinRow",
+    "LabelWindowCheckpoint",
     "PartitionCheckpoint",
     "ReferenceRow",
     "WindowCheckpoint",
@@ -65,6 +66,20 @@ class PartitionCheckpoint(SQLModel, table=True):
 
 class WindowCheckpoint(SQLModel, table=True):
     __tablename__ = "evaluator_window"
+
+    stream: str = Field(primary_key=True, max_length=255)
+    partition: int = Field(primary_key=True)
+    system_id: str = Field(primary_key=True, max_length=128)
+    size: int = Field(primary_key=True)
+    start: int = Field(primary_key=True)
+    state: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class LabelWindowCheckpoint(SQLModel, table=True):
+    """A window's label accumulators (emitted revisions, labels waiting for their revision),
+    kept until the system's label horizon has passed."""
+
+    __tablename__ = "evaluator_label_window"
 
     stream: str = Field(primary_key=True, max_length=255)
     partition: int = Field(primary_key=True)

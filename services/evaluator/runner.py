@@ -28,12 +28,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from shared.bus import Bus, BusUnavailable, Consumer, Decoded, Record, TopicPartition
-from shared.contracts import OutcomeEvent, PredictionEvent, SystemSnapshot, decode
+from shared.bus import Bus, BusUnavailable, Consumer, Record, TopicPartition
+from shared.contracts import SystemSnapshot
 from shared.outbox import OutboxRelay
 from shared.registry_view import RegistryView
 
 from .consumer import StreamProcessor
+from .decoding import PartitionBatch, decode_records
 from .metrics import EvaluatorMetrics
 from .references import ReferenceCache
 from .settings import Settings
@@ -42,10 +43,6 @@ from .store import Fenced
 __all__ = ["EvaluatorRunner"]
 
 log = logging.getLogger(__name__)
-
-Batch = dict[
-    int, tuple[list[Decoded[PredictionEvent]], list[Decoded[OutcomeEvent]], dict[str, int]]
-]
 
 
 class EvaluatorRunner:
@@ -176,30 +173,15 @@ class EvaluatorRunner:
     def _systems(self) -> dict[str, SystemSnapshot]:
         return dict(self._view.systems)
 
-    def _decode(self, records: Sequence[Record]) -> tuple[Batch, list[tuple[Record, str]]]:
-        topics = self._bus.topics
-        batch: Batch = {}
-        bad: list[tuple[Record, str]] = []
-        for record in records:
-            if record.topic not in (topics.predictions, topics.outcomes):
-                continue
-            if not self._processor.is_new(record.topic, record.partition, record.offset):
-                continue
-            preds, outs, seen = batch.setdefault(record.partition, ([], [], {}))
-            seen[record.topic] = max(seen.get(record.topic, 0), record.offset + 1)
-            try:
-                if record.topic == topics.predictions:
-                    preds.append(Decoded(record, decode(PredictionEvent, record.value)))
-                else:
-                    outs.append(Decoded(record, decode(OutcomeEvent, record.value)))
-            except Exception as exc:  # any decoding failure is the message's fault
-                bad.append((record, f"{type(exc).__name__}: {exc}"))
-        return batch, bad
+    def _decode(
+        self, records: Sequence[Record]
+    ) -> tuple[dict[int, PartitionBatch], list[tuple[Record, str]]]:
+        return decode_records(records, self._bus.topics, self._processor.start_offset)
 
-    def _apply(self, batch: Batch, systems: dict[str, SystemSnapshot]) -> None:
-        for partition, (preds, outs, seen) in sorted(batch.items()):
-            self._processor.apply(partition, preds, outs, systems)
-            self._processor.advance(partition, seen)
+    def _apply(self, batch: dict[int, PartitionBatch], systems: dict[str, SystemSnapshot]) -> None:
+        for partition, part in sorted(batch.items()):
+            self._processor.apply(partition, part.predictions, part.outcomes, systems)
+            self._processor.advance(partition, part.seen)
 
     async def _handle(self, records: Sequence[Record]) -> None:
         started = time.perf_counter()
@@ -207,13 +189,18 @@ class EvaluatorRunner:
         for record, error in bad:
             await self._dead_letter(record, error)
         systems = self._systems()
-        senders = {d.value.system_id for preds, _, _ in batch.values() for d in preds}
+        senders = {
+            sid
+            for part in batch.values()
+            if part.predictions is not None
+            for sid in set(part.predictions.system_ids)
+        }
         hashes = {systems[s].reference_hash for s in senders if s in systems}
         await self._references.ensure(h for h in hashes if h is not None)
         if batch:
             await asyncio.to_thread(self._apply, batch, systems)
-            n_pred = sum(len(p) for p, _, _ in batch.values())
-            n_out = sum(len(o) for _, o, _ in batch.values())
+            n_pred = sum(p.predictions.size for p in batch.values() if p.predictions)
+            n_out = sum(p.outcomes.size for p in batch.values() if p.outcomes)
             self._metrics.events.labels("prediction").inc(n_pred)
             self._metrics.events.labels("outcome").inc(n_out)
             self._changed = True

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
@@ -22,11 +22,24 @@ from shared.contracts import EvaluationResult, encode
 from shared.db import Database
 from shared.outbox import OutboxMessage
 
-from .models import EvaluationRow, JoinRow, PartitionCheckpoint, WindowCheckpoint
+from .models import (
+    EvaluationRow,
+    JoinRow,
+    LabelWindowCheckpoint,
+    PartitionCheckpoint,
+    WindowCheckpoint,
+)
 
 __all__ = ["TABLES", "Claim", "EvaluatorStore", "Fenced", "JoinInfo"]
 
-TABLES = [JoinRow, PartitionCheckpoint, WindowCheckpoint, EvaluationRow, OutboxMessage]
+TABLES = [
+    JoinRow,
+    PartitionCheckpoint,
+    WindowCheckpoint,
+    LabelWindowCheckpoint,
+    EvaluationRow,
+    OutboxMessage,
+]
 
 CHUNK = 5_000
 
@@ -55,13 +68,8 @@ _LABEL = (
 )
 _LOOKUP = (
     "SELECT event_id, has_prediction, actual, ts, arrival_wm, pred_partition, pred_offset, "
-    "label_time FROM evaluator_join WHERE system_id = ? AND event_id IN ({})"
-)
-_WINDOW_ROWS = (
-    "SELECT prediction, scores, attributes, actual, label_time, ts, outcome_ts, model_version, "
-    "pred_partition, pred_offset, out_partition, out_offset FROM evaluator_join "
-    "WHERE system_id = ? AND has_prediction AND ts >= ? AND ts < ? "
-    "AND (arrival_wm IS NULL OR arrival_wm < ?) ORDER BY ts, event_id"
+    "label_time, prediction, scores, attributes, outcome_ts, out_partition, out_offset "
+    "FROM evaluator_join WHERE system_id = ? AND event_id IN ({})"
 )
 _COUNT_WAITING = (
     "SELECT count(*) FROM evaluator_join WHERE system_id = ? AND ts < ? AND NOT has_prediction"
@@ -77,16 +85,28 @@ class Fenced(RuntimeError):
         self.partition = partition
 
 
-@dataclass(frozen=True, slots=True)
-class JoinInfo:
+class JoinInfo(NamedTuple):
+    """One join row, as ``lookup`` reads it."""
+
     event_id: str
     has_prediction: bool
-    labelled: bool
+    actual: str | None
+    """The outcome's label (JSON), None until it arrived."""
     ts: float
     arrival_wm: float | None
     pred_partition: int | None
     pred_offset: int | None
     label_time: float | None
+    prediction: str | None
+    scores: str | None
+    attributes: str | None
+    outcome_ts: float | None
+    out_partition: int | None
+    out_offset: int | None
+
+    @property
+    def labelled(self) -> bool:
+        return self.actual is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,16 +270,7 @@ class EvaluatorStore:
         for chunk in _chunks(event_ids):
             sql = _LOOKUP.format(", ".join("?" * len(chunk)))
             for row in self.conn.exec_driver_sql(self._sql(sql), (system_id, *chunk)):
-                found[row[0]] = JoinInfo(
-                    event_id=row[0],
-                    has_prediction=bool(row[1]),
-                    labelled=row[2] is not None,
-                    ts=float(row[3]),
-                    arrival_wm=None if row[4] is None else float(row[4]),
-                    pred_partition=row[5],
-                    pred_offset=row[6],
-                    label_time=None if row[7] is None else float(row[7]),
-                )
+                found[row[0]] = JoinInfo._make(row)
         return found
 
     def fill_predictions(self, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -278,42 +289,76 @@ class EvaluatorStore:
         if rows:
             self.conn.exec_driver_sql(self._sql(_LABEL), list(rows))
 
-    def window_rows(
-        self, system_id: str, start: float, end: float, accepted_before: float
-    ) -> list[tuple[Any, ...]]:
-        result = self.conn.exec_driver_sql(
-            self._sql(_WINDOW_ROWS), (system_id, start, end, accepted_before)
-        )
-        return [tuple(r) for r in result]
-
     def purge(self, system_id: str, before: float) -> int:
         """Forget join rows older than ``before``; returns outcomes whose prediction never came."""
         waiting = self.conn.exec_driver_sql(self._sql(_COUNT_WAITING), (system_id, before)).scalar()
         self.conn.exec_driver_sql(self._sql(_PURGE), (system_id, before))
         return int(waiting or 0)
 
-    # --- evaluations ---------------------------------------------------------------------
+    # --- label windows -------------------------------------------------------------------
 
-    def last_cutoff(self, system_id: str, size: int, start: int) -> int | None:
-        t = _table("evaluator_evaluation")
-        value = self.conn.execute(
-            select(func.max(t.c.label_cutoff)).where(
-                (t.c.system_id == system_id) & (t.c.window_s == start) & (t.c.size == size)
-            )
-        ).scalar()
-        return None if value is None else int(value)
-
-    def last_revision(self, system_id: str, objective_id: str, size: int, start: int) -> int | None:
-        t = _table("evaluator_evaluation")
-        value = self.conn.execute(
-            select(func.max(t.c.revision)).where(
-                (t.c.system_id == system_id)
-                & (t.c.window_s == start)
+    def load_labels(self, partition: int, system_id: str, size: int, start: int) -> str | None:
+        t = _table("evaluator_label_window")
+        found: str | None = self.conn.execute(
+            select(t.c.state).where(
+                (t.c.stream == self.stream)
+                & (t.c.partition == partition)
+                & (t.c.system_id == system_id)
                 & (t.c.size == size)
-                & (t.c.objective_id == objective_id)
+                & (t.c.start == start)
             )
         ).scalar()
-        return None if value is None else int(value)
+        return found
+
+    def save_labels(
+        self,
+        partition: int,
+        *,
+        windows: Sequence[tuple[str, int, int, str]],
+        gone: Sequence[tuple[str, int, int]],
+    ) -> None:
+        """Write label windows (system, size, start, state) and delete others (in the open
+        transaction, with the checkpoint)."""
+        t = _table("evaluator_label_window")
+        for system_id, size, start in [*gone, *((s, z, a) for s, z, a, _ in windows)]:
+            self.conn.execute(
+                delete(t).where(
+                    (t.c.stream == self.stream)
+                    & (t.c.partition == partition)
+                    & (t.c.system_id == system_id)
+                    & (t.c.size == size)
+                    & (t.c.start == start)
+                )
+            )
+        if windows:
+            self.conn.execute(
+                insert(t),
+                [
+                    {
+                        "stream": self.stream,
+                        "partition": partition,
+                        "system_id": s,
+                        "size": size,
+                        "start": start,
+                        "state": text,
+                    }
+                    for s, size, start, text in windows
+                ],
+            )
+
+    def purge_labels(self, partition: int, system_id: str, before: float) -> None:
+        """Delete label windows that ended before ``before`` (no label can reach them)."""
+        t = _table("evaluator_label_window")
+        self.conn.execute(
+            delete(t).where(
+                (t.c.stream == self.stream)
+                & (t.c.partition == partition)
+                & (t.c.system_id == system_id)
+                & (t.c.start + t.c.size <= before)
+            )
+        )
+
+    # --- evaluations ---------------------------------------------------------------------
 
     def add_results(
         self, results: Sequence[tuple[EvaluationResult, int, int | None]], *, topic: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -69,11 +70,11 @@ class WindowState:
         span = self.offsets.setdefault(partition, [int(offsets[rows[0]]), int(offsets[rows[-1]])])
         span[0] = min(span[0], int(offsets[rows].min()))
         span[1] = max(span[1], int(offsets[rows].max()))
-        versions, counts = np.unique(
-            np.asarray([batch.events[i].model_version for i in rows.tolist()], dtype=object),
-            return_counts=True,
+        versions = batch.model_versions()
+        chosen = Counter(
+            [versions[i] for i in rows.tolist()] if rows.size < batch.size else versions
         )
-        for version, count in zip(versions.tolist(), counts.tolist(), strict=True):
+        for version, count in sorted(chosen.items()):
             if version in self.model_versions or len(self.model_versions) < MAX_MODEL_VERSIONS:
                 self.model_versions[version] = self.model_versions.get(version, 0) + count
 

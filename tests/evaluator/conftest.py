@@ -21,10 +21,11 @@ import pytest
 from sqlmodel import select
 
 from services.evaluator.consumer import ProcessorConfig, StreamProcessor
+from services.evaluator.decoding import decode_records
 from services.evaluator.models import EvaluationRow, ReferenceRow
 from services.evaluator.references import ReferenceCache, StaticReferenceSource
 from services.evaluator.store import TABLES, EvaluatorStore
-from shared.bus import Decoded, Record, Topics
+from shared.bus import Record, Topics
 from shared.contracts import (
     FeatureSpec,
     FeatureType,
@@ -33,6 +34,7 @@ from shared.contracts import (
     PredictionEvent,
     SystemSnapshot,
     Task,
+    encode,
 )
 from shared.db import Database
 from shared.stats import ReferenceProfile
@@ -261,28 +263,24 @@ class Harness:
             s.reference_hash for s in self.systems.values() if s.reference_hash is not None
         )
 
-    def records(self, stream: Stream, partition: int = 0) -> tuple[list[Any], list[Any]]:
+    def records(self, stream: Stream, partition: int = 0) -> tuple[list[Record], list[Record]]:
         preds = [
-            Decoded(Record(self.topics.predictions, partition, i, None, None, 0), e)
+            Record(self.topics.predictions, partition, i, None, encode(e), 0)
             for i, e in enumerate(stream.predictions)
         ]
         outs = [
-            Decoded(Record(self.topics.outcomes, partition, i, None, None, 0), e)
+            Record(self.topics.outcomes, partition, i, None, encode(e), 0)
             for i, e in enumerate(stream.outcomes)
         ]
         return preds, outs
 
-    def feed(self, batch: Sequence[Decoded[Any]]) -> None:
+    def feed(self, batch: Sequence[Record]) -> None:
         """One polled batch (any mix of topics and partitions), as the runner applies it."""
-        by_partition: dict[int, tuple[list[Any], list[Any]]] = {}
-        for d in batch:
-            r = d.record
-            if not self.processor.is_new(r.topic, r.partition, r.offset):
-                continue
-            preds, outs = by_partition.setdefault(r.partition, ([], []))
-            (preds if r.topic == self.topics.predictions else outs).append(d)
-        for partition, (preds, outs) in sorted(by_partition.items()):
-            self.processor.apply(partition, preds, outs, self.systems)
+        batches, bad = decode_records(batch, self.topics, self.processor.start_offset)
+        assert not bad, bad
+        for partition, part in sorted(batches.items()):
+            self.processor.apply(partition, part.predictions, part.outcomes, self.systems)
+            self.processor.advance(partition, part.seen)
 
     def checkpoint(self) -> None:
         self.processor.checkpoint(self.systems)
@@ -317,7 +315,7 @@ class Harness:
         batches = 0
         while any(positions[k] < len(q) for k, q in queues.items()):
             size = rng.randint(1, max_batch)
-            batch: list[Decoded[Any]] = []
+            batch: list[Record] = []
             live = [k for k, q in queues.items() if positions[k] < len(q)]
             while len(batch) < size and live:
                 key = rng.choice(live)

@@ -1,0 +1,658 @@
+"""Decoding polled predictions and outcomes into columns: exact, and cheap in the common case.
+
+Ingest validated every event, but the evaluator does not trust the bus: a record the pydantic
+contract refuses goes to the DLQ with pydantic's reason. Most records are decoded by Arrow's
+JSON reader straight into columns (C++, outside the GIL) and checked with vectorised tests that
+pass only rows the contract certainly accepts, with the values it would give. Every row those
+tests are not sure about (an explicit null where a key may be missing, an escaped key, a
+non-finite or huge number, a column Arrow could not type ...) goes through
+``shared.contracts.decode`` (orjson + pydantic), which accepts it or names the error.
+``tests/evaluator/test_decoding.py`` checks on generated records that both paths agree.
+
+Values the evaluator cannot tell apart are not told apart: a missing key and an explicit null
+inside ``features``, ``attributes`` or ``scores`` both read as None, and 1 and 1.0 in one column
+may both read as 1.0 (category keys treat them as one category anyway).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from shared.bus import Record, Topics
+from shared.contracts import OutcomeEvent, PredictionEvent, decode
+
+__all__ = [
+    "OutcomeBatch",
+    "PartitionBatch",
+    "PredictionBatch",
+    "decode_outcomes",
+    "decode_predictions",
+    "decode_records",
+    "numeric_values",
+]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+M = TypeVar("M", PredictionEvent, OutcomeEvent)
+
+_IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+_TIMESTAMP = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+_EXACT = 2.0**53
+"""Doubles at least this large may stand for a JSON integer a double cannot hold exactly."""
+_SCALAR_TYPES = (pa.int64(), pa.float64(), pa.string(), pa.bool_())
+_NUMBER_TYPES = (pa.int64(), pa.float64())
+_BLOCK_SIZE = 1 << 20
+"""Arrow parses blocks of this size in parallel threads."""
+
+
+def numeric_values(values: Sequence[Any]) -> FloatArray:
+    """Numbers as floats; None and anything that is not a number (bools too) as NaN."""
+    return np.fromiter(
+        (float(v) if type(v) is int or type(v) is float else math.nan for v in values),
+        dtype=np.float64,
+        count=len(values),
+    )
+
+
+def _texts(values: Sequence[Any]) -> list[str]:
+    return [orjson.dumps(v).decode() for v in values]
+
+
+# --- vectorised checks ---------------------------------------------------------------------
+
+
+def _np(array: pa.Array) -> npt.NDArray[Any]:
+    values: npt.NDArray[Any] = array.to_numpy(zero_copy_only=False)
+    return values
+
+
+def _valid(array: pa.Array) -> npt.NDArray[np.bool_]:
+    if array.null_count == 0:
+        return np.ones(len(array), dtype=np.bool_)
+    return _np(array.is_valid())
+
+
+def _identifier(array: pa.Array) -> npt.NDArray[np.bool_]:
+    if array.type != pa.string():
+        return np.zeros(len(array), dtype=np.bool_)
+    ok = pc.and_(
+        pc.match_substring_regex(array, pattern=_IDENTIFIER),
+        pc.less_equal(pc.utf8_length(array), 128),
+    )
+    return _np(pc.fill_null(ok, False))
+
+
+def _scalar_ok(array: pa.Array, *, required: bool) -> npt.NDArray[np.bool_]:
+    """Rows whose value is a JSON scalar the contract takes as is (or null, if allowed)."""
+    valid = _valid(array)
+    if array.type == pa.null():
+        return ~valid if not required else np.zeros(len(array), dtype=np.bool_)
+    if array.type not in _SCALAR_TYPES:
+        return np.zeros(len(array), dtype=np.bool_) if required else ~valid
+    ok = valid if required else np.ones(len(array), dtype=np.bool_)
+    if array.type == pa.float64():
+        values = _np(array)
+        exact = np.isfinite(values) & (np.abs(values) < _EXACT)
+        ok = ok & (exact | ~valid)
+    return ok
+
+
+def _timestamps(array: pa.Array) -> tuple[npt.NDArray[np.bool_], FloatArray]:
+    """Rows in the ISO-8601 subset both Arrow and pydantic read alike, and their epoch s."""
+    n = len(array)
+    ts = np.full(n, math.nan)
+    if array.type != pa.string():
+        return np.zeros(n, dtype=np.bool_), ts
+    ok = _np(pc.fill_null(pc.match_substring_regex(array, pattern=_TIMESTAMP), False))
+    if not ok.any():
+        return ok, ts
+    chosen = pc.if_else(pa.array(ok), array, "1970-01-01T00:00:00Z")
+    try:
+        micros = _np(pc.cast(chosen, pa.timestamp("us", tz="UTC")).cast(pa.int64()))
+        ts = micros.astype(np.float64) / 1e6
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # one impossible date: row by row
+        texts = chosen.to_pylist()
+        for i in np.flatnonzero(ok).tolist():
+            try:
+                ts[i] = datetime.fromisoformat(texts[i]).timestamp()
+            except ValueError:
+                ok[i] = False
+    return ok, ts
+
+
+def _present(table: pa.Table, name: str) -> pa.Array | None:
+    if name not in table.column_names:
+        return None
+    return table.column(name).combine_chunks()
+
+
+def _children(array: pa.Array) -> dict[str, pa.Array]:
+    """A struct's fields, null where the struct itself is null."""
+    return {array.type.field(i).name: child for i, child in enumerate(array.flatten())}
+
+
+def _mentions(
+    values: Sequence[bytes], rows: npt.NDArray[np.bool_], key: str
+) -> npt.NDArray[np.bool_]:
+    """Rows (among ``rows``) whose text may hold ``key`` as a key: it appears, or is escaped."""
+    needle = orjson.dumps(key)
+    out = np.zeros(len(values), dtype=np.bool_)
+    for i in np.flatnonzero(rows).tolist():
+        value = values[i]
+        out[i] = needle in value or b"\\" in value
+    return out
+
+
+def _optional_absent(
+    values: Sequence[bytes], array: pa.Array | None, key: str
+) -> npt.NDArray[np.bool_]:
+    """Rows where a key that must not be null is either absent or was never written null.
+
+    Arrow reads a missing key and an explicit null alike; only the text can tell them apart.
+    """
+    n = len(values)
+    if array is None:
+        return np.ones(n, dtype=np.bool_)
+    null = ~_valid(array)
+    return ~_mentions(values, null, key)
+
+
+def _common_checks(
+    table: pa.Table, values: Sequence[bytes], fields: frozenset[str], ids: Sequence[str]
+) -> tuple[npt.NDArray[np.bool_], FloatArray]:
+    n = table.num_rows
+    ok = np.ones(n, dtype=np.bool_)
+    for name in table.column_names:
+        if name not in fields:  # extra keys are refused; a null one may still be there
+            extra = table.column(name).combine_chunks()
+            ok &= ~_valid(extra) & ~_mentions(values, ~_valid(extra), name)
+    for name in ids:
+        array = _present(table, name)
+        ok &= np.zeros(n, dtype=np.bool_) if array is None else _identifier(array)
+    version = _present(table, "schema_version")
+    ok &= _optional_absent(values, version, "schema_version")
+    if version is not None and version.type != pa.null():
+        is_one = (
+            _np(pc.fill_null(pc.equal(version, 1), False))
+            if version.type == pa.int64()
+            else np.zeros(n, dtype=np.bool_)
+        )
+        ok &= is_one | ~_valid(version)
+    stamp = _present(table, "timestamp")
+    if stamp is None:
+        return np.zeros(n, dtype=np.bool_), np.full(n, math.nan)
+    stamped, ts = _timestamps(stamp)
+    return ok & stamped, ts
+
+
+def _prediction_checks(
+    table: pa.Table, values: Sequence[bytes]
+) -> tuple[npt.NDArray[np.bool_], FloatArray]:
+    ok, ts = _common_checks(table, values, _PREDICTION_FIELDS, ("event_id", "system_id"))
+    n = table.num_rows
+    version = _present(table, "model_version")
+    if version is None or version.type != pa.string():
+        return np.zeros(n, dtype=np.bool_), ts
+    length = pc.utf8_length(version)
+    ok &= _np(pc.fill_null(pc.and_(pc.greater_equal(length, 1), pc.less_equal(length, 128)), False))
+    prediction = _present(table, "prediction")
+    ok &= (
+        np.zeros(n, dtype=np.bool_) if prediction is None else _scalar_ok(prediction, required=True)
+    )
+    features = _present(table, "features")
+    if features is None or not pa.types.is_struct(features.type):
+        return np.zeros(n, dtype=np.bool_), ts
+    ok &= _valid(features)
+    for child in _children(features).values():
+        ok &= _scalar_ok(child, required=False)
+    attributes = _present(table, "attributes")
+    ok &= _optional_absent(values, attributes, "attributes")
+    if attributes is not None and attributes.type != pa.null():
+        if not pa.types.is_struct(attributes.type):
+            ok &= ~_valid(attributes)
+        else:
+            for child in _children(attributes).values():
+                ok &= _scalar_ok(child, required=False)
+    scores = _present(table, "scores")
+    if scores is not None and scores.type != pa.null():
+        if not pa.types.is_struct(scores.type):
+            ok &= ~_valid(scores)
+        else:
+            given = _valid(scores)
+            for child in _children(scores).values():
+                if child.type not in _NUMBER_TYPES:
+                    ok &= ~given
+                    continue
+                p = _np(child.cast(pa.float64()))
+                # a missing score and a null one read alike, and null is refused: ask pydantic
+                ok &= ~given | (_valid(child) & (p >= 0.0) & (p <= 1.0))
+    latency = _present(table, "latency_ms")
+    if latency is not None and latency.type != pa.null():
+        given = _valid(latency)
+        if latency.type not in _NUMBER_TYPES:
+            ok &= ~given
+        else:
+            ms = _np(latency.cast(pa.float64()))
+            ok &= ~given | (np.isfinite(ms) & (ms >= 0.0))
+    return ok, ts
+
+
+def _outcome_checks(
+    table: pa.Table, values: Sequence[bytes]
+) -> tuple[npt.NDArray[np.bool_], FloatArray]:
+    ok, ts = _common_checks(
+        table, values, _OUTCOME_FIELDS, ("event_id", "system_id", "prediction_id")
+    )
+    actual = _present(table, "actual")
+    if actual is None:
+        return np.zeros(table.num_rows, dtype=np.bool_), ts
+    return ok & _scalar_ok(actual, required=True), ts
+
+
+_PREDICTION_FIELDS = frozenset(PredictionEvent.model_fields)
+_OUTCOME_FIELDS = frozenset(OutcomeEvent.model_fields)
+
+
+# --- batches -------------------------------------------------------------------------------
+
+
+class _Decoded(Generic[M]):
+    """Rows of one batch: some read by Arrow (``table``), the others by pydantic (``events``),
+    merged back into partition order column by column, each column built once."""
+
+    def __init__(
+        self,
+        *,
+        offsets: IntArray,
+        ts: FloatArray,
+        table: pa.Table | None,
+        fast: npt.NDArray[np.intp],
+        events: list[M],
+        slow: npt.NDArray[np.intp],
+    ) -> None:
+        self.offsets = offsets
+        self.ts = ts
+        self.size = int(offsets.size)
+        self._table = table
+        self._fast = fast
+        self._events: list[M] = events
+        self._slow = slow
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def _cached(self, key: tuple[str, ...], build: Callable[[], Any]) -> Any:
+        found = self._cache.get(key, self)
+        if found is self:
+            found = self._cache[key] = build()
+        return found
+
+    def _column(self, name: str) -> pa.Array | None:
+        if self._table is None or name not in self._table.column_names:
+            return None
+        return self._table.column(name).combine_chunks()
+
+    def _merge(self, fast: list[Any], slow: list[Any]) -> list[Any]:
+        if not self._events:
+            return fast
+        if self._table is None:
+            return slow
+        out: list[Any] = [None] * self.size
+        for i, value in zip(self._fast.tolist(), fast, strict=True):
+            out[i] = value
+        for i, value in zip(self._slow.tolist(), slow, strict=True):
+            out[i] = value
+        return out
+
+    def _values(self, name: str, fallback: Callable[[M], Any]) -> list[Any]:
+        """A top-level field as Python values, in partition order."""
+
+        def build() -> list[Any]:
+            column = self._column(name)
+            fast = [None] * int(self._fast.size) if column is None else column.to_pylist()
+            return self._merge(fast, [fallback(e) for e in self._events])
+
+        return self._cached(("values", name), build)  # type: ignore[no-any-return]
+
+    def _child(self, parent: str, name: str) -> pa.Array | None:
+        column = self._column(parent)
+        if column is None or not pa.types.is_struct(column.type):
+            return None
+        return _children(column).get(name)
+
+    def _child_values(self, parent: str, name: str, fallback: Callable[[M], Any]) -> list[Any]:
+        def build() -> list[Any]:
+            child = self._child(parent, name)
+            fast = [None] * int(self._fast.size) if child is None else child.to_pylist()
+            return self._merge(fast, [fallback(e) for e in self._events])
+
+        return self._cached(("child", parent, name), build)  # type: ignore[no-any-return]
+
+    def _child_numbers(self, parent: str, name: str, fallback: Callable[[M], Any]) -> FloatArray:
+        """A struct field as floats: NaN where missing, null or not a number."""
+
+        def build() -> FloatArray:
+            if not self._events:
+                child = self._child(parent, name)
+                if child is None or child.type not in _NUMBER_TYPES:
+                    return np.full(self.size, math.nan)
+                return _np(child.cast(pa.float64())).astype(np.float64, copy=False)
+            return numeric_values(self._child_values(parent, name, fallback))
+
+        return self._cached(("numbers", parent, name), build)  # type: ignore[no-any-return]
+
+    def strings(self, name: str) -> list[str]:
+        return self._values(name, lambda e: getattr(e, name))
+
+
+class PredictionBatch(_Decoded[PredictionEvent]):
+    """One stream partition's predictions of a polled batch, in partition order."""
+
+    @property
+    def system_ids(self) -> list[str]:
+        return self.strings("system_id")
+
+    @property
+    def event_ids(self) -> list[str]:
+        return self.strings("event_id")
+
+    @property
+    def model_versions(self) -> list[str]:
+        return self.strings("model_version")
+
+    @property
+    def predictions(self) -> list[Any]:
+        return self._values("prediction", lambda e: e.prediction)
+
+    def prediction_numbers(self) -> FloatArray:
+        def build() -> FloatArray:
+            column = self._column("prediction")
+            if not self._events:
+                if column is None or column.type not in _NUMBER_TYPES:
+                    return np.full(self.size, math.nan)
+                return _np(column.cast(pa.float64())).astype(np.float64, copy=False)
+            return numeric_values(self.predictions)
+
+        return self._cached(("prediction_numbers",), build)  # type: ignore[no-any-return]
+
+    def prediction_texts(self) -> list[str]:
+        def build() -> list[str]:
+            column = self._column("prediction")
+            if not self._events and column is not None and column.type == pa.int64():
+                return column.cast(pa.string()).to_pylist()  # type: ignore[no-any-return]
+            return _texts(self.predictions)
+
+        return self._cached(("prediction_texts",), build)  # type: ignore[no-any-return]
+
+    def feature(self, name: str) -> list[Any]:
+        return self._child_values("features", name, lambda e: e.features.get(name))
+
+    def feature_numbers(self, name: str) -> FloatArray:
+        return self._child_numbers("features", name, lambda e: e.features.get(name))
+
+    def attribute(self, name: str) -> list[Any]:
+        return self._child_values("attributes", name, lambda e: e.attributes.get(name))
+
+    def scores(self, label: str) -> FloatArray:
+        return self._child_numbers(
+            "scores", label, lambda e: None if e.scores is None else e.scores.get(label)
+        )
+
+    def latency(self) -> FloatArray:
+        def build() -> FloatArray:
+            column = self._column("latency_ms")
+            if not self._events:
+                if column is None or column.type not in _NUMBER_TYPES:
+                    return np.full(self.size, math.nan)
+                return _np(column.cast(pa.float64())).astype(np.float64, copy=False)
+            return numeric_values(self._values("latency_ms", lambda e: e.latency_ms))
+
+        return self._cached(("latency",), build)  # type: ignore[no-any-return]
+
+    def _dicts(self, name: str, fallback: Callable[[PredictionEvent], Any]) -> list[Any]:
+        """A struct field as dicts without null entries (None where absent)."""
+
+        def build() -> list[Any]:
+            column = self._column(name)
+            fast: list[Any]
+            if column is None or not pa.types.is_struct(column.type):
+                fast = [None] * int(self._fast.size)
+            else:
+                fast = [
+                    None if d is None else {k: v for k, v in d.items() if v is not None}
+                    for d in column.to_pylist()
+                ]
+            return self._merge(fast, [fallback(e) for e in self._events])
+
+        return self._cached(("dicts", name), build)  # type: ignore[no-any-return]
+
+    def score_texts(self) -> list[str | None]:
+        return [
+            None if d is None else orjson.dumps(d).decode()
+            for d in self._dicts("scores", lambda e: e.scores)
+        ]
+
+    def attribute_texts(self) -> list[str | None]:
+        column = self._column("attributes")
+        if not self._events and (column is None or column.type.num_fields == 0):
+            return [None] * self.size
+        return [
+            orjson.dumps(d).decode() if d else None
+            for d in self._dicts("attributes", lambda e: e.attributes)
+        ]
+
+
+class OutcomeBatch(_Decoded[OutcomeEvent]):
+    """One stream partition's outcomes of a polled batch, in partition order."""
+
+    @property
+    def system_ids(self) -> list[str]:
+        return self.strings("system_id")
+
+    @property
+    def event_ids(self) -> list[str]:
+        return self.strings("event_id")
+
+    @property
+    def prediction_ids(self) -> list[str]:
+        return self.strings("prediction_id")
+
+    @property
+    def actuals(self) -> list[Any]:
+        return self._values("actual", lambda e: e.actual)
+
+    def actual_texts(self) -> list[str]:
+        def build() -> list[str]:
+            column = self._column("actual")
+            if not self._events and column is not None and column.type == pa.int64():
+                return column.cast(pa.string()).to_pylist()  # type: ignore[no-any-return]
+            return _texts(self.actuals)
+
+        return self._cached(("actual_texts",), build)  # type: ignore[no-any-return]
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+
+def _candidate(value: bytes | None) -> bool:
+    """One JSON object on one line (what Arrow's line-delimited reader can take)."""
+    return (
+        value is not None
+        and value[:1] == b"{"
+        and value[-1:] == b"}"
+        and b"\n" not in value
+        and b"\r" not in value
+    )
+
+
+def _read(values: list[bytes]) -> pa.Table | None:
+    try:
+        table = pj.read_json(
+            io.BytesIO(b"\n".join(values)),
+            read_options=pj.ReadOptions(use_threads=True, block_size=_BLOCK_SIZE),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, UnicodeError):
+        return None
+    return table if table.num_rows == len(values) else None
+
+
+_Split = tuple[
+    IntArray,
+    FloatArray,
+    pa.Table | None,
+    npt.NDArray[np.intp],
+    list[M],
+    list[int],
+    list[tuple[int, str]],
+]
+
+
+def _decode(
+    model: type[M],
+    values: Sequence[bytes | None],
+    offsets: IntArray,
+    checks: Callable[[pa.Table, Sequence[bytes]], tuple[npt.NDArray[np.bool_], FloatArray]],
+) -> tuple[
+    IntArray,
+    FloatArray,
+    pa.Table | None,
+    npt.NDArray[np.intp],
+    list[M],
+    list[int],
+    list[tuple[int, str]],
+]:
+    n = len(values)
+    candidates = [i for i, v in enumerate(values) if _candidate(v)]
+    chosen: list[bytes] = [values[i] for i in candidates]  # type: ignore[misc]
+    table = _read(chosen) if chosen else None
+    fast_in = np.zeros(n, dtype=np.bool_)
+    ts_all = np.full(n, math.nan)
+    if table is not None:
+        ok, ts = checks(table, chosen)
+        index = np.asarray(candidates, dtype=np.intp)
+        fast_in[index[ok]] = True
+        ts_all[index[ok]] = ts[ok]
+        table = table.filter(pa.array(ok)) if not ok.all() else table
+        if table.num_rows == 0:
+            table = None
+    events: list[M] = []
+    slow_in: list[int] = []
+    bad: list[tuple[int, str]] = []
+    for i in np.flatnonzero(~fast_in).tolist():
+        try:
+            event = decode(model, values[i])
+        except Exception as exc:  # any decoding failure is the message's fault
+            bad.append((i, f"{type(exc).__name__}: {exc}"))
+            continue
+        events.append(event)
+        slow_in.append(i)
+        ts_all[i] = event.timestamp.timestamp()
+    good = np.flatnonzero(fast_in | np.isin(np.arange(n), slow_in))
+    position = np.full(n, -1, dtype=np.intp)
+    position[good] = np.arange(good.size)
+    fast = position[np.flatnonzero(fast_in)]
+    return (
+        offsets[good],
+        ts_all[good],
+        table,
+        fast,
+        events,
+        position[np.asarray(slow_in, dtype=np.intp)].tolist(),
+        bad,
+    )
+
+
+def decode_predictions(
+    values: Sequence[bytes | None], offsets: IntArray
+) -> tuple[PredictionBatch, list[tuple[int, str]]]:
+    """The valid predictions as a batch, and (index, reason) of every invalid record."""
+    good, ts, table, fast, events, slow, bad = _decode(
+        PredictionEvent, values, offsets, _prediction_checks
+    )
+    batch = PredictionBatch(
+        offsets=good,
+        ts=ts,
+        table=table,
+        fast=fast,
+        events=events,
+        slow=np.asarray(slow, dtype=np.intp),
+    )
+    return batch, bad
+
+
+def decode_outcomes(
+    values: Sequence[bytes | None], offsets: IntArray
+) -> tuple[OutcomeBatch, list[tuple[int, str]]]:
+    good, ts, table, fast, events, slow, bad = _decode(
+        OutcomeEvent, values, offsets, _outcome_checks
+    )
+    batch = OutcomeBatch(
+        offsets=good,
+        ts=ts,
+        table=table,
+        fast=fast,
+        events=events,
+        slow=np.asarray(slow, dtype=np.intp),
+    )
+    return batch, bad
+
+
+@dataclass(slots=True)
+class PartitionBatch:
+    """One stream partition's new records of a polled batch."""
+
+    predictions: PredictionBatch | None = None
+    outcomes: OutcomeBatch | None = None
+    seen: dict[str, int] = field(default_factory=dict)
+    """Next offset per topic after every record of the batch (dead-lettered ones included)."""
+
+
+def decode_records(
+    records: Sequence[Record],
+    topics: Topics,
+    start: Callable[[str, int], int | None],
+) -> tuple[dict[int, PartitionBatch], list[tuple[Record, str]]]:
+    """Split a polled batch by stream partition and decode it.
+
+    ``start(topic, partition)`` is the first offset not yet applied (None: skip the partition);
+    records below it were covered by a checkpoint and are redeliveries. Returns the batches
+    and the undecodable records with the reason.
+    """
+    runs: dict[tuple[str, int], list[Record]] = {}
+    for record in records:
+        runs.setdefault((record.topic, record.partition), []).append(record)
+    batches: dict[int, PartitionBatch] = {}
+    bad: list[tuple[Record, str]] = []
+    for (topic, partition), run in runs.items():
+        if topic not in (topics.predictions, topics.outcomes):
+            continue
+        first = start(topic, partition)
+        if first is None:
+            continue
+        if run[0].offset < first:
+            run = [r for r in run if r.offset >= first]
+        if not run:
+            continue
+        batch = batches.setdefault(partition, PartitionBatch())
+        batch.seen[topic] = max(batch.seen.get(topic, 0), max(r.offset for r in run) + 1)
+        values = [r.value for r in run]
+        offsets = np.fromiter((r.offset for r in run), dtype=np.int64, count=len(run))
+        if topic == topics.predictions:
+            batch.predictions, failed = decode_predictions(values, offsets)
+        else:
+            batch.outcomes, failed = decode_outcomes(values, offsets)
+        bad.extend((run[i], reason) for i, reason in failed)
+    return batches, bad
