@@ -8,6 +8,7 @@ objective; with it, who is the token's subject.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,7 @@ from shared.db import Database, SessionDep
 from shared.outbox import OutboxRelay
 
 from . import crud, uploads
+from .metrics import RegistryMetrics
 from .models import AISystem, ModelVersion, ObjectiveVersion, ReferenceDataset
 from .references import ReferenceFormat, ReferenceInvalid, plan_columns
 from .schemas import (
@@ -354,6 +356,7 @@ async def upload_reference(
     """
     settings: Settings = request.app.state.settings
     db: Database = request.app.state.db
+    metrics: RegistryMetrics = request.app.state.metrics
     who = actor(user)
 
     def load() -> AISystem:
@@ -387,7 +390,9 @@ async def upload_reference(
                 request.stream(), directory=directory, max_bytes=settings.max_reference_bytes
             )
     except uploads.TooLarge as exc:
+        metrics.reference_uploads.labels("too_large").inc()
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from None
+    metrics.reference_bytes.inc(received.size_bytes)
     rules = plan_columns(
         features=crud.system_features(system),
         task=Task(system.task),
@@ -395,6 +400,7 @@ async def upload_reference(
         score_classes=system.prediction.get("scores") or [],
         prediction_column=prediction_column,
     )
+    started = time.perf_counter()
     try:
         processed = await uploads.process_upload(
             received,
@@ -404,10 +410,13 @@ async def upload_reference(
             lock=request.app.state.upload_lock,
         )
     except ReferenceInvalid as exc:
+        metrics.reference_uploads.labels("invalid").inc()
         return JSONResponse(  # type: ignore[return-value]
             {"detail": [p.as_detail() for p in exc.problems]},
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
+    finally:
+        metrics.reference_seconds.observe(time.perf_counter() - started)
     data_path = await anyio.to_thread.run_sync(uploads.stored_copy, processed, directory)
     new = crud.NewReference(
         profile=processed.profile,
@@ -438,6 +447,7 @@ async def upload_reference(
 
     public, created = await db.run(record)
     request.app.state.relay.notify()
+    metrics.reference_uploads.labels("stored" if created else "unchanged").inc()
     if not created:
         response.status_code = status.HTTP_200_OK
     return public

@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.state.bus = the_bus
     app.state.db = db
     app.state.relay = relay
+    app.state.metrics = metrics
     app.add_exception_handler(Problem, problem_handler)
     app.add_exception_handler(IntegrityError, conflict_handler)
     app.include_router(router)

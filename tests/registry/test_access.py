@@ -161,3 +161,27 @@ async def test_key_management_needs_an_editor(secured: Registry) -> None:
     assert response.status_code == 200
     response = await secured.client.delete(f"{url}/key_missing", headers=token(Role.ADMIN))
     assert response.status_code == 404
+
+
+async def test_the_evaluator_fetches_profiles_with_its_service_token(secured: Registry) -> None:
+    """What the evaluator does with a snapshot's reference_hash when auth is on."""
+    from services.evaluator.references import HttpReferenceSource
+    from shared.auth import service_headers
+    from tests.registry.test_references import create_system, known_dataset, upload_csv
+
+    admin = token(Role.ADMIN)
+    secured.client.headers.update(admin)
+    system_id = await create_system(secured)
+    uploaded = (await upload_csv(secured, system_id, known_dataset(n=1_000))).json()
+    secured.client.headers.pop("Authorization")
+    secret = secured.settings.auth_secret
+    source = HttpReferenceSource(
+        "http://registry",
+        headers=lambda: service_headers(secret, "evaluator"),
+        transport=httpx.ASGITransport(secured.app),
+    )
+    profile = await source.fetch(uploaded["hash"])
+    assert profile.content_hash == uploaded["hash"]
+    anonymous = HttpReferenceSource("http://registry", transport=httpx.ASGITransport(secured.app))
+    with pytest.raises(httpx.HTTPStatusError):
+        await anonymous.fetch(uploaded["hash"])

@@ -300,3 +300,17 @@ async def test_feature_change_unsets_a_reference_that_no_longer_fits(registry: R
         f"/v1/systems/{body['id']}/references/current", json={"hash": uploaded["hash"]}
     )
     assert response.status_code == 200  # selecting it again is the user's explicit choice
+
+
+async def test_upload_metrics(registry: Registry) -> None:
+    system_id = await create_system(registry)
+    await upload_csv(registry, system_id, known_dataset(n=500))
+    await upload_csv(registry, system_id, known_dataset(n=500))
+    bad = known_dataset(n=10).astype({"age": object})
+    bad.loc[3, "age"] = "old"
+    await upload_csv(registry, system_id, bad)
+    text = (await registry.client.get("/metrics")).text
+    assert 'watchkeeper_registry_reference_uploads_total{outcome="stored"} 1.0' in text
+    assert 'watchkeeper_registry_reference_uploads_total{outcome="unchanged"} 1.0' in text
+    assert 'watchkeeper_registry_reference_uploads_total{outcome="invalid"} 1.0' in text
+    assert "watchkeeper_registry_reference_processing_seconds_count 3.0" in text
