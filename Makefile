@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DURATION ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: install demo up test lint system-deps schemas check-schemas \
+.PHONY: install demo up test lint system-deps schemas check-schemas bench-ingest \
         bench-evaluator bench-registry kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
 
 install: $(STAMP)
@@ -39,6 +40,11 @@ lint: install
 
 schemas: install
 	$(BIN)/watchkeeper schemas
+
+## Ingest throughput/latency vs the raw Kafka producer (own Kafka and PostgreSQL unless
+## KAFKA_BOOTSTRAP / DATABASE_URL are set). BENCH_ARGS="--workers 1" etc. Ends with one JSON line.
+bench-ingest: install
+	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
 
 kafka-up: install
 	@$(BIN)/python deploy/local/kafka.py up

@@ -87,7 +87,9 @@ def snapshot(key_hash: str) -> SystemSnapshot:
 
 def event(run: str, number: int) -> dict[str, Any]:
     """A prediction as the SDK builds it: 20 features, scores, an attribute, a latency."""
-    features: dict[str, Any] = {n: round(1000.0 * ((number * (i + 7)) % 97) / 97, 3) for i, n in enumerate(NUMERIC)}
+    features: dict[str, Any] = {
+        n: round(1000.0 * ((number * (i + 7)) % 97) / 97, 3) for i, n in enumerate(NUMERIC)
+    }
     for i, (name, values) in enumerate(CATEGORICAL.items()):
         features[name] = values[(number + i) % len(values)]
     features["existing_customer"] = number % 2 == 0
@@ -149,23 +151,54 @@ def _run_json(script: str, *args: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def server(script: str, env_name: str, key: str) -> Iterator[str]:
-    """The URL/bootstrap in ``env_name``, or a throwaway server started with ``script``."""
+def server(script: str, env_name: str, key: str) -> Iterator[tuple[str, int | None]]:
+    """(URL or bootstrap, pid) from ``env_name`` (pid unknown), or of a throwaway server
+    started with ``script``."""
     external = os.environ.get(env_name, "").strip()
     if external:
-        yield external
+        yield external, None
         return
     state = Path(tempfile.mkdtemp(prefix=f"wk-bench-{script[:-3]}-"))
     try:
         log(f"starting {script[:-3]} (set {env_name} to use a running one)")
-        yield str(_run_json(script, "up", "--state-dir", str(state))[key])
+        info = _run_json(script, "up", "--state-dir", str(state))
+        yield str(info[key]), int(info["pid"])
     finally:
         subprocess.run(
-            [sys.executable, str(REPO / "deploy/local" / script), "down", "--purge", "--state-dir", str(state)],
+            [
+                sys.executable,
+                str(REPO / "deploy/local" / script),
+                "down",
+                "--purge",
+                "--state-dir",
+                str(state),
+            ],
             capture_output=True,
             check=False,
         )
         shutil.rmtree(state, ignore_errors=True)
+
+
+def tree_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and all its descendants."""
+    if pid is None:
+        return 0.0
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    family, frontier = {pid}, [pid]
+    while frontier:
+        children = [c for c, p in parents.items() if p in frontier and c not in family]
+        family.update(children)
+        frontier = children
+    total = 0.0
+    for member in family:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def free_port() -> int:
@@ -178,7 +211,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def ingest_server(
     *, bootstrap: str, database_url: str, prefix: str, workers: int, dedup: bool, logs: Path
-) -> Iterator[int]:
+) -> Iterator[tuple[int, int]]:
     port = free_port()
     env = {
         **os.environ,
@@ -215,7 +248,7 @@ def ingest_server(
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit(f"ingest did not become ready; see {logs}")
             time.sleep(0.2)
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         try:
@@ -229,7 +262,12 @@ def ingest_server(
 
 
 async def _connection(
-    port: int, path: str, headers: bytes, bodies: list[bytes], latencies: list[float], accepted: list[int]
+    port: int,
+    path: str,
+    headers: bytes,
+    bodies: list[bytes],
+    latencies: list[float],
+    accepted: list[int],
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -259,7 +297,9 @@ async def _connection(
             await writer.wait_closed()
 
 
-def drive(port: int, key: str, bodies: list[bytes], connections: int, gzipped: bool) -> dict[str, float]:
+def drive(
+    port: int, key: str, bodies: list[bytes], connections: int, gzipped: bool
+) -> dict[str, float]:
     """Send every body over ``connections`` connections; events/s, requests/s, latencies."""
     headers = b"Content-Type: application/json\r\nAuthorization: Bearer %s\r\n" % key.encode()
     if gzipped:
@@ -271,7 +311,10 @@ def drive(port: int, key: str, bodies: list[bytes], connections: int, gzipped: b
     async def run() -> float:
         started = time.perf_counter()
         await asyncio.gather(
-            *(_connection(port, "/v1/predictions", headers, queue, latencies, accepted) for _ in range(connections))
+            *(
+                _connection(port, "/v1/predictions", headers, queue, latencies, accepted)
+                for _ in range(connections)
+            )
         )
         return time.perf_counter() - started
 
@@ -307,7 +350,9 @@ async def raw_producer(bootstrap: str, topic: str, values: list[bytes], batch_ap
             index = 0
             while index < len(values):
                 batch = producer.create_batch()
-                while index < len(values) and batch.append(key=key, value=values[index], timestamp=None):
+                while index < len(values) and batch.append(
+                    key=key, value=values[index], timestamp=None
+                ):
                     index += 1
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
         else:
@@ -327,7 +372,9 @@ async def setup_topics(bootstrap: str, prefix: str, key_hash: str) -> None:
     await bus.start()
     try:
         await bus.ensure_topics([*bus.topics.specs()])
-        await bus.producer.send(bus.topics.registry, encode(snapshot(key_hash)), key=SYSTEM_ID.encode())
+        await bus.producer.send(
+            bus.topics.registry, encode(snapshot(key_hash)), key=SYSTEM_ID.encode()
+        )
     finally:
         await bus.stop()
 
@@ -335,16 +382,32 @@ async def setup_topics(bootstrap: str, prefix: str, key_hash: str) -> None:
 # -- main ------------------------------------------------------------------------------------
 
 
+def measured(
+    label: str, pids: dict[str, int | None], work: Any, *args: Any, **kwargs: Any
+) -> dict[str, float]:
+    """Run a load phase; adds the CPU µs per event each server process tree spent."""
+    before = {name: tree_cpu_s(pid) for name, pid in pids.items()}
+    own = time.process_time()
+    result: dict[str, float] = work(*args, **kwargs)
+    events = max(result["events"], 1.0)
+    for name, pid in pids.items():
+        if pid is not None:
+            result[f"cpu_us_{name}"] = (tree_cpu_s(pid) - before[name]) / events * 1e6
+    result["cpu_us_load_generator"] = (time.process_time() - own) / events * 1e6
+    log(f"{label}: {result['events_per_s']:,.0f} events/s")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2, help="ingest uvicorn workers")
     parser.add_argument("--batch-size", type=int, default=1000, help="events per batch request")
-    parser.add_argument("--batch-events", type=int, default=600_000, help="events in the batch phase")
+    parser.add_argument("--batch-events", type=int, default=600_000, help="batch phase events")
     parser.add_argument("--batch-connections", type=int, default=8)
-    parser.add_argument("--singles", type=int, default=40_000, help="requests in the single phase")
+    parser.add_argument("--singles", type=int, default=40_000, help="single phase requests")
     parser.add_argument("--single-connections", type=int, default=64)
     parser.add_argument("--raw-events", type=int, default=400_000)
-    parser.add_argument("--sqlite", action="store_true", help="duplicate store on SQLite, not PostgreSQL")
+    parser.add_argument("--sqlite", action="store_true", help="duplicate store on SQLite")
     parser.add_argument("--compare-dedup", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
 
@@ -353,68 +416,128 @@ def main() -> None:
     key, key_hash = generate_api_key()
     logs = Path(tempfile.mkdtemp(prefix="wk-bench-logs-"))
     batches = args.batch_events // args.batch_size
+    load_before = os.getloadavg()[0]
 
-    log(f"building {batches} batch bodies of {args.batch_size} events and {args.singles} single events")
+    log(f"building {batches} batch bodies of {args.batch_size} events, {args.singles} singles")
     batch_phase = batch_bodies(f"b{run}", batches, args.batch_size)
     compare_phase = batch_bodies(f"c{run}", batches, args.batch_size) if args.compare_dedup else []
     singles = [orjson.dumps(event(f"s{run}", n)) for n in range(args.singles)]
-    raw_values = [orjson.dumps({**event(f"r{run}", n), "schema_version": 1}) for n in range(min(args.raw_events, 50_000))]
-    raw_values = [raw_values[n % len(raw_values)] for n in range(args.raw_events)]
+    distinct = [
+        orjson.dumps({**event(f"r{run}", n), "schema_version": 1})
+        for n in range(min(args.raw_events, 50_000))
+    ]
+    raw_values = [distinct[n % len(distinct)] for n in range(args.raw_events)]
     event_bytes = len(raw_values[0])
 
     with contextlib.ExitStack() as stack:
-        bootstrap = stack.enter_context(server("kafka.py", "KAFKA_BOOTSTRAP", "bootstrap"))
+        bootstrap, kafka_pid = stack.enter_context(
+            server("kafka.py", "KAFKA_BOOTSTRAP", "bootstrap")
+        )
+        pg_pid: int | None = None
         if args.sqlite:
             database_url = f"sqlite:///{logs / 'ingest.db'}"
         else:
-            database_url = stack.enter_context(server("postgres.py", "DATABASE_URL", "url"))
+            database_url, pg_pid = stack.enter_context(server("postgres.py", "DATABASE_URL", "url"))
         asyncio.run(setup_topics(bootstrap, prefix, key_hash))
 
-        log("raw producer")
+        log("raw producer (a warm-up pass first)")
+        warm = raw_values[: len(raw_values) // 4]
+        asyncio.run(raw_producer(bootstrap, f"{prefix}predictions", warm, batch_api=False))
         raw = asyncio.run(raw_producer(bootstrap, f"{prefix}raw", raw_values, batch_api=False))
-        raw_batch = asyncio.run(raw_producer(bootstrap, f"{prefix}rawbatch", raw_values, batch_api=True))
+        raw_batch = asyncio.run(
+            raw_producer(bootstrap, f"{prefix}rawbatch", raw_values, batch_api=True)
+        )
 
-        with ingest_server(
-            bootstrap=bootstrap, database_url=database_url, prefix=prefix, workers=args.workers, dedup=True, logs=logs / "ingest.log"
-        ) as port:
+        def serve(dedup: bool, name: str) -> contextlib.AbstractContextManager[tuple[int, int]]:
+            return ingest_server(
+                bootstrap=bootstrap,
+                database_url=database_url,
+                prefix=prefix,
+                workers=args.workers,
+                dedup=dedup,
+                logs=logs / name,
+            )
+
+        with serve(True, "ingest.log") as (port, ingest_pid):
+            pids = {"ingest": ingest_pid, "kafka": kafka_pid, "postgres": pg_pid}
             drive(port, key, batch_phase[:10], 2, gzipped=True)  # warm up every worker
-            log("ingest batch path")
-            batch = drive(port, key, batch_phase[10:], args.batch_connections, gzipped=True)
-            log("ingest single-event path")
-            single = drive(port, key, singles, args.single_connections, gzipped=False)
+            batch = measured(
+                "ingest batch path",
+                pids,
+                drive,
+                port,
+                key,
+                batch_phase[10:],
+                args.batch_connections,
+                gzipped=True,
+            )
+            single = measured(
+                "ingest single-event path",
+                pids,
+                drive,
+                port,
+                key,
+                singles,
+                args.single_connections,
+                gzipped=False,
+            )
         no_dedup: dict[str, float] | None = None
         if args.compare_dedup:
-            with ingest_server(
-                bootstrap=bootstrap, database_url=database_url, prefix=prefix, workers=args.workers, dedup=False, logs=logs / "ingest-nodedup.log"
-            ) as port:
+            with serve(False, "ingest-nodedup.log") as (port, ingest_pid):
+                pids = {"ingest": ingest_pid, "kafka": kafka_pid, "postgres": pg_pid}
                 drive(port, key, compare_phase[:10], 2, gzipped=True)
-                log("ingest batch path, duplicate detection off")
-                no_dedup = drive(port, key, compare_phase[10:], args.batch_connections, gzipped=True)
+                no_dedup = measured(
+                    "ingest batch path, duplicate detection off",
+                    pids,
+                    drive,
+                    port,
+                    key,
+                    compare_phase[10:],
+                    args.batch_connections,
+                    gzipped=True,
+                )
+    load_after = os.getloadavg()[0]
 
     store = "SQLite" if args.sqlite else "PostgreSQL"
-    rows = [
-        ("raw aiokafka send() per record", raw, None, None, None),
-        ("raw aiokafka send_batch()", raw_batch, None, None, None),
-        (f"ingest batch ({args.batch_size}/req, gzip, dedup on {store})", batch["events_per_s"], batch["requests_per_s"], batch["p50_ms"], batch["p99_ms"]),
+    rows: list[tuple[str, float, dict[str, float] | None]] = [
+        ("raw aiokafka send() per record", raw, None),
+        ("raw aiokafka send_batch()", raw_batch, None),
+        (
+            f"ingest batch ({args.batch_size}/req, gzip, dedup {store})",
+            batch["events_per_s"],
+            batch,
+        ),
     ]
     if no_dedup is not None:
-        rows.append((f"ingest batch ({args.batch_size}/req, gzip, dedup off)", no_dedup["events_per_s"], no_dedup["requests_per_s"], no_dedup["p50_ms"], no_dedup["p99_ms"]))
-    rows.append(("ingest single event (1/req)", single["events_per_s"], single["requests_per_s"], single["p50_ms"], single["p99_ms"]))
+        label = f"ingest batch ({args.batch_size}/req, gzip, no dedup)"
+        rows.append((label, no_dedup["events_per_s"], no_dedup))
+    rows.append(("ingest single event (1/req)", single["events_per_s"], single))
 
-    print(f"\nIngest benchmark: {os.cpu_count()} cores, {args.workers} ingest workers, event {event_bytes} bytes, 3 partitions")
-    print(f"{'path':<48} {'events/s':>10} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'÷ raw':>6} {'÷ raw batch':>11}")
-    for name, eps, rps, p50, p99 in rows:
-        def fmt(v: float | None, spec: str) -> str:
-            return "-" if v is None else format(v, spec)
+    def cell(phase: dict[str, float] | None, name: str, spec: str) -> str:
+        return "-" if phase is None or name not in phase else format(phase[name], spec)
+
+    print(
+        f"\nIngest benchmark: {os.cpu_count()} cores, {args.workers} ingest workers, "
+        f"{event_bytes}-byte events (20 features), 3 partitions, one system; "
+        f"load average {load_before:.1f} before, {load_after:.1f} after"
+    )
+    header = f"{'path':<44} {'events/s':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
+    header += f" {'/raw':>5} {'/raw batch':>10}   CPU µs/event: ingest kafka pg loadgen"
+    print(header)
+    for name, eps, phase in rows:
         print(
-            f"{name:<48} {eps:>10,.0f} {fmt(rps, ',.0f'):>8} {fmt(p50, '.1f'):>7} {fmt(p99, '.1f'):>7} "
-            f"{eps / raw:>6.2f} {eps / raw_batch:>11.2f}"
+            f"{name:<44} {eps:>9,.0f} {cell(phase, 'requests_per_s', ',.0f'):>7} "
+            f"{cell(phase, 'p50_ms', '.1f'):>7} {cell(phase, 'p99_ms', '.1f'):>7} "
+            f"{eps / raw:>5.2f} {eps / raw_batch:>10.2f}   "
+            f"{cell(phase, 'cpu_us_ingest', '.1f'):>6} {cell(phase, 'cpu_us_kafka', '.1f'):>5} "
+            f"{cell(phase, 'cpu_us_postgres', '.1f'):>3} "
+            f"{cell(phase, 'cpu_us_load_generator', '.1f'):>6}"
         )
     result = {
         "batch_events_per_s": round(batch["events_per_s"]),
         "raw_producer_events_per_s": round(raw),
-        "raw_producer_batch_api_events_per_s": round(raw_batch),
         "ratio_to_raw": round(batch["events_per_s"] / raw, 3),
+        "raw_producer_batch_api_events_per_s": round(raw_batch),
         "ratio_to_raw_batch_api": round(batch["events_per_s"] / raw_batch, 3),
         "batch_p50_ms": round(batch["p50_ms"], 2),
         "batch_p99_ms": round(batch["p99_ms"], 2),
@@ -425,6 +548,7 @@ def main() -> None:
         "ingest_workers": args.workers,
         "batch_size": args.batch_size,
         "dedup_store": store,
+        "load_average_before": round(load_before, 2),
     }
     print(json.dumps(result))
 
