@@ -273,7 +273,15 @@ def _reference_fits(profile_json: str, features: Sequence[dict[str, Any]]) -> bo
     return True
 
 
-def _change_system(session: Session, system: AISystem, data: SystemUpdate, actor: str) -> None:
+def _change_system(
+    session: Session,
+    system: AISystem,
+    data: SystemUpdate,
+    actor: str,
+    replaced: frozenset[str] = frozenset(),
+) -> None:
+    """Apply the new definition; current objectives must still be judgeable under it, except
+    those in ``replaced`` (a declaration gives them a new version, checked on its own)."""
     fields = _system_fields(data)
     if fields["task"] != system.task:
         raise Problem("task", "the task of a registered system cannot change; register a new one")
@@ -281,7 +289,7 @@ def _change_system(session: Session, system: AISystem, data: SystemUpdate, actor
         setattr(system, name, value)
     system.status = data.status.value
     for objective in current_objectives(session=session, system_id=system.id):
-        if objective.status == ObjectiveStatus.RETIRED.value:
+        if objective.status == ObjectiveStatus.RETIRED.value or objective.objective_id in replaced:
             continue
         try:
             check_objective(data=_objective_base(objective), system=system)
@@ -683,6 +691,21 @@ def apply_declaration(
     """
     default_reason = data.reason or (f"applied from {source}" if source else "applied")
     declared = SystemUpdate.model_validate(data.system.model_dump(exclude={"id"}))
+    current: dict[str, ObjectiveVersion | None] = {}
+    bases: dict[str, ObjectiveBase] = {}
+    for objective in data.objectives:
+        history = objective_history(session=session, objective_id=objective.id)
+        if history and history[-1].system_id != data.system.id:
+            raise Problem(
+                f"objectives.{objective.id}", f"belongs to system {history[-1].system_id!r}"
+            )
+        current[objective.id] = history[-1] if history else None
+        bases[objective.id] = ObjectiveBase.model_validate(
+            objective.model_dump(exclude={"id", "reason"})
+        )
+    changing = frozenset(
+        oid for oid, row in current.items() if row is None or _objective_base(row) != bases[oid]
+    )
     system = get_system(session=session, system_id=data.system.id)
     system_outcome: Outcome
     if system is None:
@@ -691,34 +714,29 @@ def apply_declaration(
     elif _system_unchanged(system, declared):
         system_outcome = "unchanged"
     else:
-        _change_system(session, system, declared, actor)
+        _change_system(session, system, declared, actor, replaced=changing)
         system_outcome = "updated"
     outcomes: dict[str, Outcome] = {}
     versions: dict[str, int] = {}
     for objective in data.objectives:
-        history = objective_history(session=session, objective_id=objective.id)
-        if history and history[-1].system_id != system.id:
-            raise Problem(
-                f"objectives.{objective.id}", f"belongs to system {history[-1].system_id!r}"
-            )
-        base = ObjectiveBase.model_validate(objective.model_dump(exclude={"id", "reason"}))
-        if history and _objective_base(history[-1]) == base:
-            outcomes[objective.id], versions[objective.id] = "unchanged", history[-1].version
+        row = current[objective.id]
+        if objective.id not in changing and row is not None:
+            outcomes[objective.id], versions[objective.id] = "unchanged", row.version
             continue
-        version = history[-1].version + 1 if history else 1
+        version = row.version + 1 if row is not None else 1
         try:
             _new_version(
                 session=session,
                 system=system,
                 objective_id=objective.id,
                 version=version,
-                data=base,
+                data=bases[objective.id],
                 actor=actor,
                 reason=objective.reason or default_reason,
             )
         except Problem as exc:
             raise Problem(f"objectives.{objective.id}.{exc.field}", exc.reason) from exc
-        outcomes[objective.id] = "updated" if history else "created"
+        outcomes[objective.id] = "updated" if row is not None else "created"
         versions[objective.id] = version
     if system_outcome != "unchanged" or any(o != "unchanged" for o in outcomes.values()):
         publish_snapshot(session=session, system=system, topic=topic)
