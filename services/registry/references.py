@@ -456,7 +456,7 @@ def validate_to_parquet(
     """
     try:
         names = _column_names(source, fmt)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         problem = ColumnProblem("(file)", f"not a readable {fmt} file: {exc}")
         raise ReferenceInvalid([problem]) from exc
     present = [r for r in rules if r.name in names]
@@ -481,7 +481,7 @@ def validate_to_parquet(
                 rows += batch.num_rows
                 if not problems and all(c.problem is None for c in checks):
                     writer.write_batch(pa.record_batch(arrays, schema=schema))
-    except pa.ArrowInvalid as exc:
+    except pa.ArrowException as exc:  # unparsable input, or a type arrow cannot convert
         out.unlink(missing_ok=True)
         raise ReferenceInvalid(
             [ColumnProblem("(file)", f"not a readable {fmt} file near row {rows + 1}: {exc}")]

@@ -314,3 +314,22 @@ async def test_upload_metrics(registry: Registry) -> None:
     assert 'watchkeeper_registry_reference_uploads_total{outcome="unchanged"} 1.0' in text
     assert 'watchkeeper_registry_reference_uploads_total{outcome="invalid"} 1.0' in text
     assert "watchkeeper_registry_reference_processing_seconds_count 3.0" in text
+
+
+async def test_parquet_columns_of_the_wrong_type(registry: Registry) -> None:
+    system_id = await create_system(registry)
+    frame = known_dataset(n=300)
+    frame["income"] = frame["income"].astype(str)
+    frame.loc[7, "income"] = "lots"
+    frame["age"] = frame["age"] > 40  # booleans where numbers are declared
+    frame["region"] = [[1, 2]] * len(frame)  # lists where categories are declared
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    response = await registry.client.post(
+        f"/v1/systems/{system_id}/references?format=parquet", content=buffer.getvalue()
+    )
+    assert response.status_code == 422
+    problems = {p["column"]: p for p in response.json()["detail"]}
+    assert (problems["income"]["first_bad_row"], problems["income"]["value"]) == (8, "lots")
+    assert "has type bool" in problems["age"]["msg"]
+    assert "has type list" in problems["region"]["msg"]
