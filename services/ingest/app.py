@@ -16,7 +16,7 @@ from shared.lifespan import Component, bus_lifespan, components_lifespan
 from shared.metrics import metrics_router
 from shared.registry_view import RegistryView
 
-from .api import router
+from .api import IngestFastPath, router
 from .context import IngestContext
 from .dedup import DedupStore
 from .delivery import DeliveryFollower
@@ -81,4 +81,5 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
         app.state.readiness["dedup_store"] = dedup.ready
     app.include_router(health_router("ingest", app.state.readiness))
     app.include_router(metrics_router(registry))
+    app.add_middleware(IngestFastPath, ctx=ctx)
     return app

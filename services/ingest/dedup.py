@@ -122,6 +122,7 @@ class DedupStore:
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._stopping = asyncio.Event()
+        self._claim_connection: Connection | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -150,6 +151,8 @@ class DedupStore:
             except Exception as exc:
                 log.warning("ingest: duplicate store: last heartbeat failed: %s", exc)
         self._started = False
+        with contextlib.suppress(Exception):
+            await self.db.run(self._close_claim_connection)
         self.db.dispose()
 
     async def _pause(self, seconds: float) -> bool:
@@ -322,22 +325,43 @@ class DedupStore:
     def _claim_sync(
         self, waiting: list[_Waiting], unresolved: frozenset[int], now: float
     ) -> dict[int, list[Verdict]]:
-        with self.db.engine.begin() as conn:
-            losers = self._insert(conn, waiting, now)
-            if not losers:  # the common case: every event is new
-                return {item.seq: [Verdict.NEW] * len(item.claims) for item in waiting}
-            lost = {(s, k, e, q) for s, k, e, q, _holder in losers}
-            inserted: dict[Key, int] = {(s, k, e): h for s, k, e, _q, h in losers if h is not None}
-            for item in waiting:
-                for c in item.claims:
-                    if (*c.key, item.seq) not in lost:
-                        inserted[c.key] = item.seq
-            missing = {(s, k, e) for s, k, e, _q, h in losers if h is None}
-            duplicates = (
-                self._settle_conflicts(conn, waiting, missing, inserted, unresolved, now)
-                if missing
-                else set()
-            )
+        """One claim round trip on a connection kept for claims (claims run one at a time):
+        no pool checkout and pre-ping per request. A failed connection is dropped."""
+        conn = self._claim_connection
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._claim_connection = self.db.engine.connect()
+        try:
+            with conn.begin():
+                return self._claim_in(conn, waiting, unresolved, now)
+        except Exception:
+            self._claim_connection = None
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+
+    def _close_claim_connection(self) -> None:
+        conn, self._claim_connection = self._claim_connection, None
+        if conn is not None:
+            conn.close()
+
+    def _claim_in(
+        self, conn: Connection, waiting: list[_Waiting], unresolved: frozenset[int], now: float
+    ) -> dict[int, list[Verdict]]:
+        losers = self._insert(conn, waiting, now)
+        if not losers:  # the common case: every event is new
+            return {item.seq: [Verdict.NEW] * len(item.claims) for item in waiting}
+        lost = {(s, k, e, q) for s, k, e, q, _holder in losers}
+        inserted: dict[Key, int] = {(s, k, e): h for s, k, e, _q, h in losers if h is not None}
+        for item in waiting:
+            for c in item.claims:
+                if (*c.key, item.seq) not in lost:
+                    inserted[c.key] = item.seq
+        missing = {(s, k, e) for s, k, e, _q, h in losers if h is None}
+        duplicates = (
+            self._settle_conflicts(conn, waiting, missing, inserted, unresolved, now)
+            if missing
+            else set()
+        )
         verdicts: dict[int, list[Verdict]] = {}
         for item in waiting:
             out: list[Verdict] = []
