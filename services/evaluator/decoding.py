@@ -124,6 +124,9 @@ def _timestamps(array: pa.Array) -> tuple[npt.NDArray[np.bool_], FloatArray]:
     chosen = pc.if_else(pa.array(ok), array, "1970-01-01T00:00:00Z")
     try:
         micros = _np(pc.cast(chosen, pa.timestamp("us", tz="UTC")).cast(pa.int64()))
+        # a microsecond count below 2^53 is exact as a double, and one division then rounds
+        # as Python's datetime.timestamp() does; beyond (years after 2255), ask pydantic
+        ok &= np.abs(micros) < _EXACT
         ts = micros.astype(np.float64) / 1e6
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # one impossible date: row by row
         texts = chosen.to_pylist()
@@ -238,7 +241,7 @@ def _prediction_checks(
                 if child.type not in _NUMBER_TYPES:
                     ok &= ~given
                     continue
-                p = _np(child.cast(pa.float64()))
+                p = _np(child.cast(pa.float64(), safe=False))
                 # a missing score and a null one read alike, and null is refused: ask pydantic
                 ok &= ~given | (_valid(child) & (p >= 0.0) & (p <= 1.0))
     latency = _present(table, "latency_ms")
@@ -247,7 +250,7 @@ def _prediction_checks(
         if latency.type not in _NUMBER_TYPES:
             ok &= ~given
         else:
-            ms = _np(latency.cast(pa.float64()))
+            ms = _np(latency.cast(pa.float64(), safe=False))
             ok &= ~given | (np.isfinite(ms) & (ms >= 0.0))
     return ok, ts
 
@@ -349,7 +352,7 @@ class _Decoded(Generic[M]):
                 child = self._child(parent, name)
                 if child is None or child.type not in _NUMBER_TYPES:
                     return np.full(self.size, math.nan)
-                return _np(child.cast(pa.float64())).astype(np.float64, copy=False)
+                return _np(child.cast(pa.float64(), safe=False)).astype(np.float64, copy=False)
             return numeric_values(self._child_values(parent, name, fallback))
 
         return self._cached(("numbers", parent, name), build)  # type: ignore[no-any-return]
@@ -383,7 +386,7 @@ class PredictionBatch(_Decoded[PredictionEvent]):
             if not self._events:
                 if column is None or column.type not in _NUMBER_TYPES:
                     return np.full(self.size, math.nan)
-                return _np(column.cast(pa.float64())).astype(np.float64, copy=False)
+                return _np(column.cast(pa.float64(), safe=False)).astype(np.float64, copy=False)
             return numeric_values(self.predictions)
 
         return self._cached(("prediction_numbers",), build)  # type: ignore[no-any-return]
@@ -417,7 +420,7 @@ class PredictionBatch(_Decoded[PredictionEvent]):
             if not self._events:
                 if column is None or column.type not in _NUMBER_TYPES:
                     return np.full(self.size, math.nan)
-                return _np(column.cast(pa.float64())).astype(np.float64, copy=False)
+                return _np(column.cast(pa.float64(), safe=False)).astype(np.float64, copy=False)
             return numeric_values(self._values("latency_ms", lambda e: e.latency_ms))
 
         return self._cached(("latency",), build)  # type: ignore[no-any-return]
@@ -487,14 +490,25 @@ class OutcomeBatch(_Decoded[OutcomeEvent]):
 # --- decoding ------------------------------------------------------------------------------
 
 
+def _utf8(value: bytes) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _candidate(value: bytes | None) -> bool:
-    """One JSON object on one line (what Arrow's line-delimited reader can take)."""
+    """One JSON object on one line of valid UTF-8 (what Arrow's line reader takes as is)."""
     return (
         value is not None
         and value[:1] == b"{"
         and value[-1:] == b"}"
         and b"\n" not in value
         and b"\r" not in value
+        and _utf8(value)
     )
 
 
