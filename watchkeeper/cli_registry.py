@@ -430,7 +430,7 @@ def tokens_issue(
 
 
 def migrate(
-    service: Annotated[str, typer.Argument(help="registry (the services that migrate)")],
+    service: Annotated[str, typer.Argument(help="registry, alerts, … (a service with migrations)")],
     database_url: Annotated[
         str | None,
         typer.Option(help="Database URL (default: the service's WK_<SERVICE>_DATABASE_URL)"),

@@ -10,13 +10,15 @@ from fastapi import FastAPI
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CollectorRegistry
 
+from shared.auth import announce_auth_mode
 from shared.bus import Bus, Decoded, Record, StreamWorker, bus_from_settings
 from shared.contracts import EvaluationResult, NonconformityChanged, decode
 from shared.db import Database
 from shared.health import health_router
-from shared.lifespan import bus_lifespan, components_lifespan, database_lifespan
+from shared.lifespan import bus_lifespan, components_lifespan
 from shared.metrics import metrics_router
-from shared.outbox import OutboxMessage, OutboxRelay
+from shared.migrations import OUTBOX, MigrationChain, migrated_database
+from shared.outbox import OutboxRelay
 from shared.registry_view import RegistryView
 
 from .api import router
@@ -25,13 +27,21 @@ from .metrics import AlertsMetrics
 from .models import AlertState, Nonconformity, ProcessedEvaluation
 from .settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["MIGRATIONS", "create_app"]
 
-TABLES = [Nonconformity, AlertState, ProcessedEvaluation, OutboxMessage]
+MIGRATIONS = MigrationChain(
+    "alerts",
+    Path(__file__).parent / "migrations",
+    tables=tuple(
+        str(model.__tablename__) for model in (Nonconformity, AlertState, ProcessedEvaluation)
+    ),
+)
+"""The alerts service's tables; the outbox table comes from shared.migrations.OUTBOX."""
 
 
 def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> FastAPI:
     settings = settings or Settings()
+    announce_auth_mode(settings.auth_secret, "alerts")
     owned = bus is None
     the_bus = bus or bus_from_settings(settings)
     db = Database(settings.database_url)
@@ -80,7 +90,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with (
             bus_lifespan(the_bus, owned=owned),
-            database_lifespan(db, TABLES),
+            migrated_database(db, [OUTBOX, MIGRATIONS]),
             components_lifespan([view, relay, worker]),
         ):
             yield

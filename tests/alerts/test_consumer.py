@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from services.alerts.app import TABLES
+from services.alerts.app import MIGRATIONS
 from services.alerts.consumer import apply_evaluation
 from services.alerts.models import Nonconformity
 from shared.contracts import (
@@ -21,6 +21,7 @@ from shared.contracts import (
     NonconformityChange,
 )
 from shared.db import Database
+from shared.migrations import OUTBOX, upgrade
 from shared.outbox import OutboxMessage
 
 
@@ -33,7 +34,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 
         url = fresh_database(request.getfixturevalue("database_url"))
     database = Database(url)
-    database.create_tables(TABLES)
+    upgrade(database.engine, OUTBOX)
+    upgrade(database.engine, MIGRATIONS)
     yield database
     database.dispose()
 

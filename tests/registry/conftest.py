@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from fastapi import FastAPI
 
@@ -17,6 +15,7 @@ from services.registry.app import create_app
 from services.registry.settings import Settings
 from shared.auth import Role, issue_token
 from shared.bus import Bus, MemoryBus
+from tests.deployments import fresh_database
 
 SECRET = "test-secret-with-enough-entropy-0123456789"
 
@@ -40,15 +39,6 @@ class Registry:
 def token(role: Role, subject: str = "alice") -> dict[str, str]:
     """Authorization headers of a user with ``role``."""
     return {"Authorization": f"Bearer {issue_token(SECRET, subject, role, 600)}"}
-
-
-def fresh_database(database_url: str) -> str:
-    """An empty database beside the one in ``database_url`` (its URL)."""
-    name = f"wk_reg_{uuid.uuid4().hex[:12]}"
-    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return database_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 @pytest.fixture(scope="session")
