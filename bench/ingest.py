@@ -1,6 +1,6 @@
 """Ingest throughput and latency against a real Kafka broker, beside the raw producer.
 
-    .venv/bin/python bench/ingest.py [--workers 2] [--batch-events 600000] [--singles 40000]
+    .venv/bin/python bench/ingest.py [--workers 1] [--batch-events 600000] [--singles 40000]
 
 (or ``make bench-ingest``). Uses ``KAFKA_BOOTSTRAP`` / ``DATABASE_URL`` when set, else starts
 a throwaway broker (deploy/local/kafka.py) and PostgreSQL (deploy/local/postgres.py).
@@ -400,7 +400,13 @@ def measured(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=2, help="ingest uvicorn workers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="ingest uvicorn workers (1: on 2 cores shared with Kafka and PostgreSQL a second "
+        "worker only adds contention; see docs/performance.md)",
+    )
     parser.add_argument("--batch-size", type=int, default=1000, help="events per batch request")
     parser.add_argument("--batch-events", type=int, default=600_000, help="batch phase events")
     parser.add_argument("--batch-connections", type=int, default=8)
