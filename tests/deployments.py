@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import psycopg
 import pytest
 import uvicorn
 
+from shared.auth import Role, issue_token
 from shared.bus import Bus, KafkaBus, Topics
 from shared.contracts import EvaluationResult, decode
 from tests.factories import make_outcome, make_prediction
@@ -61,12 +63,16 @@ def fresh_database(database_url: str) -> str:
 
 
 async def post_until_accepted(
-    client: httpx.AsyncClient, url: str, events: list[dict[str, Any]], timeout_s: float = 30
+    client: httpx.AsyncClient,
+    url: str,
+    events: list[dict[str, Any]],
+    headers: dict[str, str],
+    timeout_s: float = 30,
 ) -> httpx.Response:
-    """Ingest refuses a system it has not yet heard of from the registry topic: retry."""
+    """Ingest refuses a system (or key) it has not yet heard of from the registry topic: retry."""
     deadline = time.monotonic() + timeout_s
     while True:
-        response = await client.post(url, json=events)
+        response = await client.post(url, json=events, headers=headers)
         if response.status_code == 202 or time.monotonic() > deadline:
             return response
         await asyncio.sleep(0.2)
@@ -105,12 +111,20 @@ async def monitor_one_window(
     Labels go first: a window closes once its predictions went quiet, so sending the outcomes
     first makes the window's first evaluation a complete one.
     """
-    response = await client.post(deployment.url("registry", "/v1/systems"), json=system)
-    assert response.status_code == 201, response.text
+    engineer = deployment.as_user(Role.ML_ENGINEER)
+    if engineer:  # with credentials the registry records the signed-in user as the author
+        objective = {k: v for k, v in objective.items() if k != "changed_by"}
     response = await client.post(
-        deployment.url("registry", f"/v1/systems/{system['id']}/objectives"), json=objective
+        deployment.url("registry", "/v1/systems"), json=system, headers=engineer
     )
     assert response.status_code == 201, response.text
+    response = await client.post(
+        deployment.url("registry", f"/v1/systems/{system['id']}/objectives"),
+        json=objective,
+        headers=engineer,
+    )
+    assert response.status_code == 201, response.text
+    key = await deployment.ingest_key(client, system["id"])
     predictions = [
         make_prediction(system["id"], ts=start + timedelta(seconds=i), prediction=1)
         for i in range(len(actuals))
@@ -119,9 +133,13 @@ async def monitor_one_window(
         make_outcome(system["id"], p["event_id"], actual, ts=start)
         for p, actual in zip(predictions, actuals, strict=True)
     ]
-    response = await post_until_accepted(client, deployment.url("ingest", "/v1/outcomes"), outcomes)
+    response = await post_until_accepted(
+        client, deployment.url("ingest", "/v1/outcomes"), outcomes, key
+    )
     assert response.status_code == 202, response.text
-    response = await client.post(deployment.url("ingest", "/v1/predictions"), json=predictions)
+    response = await client.post(
+        deployment.url("ingest", "/v1/predictions"), json=predictions, headers=key
+    )
     assert response.status_code == 202, response.text
     assert response.json()["accepted"] == len(predictions)
     return await next_evaluation(deployment, system["id"])
@@ -133,6 +151,27 @@ class Deployment:
     urls: dict[str, str]
     bus: Bus
     logs: list[Path] = field(default_factory=list)
+    auth_secret: str | None = None
+    """Set when the services check credentials (the Kafka + PostgreSQL deployment)."""
+
+    def as_user(self, role: Role = Role.ADMIN) -> dict[str, str]:
+        """Headers of a signed-in user with ``role`` (none needed in open mode)."""
+        if self.auth_secret is None:
+            return {}
+        token = issue_token(self.auth_secret, f"test-{role.value}", role, 600)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def ingest_key(self, client: httpx.AsyncClient, system_id: str) -> dict[str, str]:
+        """Headers carrying a new ingest key of the system (none needed in open mode)."""
+        if self.auth_secret is None:
+            return {}
+        response = await client.post(
+            self.url("registry", f"/v1/systems/{system_id}/ingest-keys"),
+            json={"name": "tests"},
+            headers=self.as_user(Role.ML_ENGINEER),
+        )
+        assert response.status_code == 201, response.text
+        return {"Authorization": f"Bearer {response.json()['key']}"}
 
     def url(self, service: str, path: str) -> str:
         return self.urls[service] + path
@@ -186,7 +225,7 @@ async def embedded_deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
 
 @contextlib.contextmanager
 def service_processes(
-    *, tmp_path: Path, bootstrap: str, database_url: str, prefix: str
+    *, tmp_path: Path, bootstrap: str, database_url: str, prefix: str, auth_secret: str
 ) -> Iterator[tuple[dict[str, str], list[Path]]]:
     procs: list[subprocess.Popen[bytes]] = []
     urls: dict[str, str] = {}
@@ -203,6 +242,8 @@ def service_processes(
                 f"{env_prefix}TOPIC_PREFIX": prefix,
                 f"{env_prefix}PORT": str(port),
                 f"{env_prefix}GROUP_ID": f"{prefix}{name}",
+                f"{env_prefix}AUTH_SECRET": auth_secret,
+                "WK_EVALUATOR_REGISTRY_URL": urls.get("registry", ""),
                 "WK_EVALUATOR_ALLOWED_LATENESS_S": "0",
                 "WK_EVALUATOR_IDLE_CLOSE_S": "1",
                 "WK_EVALUATOR_TICK_S": "0.2",
@@ -238,14 +279,19 @@ async def kafka_postgres_deployment(
     tmp_path: Path, bootstrap: str, database_url: str
 ) -> AsyncIterator[Deployment]:
     prefix = f"t{uuid.uuid4().hex[:8]}."
+    secret = secrets.token_urlsafe(32)
     url = await asyncio.to_thread(fresh_database, database_url)
     bus = KafkaBus(bootstrap, Topics(prefix=prefix))
     await bus.start()
     try:
         with service_processes(
-            tmp_path=tmp_path, bootstrap=bootstrap, database_url=url, prefix=prefix
+            tmp_path=tmp_path,
+            bootstrap=bootstrap,
+            database_url=url,
+            prefix=prefix,
+            auth_secret=secret,
         ) as (urls, logs):
-            deployment = Deployment("kafka-postgres", urls, bus, logs)
+            deployment = Deployment("kafka-postgres", urls, bus, logs, auth_secret=secret)
             try:
                 await wait_ready(urls)
             except AssertionError as exc:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from shared.auth import Role
 from shared.contracts import EvaluationStatus
 from tests.deployments import Deployment, monitor_one_window
 from tests.factories import (
@@ -43,7 +44,7 @@ async def browser() -> AsyncIterator[Browser]:
 async def test_quality_manager_sees_the_nonconformity(
     deployment: Deployment, browser: Browser, tmp_path: Path
 ) -> None:
-    page = await browser.new_page()
+    page = await browser.new_page(extra_http_headers=deployment.as_user(Role.QUALITY_MANAGER))
     alerts_page = deployment.url("alerts", "/")
     await page.goto(alerts_page)
     assert await page.title() == "Watchkeeper · Nonconformities"

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from shared.auth import Role
 from shared.contracts import EvaluationStatus
 from tests.deployments import Deployment, monitor_one_window
 from tests.factories import (
@@ -53,6 +54,7 @@ async def test_breach_becomes_a_nonconformity(deployment: Deployment) -> None:
             response = await client.get(
                 deployment.url("alerts", "/v1/nonconformities"),
                 params={"system_id": system["id"]},
+                headers=deployment.as_user(Role.QUALITY_MANAGER),
             )
             assert response.status_code == 200
             ncs = response.json()
@@ -78,6 +80,8 @@ async def test_passing_window_raises_nothing(deployment: Deployment) -> None:
         assert result.value == 1.0
         await asyncio.sleep(1.0)
         response = await client.get(
-            deployment.url("alerts", "/v1/nonconformities"), params={"system_id": system["id"]}
+            deployment.url("alerts", "/v1/nonconformities"),
+            params={"system_id": system["id"]},
+            headers=deployment.as_user(Role.AUDITOR),
         )
         assert response.json() == []
