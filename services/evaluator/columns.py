@@ -7,20 +7,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from .decoding import PredictionBatch
 from .windows import FloatArray
 
-__all__ = ["ColumnBatch", "json_array", "objects"]
-
-
-def json_array(texts: Sequence[str | None]) -> list[Any]:
-    """Parse many small JSON texts with one orjson call (None stays None)."""
-    if not texts:
-        return []
-    body = b",".join(b"null" if t is None else t.encode() for t in texts)
-    return list(orjson.loads(b"[" + body + b"]"))
+__all__ = ["ColumnBatch", "objects"]
 
 
 def objects(values: Sequence[Any]) -> npt.NDArray[Any]:

@@ -52,7 +52,7 @@ from .judge import Judgement, Measurement, judge, measure_window
 from .labels import LabelBatch, LabelWindow, label_needs, measure_labels
 from .plan import WindowPlan, is_label_metric
 from .references import ReferenceCache
-from .store import EvaluatorStore, JoinInfo
+from .store import EvaluatorStore, JoinInfo, Waiting
 from .window import WindowState
 from .windows import (
     FloatArray,
@@ -116,6 +116,8 @@ class SystemState:
     counters: dict[str, int] = field(default_factory=dict)
     sizes: dict[int, SizeState] = field(default_factory=dict)
     last_arrival: float = 0.0
+    waiting: int = 0
+    """Outcomes filed in the store waiting for their prediction (0: no need to look)."""
     labels: dict[tuple[int, int], LabelWindow] = field(default_factory=dict)
     """Label windows in memory by (size, start); the rest are in the store."""
     labels_dirty: set[tuple[int, int]] = field(default_factory=set)
@@ -131,6 +133,7 @@ class SystemState:
         return {
             "P": self.predictions,
             "O": self.outcomes,
+            "waiting": self.waiting,
             "counters": self.counters,
             "sizes": {str(size): s.to_state() for size, s in self.sizes.items()},
         }
@@ -140,6 +143,7 @@ class SystemState:
         return cls(
             predictions=state.get("P"),
             outcomes=state.get("O"),
+            waiting=int(state.get("waiting", 0)),
             counters={str(k): int(v) for k, v in state.get("counters", {}).items()},
             sizes={int(k): SizeState.from_state(v) for k, v in state.get("sizes", {}).items()},
         )
@@ -336,50 +340,45 @@ class StreamProcessor:
         predicted = batch.take(source.prediction_texts())
         scores = batch.take(source.score_texts())
         attributes = batch.take(source.attribute_texts())
-        versions = batch.model_versions()
         arrival = [None if math.isinf(x) else x for x in seen.tolist()]
         ts = batch.ts.tolist()
         offset_list = offsets.tolist()
+        horizon = system.label_horizon_seconds
+        waits = self.store.waiting(sid, list(first)) if state.waiting else {}
         rows = [
             (
                 sid,
                 ids[i],
                 ts[i],
-                True,
                 arrival[i],
-                versions[i],
                 predicted[i],
                 scores[i],
                 attributes[i],
                 part.partition,
                 offset_list[i],
+                ids[i] in waits and waits[ids[i]].label_time <= ts[i] + horizon,
             )
             for i in keep
         ]
-        joined: list[tuple[int, JoinInfo]] = []
-        i_row = {row[1]: j for j, row in enumerate(rows)}
         if self.store.insert_predictions(rows) < len(rows):
-            found = self.store.lookup(sid, list(first))
-            fills, expired = [], []
-            for event_id, i in first.items():
-                info = found.get(event_id)
-                if info is None or not info.has_prediction:
-                    if info is None:
-                        continue
-                    fills.append((*rows[i_row[event_id]][2:], sid, event_id))
-                    label_time = info.label_time
-                    if label_time is None:
-                        continue
-                    if label_time > ts[i] + system.label_horizon_seconds:
-                        expired.append((sid, event_id))
-                        state.count("expired_outcomes")
-                    else:
-                        joined.append((i, info))
-                        state.count("labelled")
-                elif (info.pred_partition, info.pred_offset) != (part.partition, offset_list[i]):
-                    duplicate[i] = True
-            self.store.fill_predictions(fills)
-            self.store.clear_labels(expired)
+            # rows this batch did not write: predictions an earlier batch had (duplicates)
+            first_offset = int(offsets.min())
+            found = self.store.lookup(sid, list(first), not_from=(part.partition, first_offset))
+            for event_id in found:
+                duplicate[first[event_id]] = True
+        joined: list[tuple[int, Waiting]] = []
+        for event_id, wait in waits.items():
+            i = first[event_id]
+            if duplicate[i]:
+                continue  # the outcome stays filed for the prediction the store has
+            if wait.label_time > ts[i] + horizon:
+                state.count("expired_outcomes")
+            else:
+                joined.append((i, wait))
+                state.count("labelled")
+        taken = [(sid, event_id) for event_id in waits if not duplicate[first[event_id]]]
+        self.store.take_waiting(taken)
+        state.waiting -= len(taken)
         state.count("duplicate_predictions", int(duplicate.sum()))
         valid = ~duplicate
         lateness = self.config.lateness_s
@@ -404,18 +403,18 @@ class StreamProcessor:
                 sizes.dirty.add(start)
         if joined:
             at = [i for i, _ in joined]
-            infos = [info for _, info in joined]
+            waited = [wait for _, wait in joined]
             pred_ts = batch.ts[at]
             labels = LabelBatch(
                 predicted=[predicted[i] for i in at],
-                actual=[info.actual for info in infos],
+                actual=[wait.actual for wait in waited],
                 scores=[scores[i] for i in at],
                 attributes=[attributes[i] for i in at],
-                delay_s=np.asarray([info.outcome_ts for info in infos], dtype=np.float64) - pred_ts,
-                partitions=np.asarray([info.out_partition for info in infos], dtype=np.int64),
-                offsets=np.asarray([info.out_offset for info in infos], dtype=np.int64),
+                delay_s=np.asarray([wait.ts for wait in waited], dtype=np.float64) - pred_ts,
+                partitions=np.asarray([wait.out_partition for wait in waited], dtype=np.int64),
+                offsets=np.asarray([wait.out_offset for wait in waited], dtype=np.int64),
             )
-            times = np.asarray([info.label_time for info in infos], dtype=np.float64)
+            times = np.asarray([wait.label_time for wait in waited], dtype=np.float64)
             self._add_labels(part, system, state, pred_ts, seen[at], times, labels)
 
     # --- outcomes ------------------------------------------------------------------------
@@ -439,7 +438,6 @@ class StreamProcessor:
         first = _first_index(ids)
         state.count("duplicate_outcomes", n - len(first))
         found = self.store.lookup(sid, list(first))
-        outcome_ids = _take(batch.event_ids, rows)
         actuals = _take(batch.actual_texts(), rows)
         stamps = ts.tolist()
         partition = part.partition
@@ -451,43 +449,21 @@ class StreamProcessor:
             label_time = times[i]
             if info is None:
                 waiting.append(
-                    (
-                        sid,
-                        prediction_id,
-                        stamps[i],
-                        False,
-                        actuals[i],
-                        outcome_ids[i],
-                        stamps[i],
-                        label_time,
-                        partition,
-                        offsets[i],
-                    )
+                    (sid, prediction_id, stamps[i], actuals[i], label_time, partition, offsets[i])
                 )
-                continue
-            if info.labelled or not info.has_prediction:
+            elif info.labelled:
                 state.count("duplicate_outcomes")
-                continue
-            if label_time > info.ts + horizon:
+            elif label_time > info.ts + horizon:
                 state.count("expired_outcomes")
-                continue
-            labels.append(
-                (
-                    actuals[i],
-                    outcome_ids[i],
-                    stamps[i],
-                    label_time,
-                    partition,
-                    offsets[i],
-                    sid,
-                    prediction_id,
-                )
-            )
-            state.count("labelled")
-            joined.append((i, info))
+            else:
+                labels.append((sid, prediction_id))
+                state.count("labelled")
+                joined.append((i, info))
         self.store.label(labels)
-        self.store.insert_outcomes(waiting)
-        state.count("waiting_outcomes", len(waiting))
+        filed = self.store.insert_waiting(waiting)
+        state.count("duplicate_outcomes", len(waiting) - filed)  # a second one while waiting
+        state.count("waiting_outcomes", filed)
+        state.waiting += filed
         if joined:
             at = [i for i, _ in joined]
             infos = [info for _, info in joined]
@@ -932,7 +908,9 @@ class StreamProcessor:
             return
         widest = max([self._interval(s) for s in state.sizes] or [0.0])
         before = clock - system.label_horizon_seconds - 2 * widest - self.config.lateness_s
-        state.count("unknown_outcomes", self.store.purge(system.system_id, before))
+        unknown = self.store.purge(system.system_id, before)
+        state.count("unknown_outcomes", unknown)
+        state.waiting -= unknown
         self.store.purge_labels(part.partition, system.system_id, before)
         for size, start in [k for k in state.labels if k[1] + k[0] <= before]:
             del state.labels[(size, start)]

@@ -135,8 +135,8 @@ class LabelBatch:
         found = self._parsed.get(name)
         if found is None:
             texts = self._texts[name]
-            body = b",".join(b"null" if t is None else t.encode() for t in texts)
-            found = self._parsed[name] = list(orjson.loads(b"[" + body + b"]"))
+            body = ",".join(["null" if t is None else t for t in texts])
+            found = self._parsed[name] = list(orjson.loads("[" + body + "]"))
         return found
 
     def prepare(self, needs: Sequence[NeedKey]) -> None:

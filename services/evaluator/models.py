@@ -1,11 +1,12 @@
 """Tables the evaluator owns: durable join state, checkpoints, evaluations, cached references.
 
-``evaluator_join`` is the join state: one row per prediction (or per outcome whose prediction
-has not arrived yet), kept until the system's label horizon has passed. It lives in the
-database, not in memory, so days of pending predictions fit and every evaluator instance of
-the group can take a partition over. ``evaluator_partition`` and ``evaluator_window`` are the
-checkpoint of each stream partition (offsets, watermarks, open window accumulators), written
-in the same transaction as the evaluations they led to.
+``evaluator_join`` and ``evaluator_waiting`` are the join state: one row per prediction, and one
+per outcome whose prediction has not arrived yet, kept until the label horizon has passed. It
+lives in the database, not in memory, so days of pending predictions fit and every evaluator
+instance of the group can take a partition over. ``evaluator_partition`` and
+``evaluator_window`` are the checkpoint of each stream partition (offsets, watermarks, open
+window accumulators), ``evaluator_label_window`` the label accumulators of windows still open
+to revisions; all are written in the same transaction as the evaluations they led to.
 """
 
 from __future__ import annotations
@@ -22,34 +23,48 @@ __all__ = [
     "LabelWindowCheckpoint",
     "PartitionCheckpoint",
     "ReferenceRow",
+    "WaitingOutcome",
     "WindowCheckpoint",
 ]
 
 
 class JoinRow(SQLModel, table=True):
+    """A prediction, kept until its label horizon has passed, for the outcome that joins it."""
+
     __tablename__ = "evaluator_join"
     __table_args__ = (Index("ix_evaluator_join_system_ts", "system_id", "ts"),)
 
     system_id: str = Field(primary_key=True, max_length=128)
     event_id: str = Field(primary_key=True, max_length=128)
-    """The prediction's event_id (an outcome waiting for its prediction is filed under it)."""
     ts: float
-    """Prediction time (epoch s); for an outcome still waiting, the outcome's time."""
-    has_prediction: bool
+    """Prediction time (epoch s)."""
     arrival_wm: float | None = None
     """The prediction watermark when the prediction arrived (decides which windows took it)."""
-    model_version: str | None = Field(default=None, max_length=128)
-    prediction: str | None = Field(default=None, sa_column=Column(Text))
+    prediction: str = Field(sa_column=Column(Text, nullable=False))
+    """JSON of the predicted value; ``scores`` and ``attributes`` are JSON too."""
     scores: str | None = Field(default=None, sa_column=Column(Text))
     attributes: str | None = Field(default=None, sa_column=Column(Text))
-    pred_partition: int | None = None
-    pred_offset: int | None = Field(default=None, sa_column=Column(BigInteger))
-    actual: str | None = Field(default=None, sa_column=Column(Text))
-    outcome_id: str | None = Field(default=None, max_length=128)
-    outcome_ts: float | None = None
-    label_time: float | None = None
-    out_partition: int | None = None
-    out_offset: int | None = Field(default=None, sa_column=Column(BigInteger))
+    pred_partition: int
+    pred_offset: int = Field(sa_column=Column(BigInteger, nullable=False))
+    labelled: bool = False
+    """An outcome joined it (a second outcome is a duplicate)."""
+
+
+class WaitingOutcome(SQLModel, table=True):
+    """An outcome whose prediction has not arrived; joined when it does, or counted as an
+    unknown outcome once the label horizon has passed."""
+
+    __tablename__ = "evaluator_waiting"
+    __table_args__ = (Index("ix_evaluator_waiting_system_ts", "system_id", "ts"),)
+
+    system_id: str = Field(primary_key=True, max_length=128)
+    prediction_id: str = Field(primary_key=True, max_length=128)
+    ts: float
+    """Outcome time (epoch s)."""
+    actual: str = Field(sa_column=Column(Text, nullable=False))
+    label_time: float
+    out_partition: int
+    out_offset: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class PartitionCheckpoint(SQLModel, table=True):

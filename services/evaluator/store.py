@@ -1,6 +1,8 @@
 """The evaluator's durable state in its database: join rows, checkpoints, evaluations.
 
-One connection holds one open transaction from the first batch after a checkpoint to the next
+The join state is two tables: ``evaluator_join`` (one row per prediction, with a labelled flag)
+and ``evaluator_waiting`` (outcomes whose prediction has not come yet, usually few). One
+connection holds one open transaction from the first batch after a checkpoint to the next
 checkpoint: join rows, evaluations and their outbox records written by the batches in between
 become durable together with the window state and the consumed offsets, or not at all.
 The hot statements (join inserts, lookups, labels) go straight to the driver with
@@ -27,13 +29,15 @@ from .models import (
     JoinRow,
     LabelWindowCheckpoint,
     PartitionCheckpoint,
+    WaitingOutcome,
     WindowCheckpoint,
 )
 
-__all__ = ["TABLES", "Claim", "EvaluatorStore", "Fenced", "JoinInfo"]
+__all__ = ["TABLES", "Claim", "EvaluatorStore", "Fenced", "JoinInfo", "Waiting"]
 
 TABLES = [
     JoinRow,
+    WaitingOutcome,
     PartitionCheckpoint,
     WindowCheckpoint,
     LabelWindowCheckpoint,
@@ -42,38 +46,31 @@ TABLES = [
 ]
 
 CHUNK = 5_000
+SQLITE_CACHE_KIB = 128 * 1024
 
 _INSERT_PREDICTION = (
-    "INSERT INTO evaluator_join (system_id, event_id, ts, has_prediction, arrival_wm, "
-    "model_version, prediction, scores, attributes, pred_partition, pred_offset) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (system_id, event_id) DO NOTHING"
-)
-_FILL_PREDICTION = (
-    "UPDATE evaluator_join SET ts = ?, has_prediction = ?, arrival_wm = ?, model_version = ?, "
-    "prediction = ?, scores = ?, attributes = ?, pred_partition = ?, pred_offset = ? "
-    "WHERE system_id = ? AND event_id = ?"
-)
-_CLEAR_LABEL = (
-    "UPDATE evaluator_join SET actual = NULL, label_time = NULL "
-    "WHERE system_id = ? AND event_id = ?"
-)
-_INSERT_OUTCOME = (
-    "INSERT INTO evaluator_join (system_id, event_id, ts, has_prediction, actual, outcome_id, "
-    "outcome_ts, label_time, out_partition, out_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "INSERT INTO evaluator_join (system_id, event_id, ts, arrival_wm, prediction, scores, "
+    "attributes, pred_partition, pred_offset, labelled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (system_id, event_id) DO NOTHING"
 )
-_LABEL = (
-    "UPDATE evaluator_join SET actual = ?, outcome_id = ?, outcome_ts = ?, label_time = ?, "
-    "out_partition = ?, out_offset = ? WHERE system_id = ? AND event_id = ?"
-)
+_LABEL = "UPDATE evaluator_join SET labelled = ? WHERE system_id = ? AND event_id = ?"
 _LOOKUP = (
-    "SELECT event_id, has_prediction, actual, ts, arrival_wm, pred_partition, pred_offset, "
-    "label_time, prediction, scores, attributes, outcome_ts, out_partition, out_offset "
-    "FROM evaluator_join WHERE system_id = ? AND event_id IN ({})"
+    "SELECT event_id, labelled, ts, arrival_wm, pred_partition, pred_offset, prediction, "
+    "scores, attributes FROM evaluator_join WHERE system_id = ? AND event_id IN ({})"
 )
-_COUNT_WAITING = (
-    "SELECT count(*) FROM evaluator_join WHERE system_id = ? AND ts < ? AND NOT has_prediction"
+_NOT_FROM = " AND NOT (pred_partition = ? AND pred_offset >= ?)"
+_INSERT_WAITING = (
+    "INSERT INTO evaluator_waiting (system_id, prediction_id, ts, actual, label_time, "
+    "out_partition, out_offset) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (system_id, prediction_id) DO NOTHING"
 )
+_WAITING = (
+    "SELECT prediction_id, ts, actual, label_time, out_partition, out_offset "
+    "FROM evaluator_waiting WHERE system_id = ? AND prediction_id IN ({})"
+)
+_TAKE_WAITING = "DELETE FROM evaluator_waiting WHERE system_id = ? AND prediction_id = ?"
+_COUNT_WAITING = "SELECT count(*) FROM evaluator_waiting WHERE system_id = ? AND ts < ?"
+_PURGE_WAITING = "DELETE FROM evaluator_waiting WHERE system_id = ? AND ts < ?"
 _PURGE = "DELETE FROM evaluator_join WHERE system_id = ? AND ts < ?"
 
 
@@ -86,27 +83,28 @@ class Fenced(RuntimeError):
 
 
 class JoinInfo(NamedTuple):
-    """One join row, as ``lookup`` reads it."""
+    """A prediction's join row, as ``lookup`` reads it."""
 
     event_id: str
-    has_prediction: bool
-    actual: str | None
-    """The outcome's label (JSON), None until it arrived."""
+    labelled: bool
     ts: float
     arrival_wm: float | None
-    pred_partition: int | None
-    pred_offset: int | None
-    label_time: float | None
-    prediction: str | None
+    pred_partition: int
+    pred_offset: int
+    prediction: str
     scores: str | None
     attributes: str | None
-    outcome_ts: float | None
-    out_partition: int | None
-    out_offset: int | None
 
-    @property
-    def labelled(self) -> bool:
-        return self.actual is not None
+
+class Waiting(NamedTuple):
+    """An outcome that came before its prediction."""
+
+    prediction_id: str
+    ts: float
+    actual: str
+    label_time: float
+    out_partition: int
+    out_offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +138,8 @@ class EvaluatorStore:
     def conn(self) -> Connection:
         if self._conn is None:
             self._conn = self._db.engine.connect()
+            if not self._postgres:  # the join state's recent pages stay in memory
+                self._conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         return self._conn
 
     def _sql(self, sql: str) -> str:
@@ -257,42 +257,73 @@ class EvaluatorStore:
 
     # --- the join ------------------------------------------------------------------------
 
+    def _cursor(self) -> Any:
+        """A driver cursor inside the open transaction (plain tuples, no SQLAlchemy rows)."""
+        conn = self.conn
+        if not conn.in_transaction():
+            conn.begin()
+        return conn.connection.cursor()
+
+    def _many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        changed = 0
+        if rows:
+            cursor = self._cursor()
+            for chunk in _chunks(rows):
+                cursor.executemany(self._sql(sql), chunk)
+                changed += max(cursor.rowcount, 0)
+        return changed
+
     def insert_predictions(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Insert prediction rows; returns how many were new (the rest conflicted)."""
-        inserted = 0
-        for chunk in _chunks(rows):
-            result = self.conn.exec_driver_sql(self._sql(_INSERT_PREDICTION), list(chunk))
-            inserted += max(result.rowcount, 0)
-        return inserted
+        return self._many(_INSERT_PREDICTION, rows)
 
-    def lookup(self, system_id: str, event_ids: Sequence[str]) -> dict[str, JoinInfo]:
-        found: dict[str, JoinInfo] = {}
-        for chunk in _chunks(event_ids):
-            sql = _LOOKUP.format(", ".join("?" * len(chunk)))
-            for row in self.conn.exec_driver_sql(self._sql(sql), (system_id, *chunk)):
-                found[row[0]] = JoinInfo._make(row)
-        return found
+    def _select(
+        self, sql: str, system_id: str, ids: Sequence[str], extra: tuple[Any, ...] = ()
+    ) -> list[tuple[Any, ...]]:
+        cursor = self._cursor()
+        rows: list[tuple[Any, ...]] = []
+        for chunk in _chunks(ids):
+            cursor.execute(
+                self._sql(sql.format(", ".join("?" * len(chunk)))), (system_id, *chunk, *extra)
+            )
+            rows.extend(cursor.fetchall())
+        return rows
 
-    def fill_predictions(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        if rows:
-            self.conn.exec_driver_sql(self._sql(_FILL_PREDICTION), list(rows))
+    def lookup(
+        self, system_id: str, event_ids: Sequence[str], *, not_from: tuple[int, int] | None = None
+    ) -> dict[str, JoinInfo]:
+        """The predictions of these ids; with ``not_from=(partition, offset)``, only those not
+        written by predictions of that partition from that offset on (a batch's conflicts)."""
+        if not_from is None:
+            rows = self._select(_LOOKUP, system_id, event_ids)
+        else:
+            rows = self._select(_LOOKUP + _NOT_FROM, system_id, event_ids, not_from)
+        return {row[0]: JoinInfo._make(row) for row in rows}
 
-    def clear_labels(self, rows: Sequence[tuple[str, str]]) -> None:
-        if rows:
-            self.conn.exec_driver_sql(self._sql(_CLEAR_LABEL), list(rows))
+    def label(self, rows: Sequence[tuple[str, str]]) -> None:
+        """Mark predictions (system_id, event_id) as labelled."""
+        self._many(_LABEL, [(True, *row) for row in rows])
 
-    def insert_outcomes(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        if rows:
-            self.conn.exec_driver_sql(self._sql(_INSERT_OUTCOME), list(rows))
+    def waiting(self, system_id: str, prediction_ids: Sequence[str]) -> dict[str, Waiting]:
+        """Outcomes already waiting for these predictions."""
+        rows = self._select(_WAITING, system_id, prediction_ids)
+        return {row[0]: Waiting._make(row) for row in rows}
 
-    def label(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        if rows:
-            self.conn.exec_driver_sql(self._sql(_LABEL), list(rows))
+    def insert_waiting(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """File outcomes whose prediction has not come; returns how many were new."""
+        return self._many(_INSERT_WAITING, rows)
+
+    def take_waiting(self, rows: Sequence[tuple[str, str]]) -> None:
+        """Forget waiting outcomes (system_id, prediction_id) once their prediction came."""
+        self._many(_TAKE_WAITING, rows)
 
     def purge(self, system_id: str, before: float) -> int:
         """Forget join rows older than ``before``; returns outcomes whose prediction never came."""
-        waiting = self.conn.exec_driver_sql(self._sql(_COUNT_WAITING), (system_id, before)).scalar()
-        self.conn.exec_driver_sql(self._sql(_PURGE), (system_id, before))
+        cursor = self._cursor()
+        cursor.execute(self._sql(_COUNT_WAITING), (system_id, before))
+        waiting = cursor.fetchone()[0]
+        cursor.execute(self._sql(_PURGE_WAITING), (system_id, before))
+        cursor.execute(self._sql(_PURGE), (system_id, before))
         return int(waiting or 0)
 
     # --- label windows -------------------------------------------------------------------

@@ -44,8 +44,11 @@ def as_float_array(values: npt.ArrayLike) -> FloatArray:
 def _float_keys(values: FloatArray) -> npt.NDArray[np.str_]:
     # Integral floats print as integers so that 1.0 from a float column and 1 from a JSON
     # event are the same category (pandas value_counts treats them as equal too).
-    keys = values.astype(np.str_)
     integral = np.isfinite(values) & (values == np.trunc(values)) & (np.abs(values) < 2.0**53)
+    if integral.all():
+        ints: npt.NDArray[np.str_] = values.astype(np.int64).astype(np.str_)
+        return ints
+    keys = values.astype(np.str_)
     if integral.any():
         keys = keys.astype(object)
         keys[integral] = values[integral].astype(np.int64).astype(np.str_)
@@ -74,6 +77,13 @@ def category_keys(values: npt.ArrayLike) -> tuple[npt.NDArray[np.str_], npt.NDAr
         return _float_keys(arr.astype(np.float64)), missing
     import pandas as pd  # here, not at the top: only object arrays need it, and it is heavy
 
+    items: list[Any] = arr.tolist()
+    kinds = set(map(type, items))
+    if kinds == {str}:  # the common cases, without pandas' type inference
+        return arr.astype(np.str_), np.zeros(arr.shape, dtype=np.bool_)
+    if kinds == {int} and min(items) > -(2**53) and max(items) < 2**53:
+        ints: npt.NDArray[np.str_] = np.asarray(items, dtype=np.int64).astype(np.str_)
+        return ints, np.zeros(arr.shape, dtype=np.bool_)
     missing = np.asarray(pd.isna(arr), dtype=np.bool_)
     present = arr[~missing]
     inferred = pd.api.types.infer_dtype(present, skipna=False)
