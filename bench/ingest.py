@@ -503,6 +503,7 @@ def main() -> None:
                     gzipped=True,
                 )
     load_after = os.getloadavg()[0]
+    shutil.rmtree(logs, ignore_errors=True)  # kept (with ingest's log) only when a phase failed
 
     store = "SQLite" if args.sqlite else "PostgreSQL"
     rows: list[tuple[str, float, dict[str, float] | None]] = [
