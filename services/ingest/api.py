@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shared.auth import bearer_token
 from shared.bus import BusUnavailable
 from shared.bus.kafka import DeliveryIncomplete
+from shared.contracts import SystemSnapshot
 
 from .context import IngestContext
 from .dedup import Claim, DedupUnavailable, Verdict
@@ -140,7 +141,7 @@ async def _handle(kind: Kind, request: Request, ctx: IngestContext, atomic: bool
         return _unavailable(ctx, "registry view is still loading; retry shortly")
     metrics.batch_size.observe(len(items))
 
-    def authorized(system: Any) -> str | None:
+    def authorized(system: SystemSnapshot) -> str | None:
         if system.system_id == key_system:
             return None
         return f"the API key is not valid for system {system.system_id!r}"
