@@ -282,7 +282,7 @@ async def produce(
         await bus.stop()
 
 
-def throughput(n: int, workdir: Path) -> dict[str, Any]:
+def throughput(n: int, workdir: Path, *, postgres: bool = False) -> dict[str, Any]:
     import sqlalchemy as sa
 
     reference = ReferenceProfile.build(frame(10_000, 1, shifted=False), feature_types())
@@ -293,8 +293,12 @@ def throughput(n: int, workdir: Path) -> dict[str, Any]:
     kafka_dir = workdir / "kafka"
     info = run_json(sys.executable, "deploy/local/kafka.py", "up", "--state-dir", str(kafka_dir))
     bootstrap = str(info["bootstrap"])
-    db_path = workdir / "evaluator.db"
-    url = f"sqlite:///{db_path}"
+    pg_dir = workdir / "postgres"
+    if postgres:
+        pg = run_json(sys.executable, "deploy/local/postgres.py", "up", "--state-dir", str(pg_dir))
+        url = str(pg["url"])
+    else:
+        url = f"sqlite:///{workdir / 'evaluator.db'}"
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     try:
         asyncio.run(produce(bootstrap, prefix, preds, outs, snapshot))
@@ -360,7 +364,8 @@ def throughput(n: int, workdir: Path) -> dict[str, Any]:
             with engine.connect() as conn:
                 n_eval, n_revised = conn.execute(
                     sa.text(
-                        "SELECT count(*), coalesce(sum(revision > 0), 0) FROM evaluator_evaluation"
+                        "SELECT count(*), coalesce(sum(CASE WHEN revision > 0 THEN 1 ELSE 0 END), "
+                        "0) FROM evaluator_evaluation"
                     )
                 ).one()
         finally:
@@ -368,21 +373,28 @@ def throughput(n: int, workdir: Path) -> dict[str, Any]:
             proc.wait(timeout=60)
             engine.dispose()
     finally:
-        subprocess.run(
-            [
-                sys.executable,
-                "deploy/local/kafka.py",
-                "down",
-                "--purge",
-                "--state-dir",
-                str(kafka_dir),
-            ],
-            cwd=REPO,
-            capture_output=True,
-            timeout=300,
-        )
-    print(f"events {total:,}  evaluations {n_eval} ({n_revised} revisions)  events/s {rate:,.0f}")
-    return {"events_per_s": round(rate), "throughput_events": total}
+        servers = [("kafka.py", kafka_dir)] + ([("postgres.py", pg_dir)] if postgres else [])
+        for script, state_dir in servers:
+            subprocess.run(
+                [
+                    sys.executable,
+                    f"deploy/local/{script}",
+                    "down",
+                    "--purge",
+                    "--state-dir",
+                    str(state_dir),
+                ],
+                cwd=REPO,
+                capture_output=True,
+                timeout=300,
+            )
+    store = "PostgreSQL" if postgres else "SQLite"
+    print(
+        f"events {total:,}  evaluations {n_eval} ({n_revised} revisions)  "
+        f"events/s {rate:,.0f}  ({store} state)"
+    )
+    key = "events_per_s_postgres" if postgres else "events_per_s"
+    return {key: round(rate), "throughput_events": total}
 
 
 # --- 3. memory with 1 and 10 million events in one window ----------------------------------
@@ -437,6 +449,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=int(os.environ.get("BENCH_EVENTS", "300000")))
     parser.add_argument("--skip-kafka", action="store_true")
     parser.add_argument("--only-kafka", action="store_true", help="only the throughput part")
+    parser.add_argument(
+        "--postgres", action="store_true", help="also measure throughput with PostgreSQL state"
+    )
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
@@ -448,6 +463,8 @@ def main() -> None:
         workdir = Path(tempfile.mkdtemp(prefix="wk-bench-"))
         try:
             figures.update(throughput(args.events, workdir))
+            if args.postgres:
+                figures.update(throughput(args.events, workdir, postgres=True))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     if not args.only_kafka:
