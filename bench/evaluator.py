@@ -304,11 +304,12 @@ def throughput(n: int, workdir: Path, *, postgres: bool = False) -> dict[str, An
         asyncio.run(produce(bootstrap, prefix, preds, outs, snapshot))
         # the reference profile is preloaded into the evaluator's cache table
         engine = sa.create_engine(url)
+        from services.evaluator.app import MIGRATIONS
         from services.evaluator.models import ReferenceRow
-        from services.evaluator.store import TABLES
-        from shared.db import Database
+        from shared.migrations import OUTBOX, upgrade
 
-        Database(url).create_tables([*TABLES, ReferenceRow])
+        upgrade(engine, OUTBOX)
+        upgrade(engine, MIGRATIONS)
         with engine.begin() as conn:
             conn.execute(
                 sa.insert(ReferenceRow.__table__),  # type: ignore[attr-defined]

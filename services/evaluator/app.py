@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -12,21 +13,36 @@ from shared.auth import announce_auth_mode, service_headers
 from shared.bus import Bus, bus_from_settings
 from shared.db import Database
 from shared.health import health_router
-from shared.lifespan import bus_lifespan, components_lifespan, database_lifespan
+from shared.lifespan import bus_lifespan, components_lifespan
 from shared.metrics import metrics_router
+from shared.migrations import OUTBOX, MigrationChain, migrated_database
 from shared.outbox import OutboxRelay
 from shared.registry_view import RegistryView
 
 from .api import router
 from .consumer import ProcessorConfig, StreamProcessor
 from .metrics import EvaluatorMetrics
-from .models import ReferenceRow
 from .references import HttpReferenceSource, ReferenceCache, ReferenceSource
 from .runner import EvaluatorRunner
 from .settings import Settings
-from .store import TABLES, EvaluatorStore
+from .store import EvaluatorStore
 
-__all__ = ["create_app"]
+__all__ = ["MIGRATIONS", "create_app"]
+
+MIGRATIONS = MigrationChain(
+    "evaluator",
+    Path(__file__).parent / "migrations",
+    tables=(
+        "evaluator_join",
+        "evaluator_waiting",
+        "evaluator_partition",
+        "evaluator_window",
+        "evaluator_label_window",
+        "evaluator_evaluation",
+        "evaluator_reference",
+    ),
+)
+"""The evaluator's tables; the outbox table comes from shared.migrations.OUTBOX."""
 
 
 def create_app(
@@ -75,7 +91,7 @@ def create_app(
         announce_auth_mode(settings.auth_secret, "evaluator")
         async with (
             bus_lifespan(the_bus, owned=owned),
-            database_lifespan(db, [*TABLES, ReferenceRow]),
+            migrated_database(db, [OUTBOX, MIGRATIONS]),
             components_lifespan([view, relay, runner]),
         ):
             yield

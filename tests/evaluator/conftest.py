@@ -20,11 +20,12 @@ import pandas as pd
 import pytest
 from sqlmodel import select
 
+from services.evaluator.app import MIGRATIONS
 from services.evaluator.consumer import ProcessorConfig, StreamProcessor
 from services.evaluator.decoding import decode_records
-from services.evaluator.models import EvaluationRow, ReferenceRow
+from services.evaluator.models import EvaluationRow
 from services.evaluator.references import ReferenceCache, StaticReferenceSource
-from services.evaluator.store import TABLES, EvaluatorStore
+from services.evaluator.store import EvaluatorStore
 from shared.bus import Record, Topics
 from shared.contracts import (
     FeatureSpec,
@@ -37,6 +38,7 @@ from shared.contracts import (
     encode,
 )
 from shared.db import Database
+from shared.migrations import OUTBOX, upgrade
 from shared.stats import ReferenceProfile
 
 T0 = 1_800_000_000.0  # a window-aligned epoch second
@@ -244,7 +246,8 @@ class Harness:
     ) -> None:
         self.topics = Topics()
         self.db = Database(f"sqlite:///{tmp_path / (name + '.db')}")
-        self.db.create_tables([*TABLES, ReferenceRow])
+        upgrade(self.db.engine, OUTBOX)
+        upgrade(self.db.engine, MIGRATIONS)
         self.systems = {s.system_id: s for s in systems}
         self.cache = ReferenceCache(StaticReferenceSource(profiles), self.db)
         self.config = config or ProcessorConfig(lateness_s=5.0, label_wait_s=1e9)

@@ -1,0 +1,31 @@
+"""The evaluator's migration chain (the schema comparison with the models, on SQLite and
+PostgreSQL, is tests/test_migrations.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import create_engine, inspect
+
+from services.evaluator.app import MIGRATIONS
+from services.evaluator.models import ReferenceRow
+from services.evaluator.store import TABLES
+from shared.migrations import OUTBOX, current_revisions, upgrade
+
+
+def test_upgrade_is_idempotent_and_recorded_per_service(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'e.db'}")
+    try:
+        assert current_revisions(engine, MIGRATIONS) == ()
+        upgrade(engine, OUTBOX)
+        assert upgrade(engine, MIGRATIONS) == ["0001"]
+        assert upgrade(engine, MIGRATIONS) == []
+        assert current_revisions(engine, MIGRATIONS) == MIGRATIONS.heads() == ("0001",)
+        assert set(MIGRATIONS.tables) <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_the_chain_covers_every_table_the_evaluator_writes() -> None:
+    written = {t.__tablename__ for t in [*TABLES, ReferenceRow]} - {"outbox_message"}  # type: ignore[attr-defined]
+    assert written == set(MIGRATIONS.tables)
