@@ -33,7 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, case, delete, insert, select, text, tuple_, update
+import psycopg
+from sqlalchemy import Connection, and_, case, delete, insert, make_url, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.db import Database
@@ -79,13 +80,13 @@ class _Waiting:
     future: asyncio.Future[list[Verdict]]
 
 
-_PG_CLAIM = text(
-    "WITH input AS (SELECT * FROM unnest(string_to_array(:s, ' '), string_to_array(:k, ' '), "
-    "string_to_array(:e, ' '), CAST(string_to_array(:x, ' ') AS float8[]), "
-    "CAST(string_to_array(:q, ' ') AS int8[])) "
+_PG_CLAIM = (
+    "WITH input AS (SELECT * FROM unnest(string_to_array(%(s)s, ' '), "
+    "string_to_array(%(k)s, ' '), string_to_array(%(e)s, ' '), "
+    "CAST(string_to_array(%(x)s, ' ') AS float8[]), CAST(string_to_array(%(q)s, ' ') AS int8[])) "
     "AS t(system_id, kind, event_id, expires_at, seq)), "
     "ins AS (INSERT INTO ingest_seen_event (system_id, kind, event_id, expires_at, owner, seq) "
-    "SELECT system_id, kind, event_id, expires_at, :o, seq FROM input "
+    "SELECT system_id, kind, event_id, expires_at, %(o)s, seq FROM input "
     "ON CONFLICT DO NOTHING RETURNING system_id, kind, event_id, seq) "
     "SELECT i.system_id, i.kind, i.event_id, i.seq, ins.seq FROM input i "
     "LEFT JOIN ins USING (system_id, kind, event_id) WHERE ins.seq IS DISTINCT FROM i.seq"
@@ -94,7 +95,8 @@ _PG_CLAIM = text(
 (normally none, so the answer is empty): (key, seq, seq of the request that got it or NULL).
 
 Columns travel as space-separated strings (ids cannot contain spaces: see Identifier, and
-kinds are fixed words): adapting Python lists to arrays costs ~2 µs per element."""
+kinds are fixed words): adapting Python lists to arrays costs ~2 µs per element. It runs on
+the event loop over psycopg's async connection (no worker thread, no GIL hand-offs)."""
 
 
 class DedupStore:
@@ -123,6 +125,13 @@ class DedupStore:
         self._started = False
         self._stopping = asyncio.Event()
         self._claim_connection: Connection | None = None
+        self._async_connection: psycopg.AsyncConnection[Any] | None = None
+        url = make_url(db.url)
+        self._conninfo: str | None = (
+            url.set(drivername="postgresql").render_as_string(hide_password=False)
+            if url.get_backend_name() == "postgresql"
+            else None
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -153,6 +162,10 @@ class DedupStore:
         self._started = False
         with contextlib.suppress(Exception):
             await self.db.run(self._close_claim_connection)
+        if self._async_connection is not None:
+            with contextlib.suppress(Exception):
+                await self._async_connection.close()
+            self._async_connection = None
         self.db.dispose()
 
     async def _pause(self, seconds: float) -> bool:
@@ -226,8 +239,17 @@ class DedupStore:
         while self._queue:
             waiting, self._queue = self._queue, []
             unresolved = frozenset(self._unresolved)
+            now = self.clock()
             try:
-                verdicts = await self.db.run(self._claim_sync, waiting, unresolved, self.clock())
+                if self._conninfo is not None:
+                    losers = await self._insert_postgresql(self._conninfo, waiting, now)
+                    verdicts = (
+                        await self.db.run(self._resolve_sync, waiting, losers, unresolved, now)
+                        if losers
+                        else {item.seq: [Verdict.NEW] * len(item.claims) for item in waiting}
+                    )
+                else:
+                    verdicts = await self.db.run(self._claim_sync, waiting, unresolved, now)
             except Exception as exc:
                 log.warning("ingest: duplicate store unavailable: %s", exc)
                 for item in waiting:
@@ -262,9 +284,9 @@ class DedupStore:
                 )
             )
 
-    def _insert(self, conn: Connection, waiting: list[_Waiting], now: float) -> list[Any]:
-        """Insert every claim that has no row yet; returns the claims that did not get theirs
-        as (system_id, kind, event_id, seq, seq of the claim that got it or None)."""
+    def _columns(
+        self, waiting: list[_Waiting], now: float
+    ) -> tuple[list[str], list[str], list[str], list[float], list[int]]:
         systems: list[str] = []
         kinds: list[str] = []
         events: list[str] = []
@@ -277,16 +299,38 @@ class DedupStore:
                 events.append(event_id)
                 expiries.append(now + horizon_s)
             seqs += [item.seq] * len(item.claims)
-        if conn.dialect.name == "postgresql":
-            parameters = {
-                "s": " ".join(systems),
-                "k": " ".join(kinds),
-                "e": " ".join(events),
-                "x": " ".join(map(repr, expiries)),
-                "q": " ".join(map(str, seqs)),
-                "o": self.owner,
-            }
-            return list(conn.execute(_PG_CLAIM, parameters))
+        return systems, kinds, events, expiries, seqs
+
+    async def _insert_postgresql(
+        self, conninfo: str, waiting: list[_Waiting], now: float
+    ) -> list[Any]:
+        """The claim statement on a kept async connection (autocommit: one statement)."""
+        systems, kinds, events, expiries, seqs = self._columns(waiting, now)
+        parameters = {
+            "s": " ".join(systems),
+            "k": " ".join(kinds),
+            "e": " ".join(events),
+            "x": " ".join(map(repr, expiries)),
+            "q": " ".join(map(str, seqs)),
+            "o": self.owner,
+        }
+        conn = self._async_connection
+        if conn is None or conn.closed:
+            conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+            self._async_connection = conn
+        try:
+            cursor = await conn.execute(_PG_CLAIM, parameters)
+            return list(await cursor.fetchall())
+        except Exception:
+            self._async_connection = None
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+
+    def _insert(self, conn: Connection, waiting: list[_Waiting], now: float) -> list[Any]:
+        """Insert every claim that has no row yet (SQLite); returns the claims that did not
+        get theirs as (system_id, kind, event_id, seq, seq of the claim that got it or None)."""
+        systems, kinds, events, expiries, seqs = self._columns(waiting, now)
         holders: dict[Key, int] = {}
         for start in range(0, len(seqs), _CHUNK):
             end = start + _CHUNK
@@ -322,6 +366,16 @@ class DedupStore:
             if holders.get((s, k, e)) != q
         ]
 
+    def _resolve_sync(
+        self,
+        waiting: list[_Waiting],
+        losers: list[Any],
+        unresolved: frozenset[int],
+        now: float,
+    ) -> dict[int, list[Verdict]]:
+        with self.db.engine.begin() as conn:
+            return self._resolve(conn, waiting, losers, unresolved, now)
+
     def _claim_sync(
         self, waiting: list[_Waiting], unresolved: frozenset[int], now: float
     ) -> dict[int, list[Verdict]]:
@@ -347,7 +401,17 @@ class DedupStore:
     def _claim_in(
         self, conn: Connection, waiting: list[_Waiting], unresolved: frozenset[int], now: float
     ) -> dict[int, list[Verdict]]:
-        losers = self._insert(conn, waiting, now)
+        return self._resolve(conn, waiting, self._insert(conn, waiting, now), unresolved, now)
+
+    def _resolve(
+        self,
+        conn: Connection,
+        waiting: list[_Waiting],
+        losers: list[Any],
+        unresolved: frozenset[int],
+        now: float,
+    ) -> dict[int, list[Verdict]]:
+        """Verdicts from the claims that did not get their row (see ``_insert``)."""
         if not losers:  # the common case: every event is new
             return {item.seq: [Verdict.NEW] * len(item.claims) for item in waiting}
         lost = {(s, k, e, q) for s, k, e, q, _holder in losers}
