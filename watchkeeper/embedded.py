@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from services.alerts.app import create_app as create_alerts
 from services.alerts.settings import Settings as AlertsSettings
 from services.evaluator.app import create_app as create_evaluator
+from services.evaluator.references import HttpReferenceSource
 from services.evaluator.settings import Settings as EvaluatorSettings
 from services.ingest.app import create_app as create_ingest
 from services.ingest.settings import Settings as IngestSettings
@@ -53,8 +55,12 @@ def create_embedded_app(options: EmbeddedOptions | None = None) -> FastAPI:
     options = options or EmbeddedOptions.for_data_dir(Path(".run/embedded"))
     bus = MemoryBus(topics=Topics())
     url = options.database_url
+    registry = create_registry(RegistrySettings(database_url=url("registry")), bus=bus)
+    # the evaluator fetches reference profiles from the registry over its HTTP API, here
+    # in-process (no socket, no port to know)
+    references = HttpReferenceSource("http://registry", transport=httpx.ASGITransport(app=registry))
     apps: dict[str, FastAPI] = {
-        "registry": create_registry(RegistrySettings(database_url=url("registry")), bus=bus),
+        "registry": registry,
         "evaluator": create_evaluator(
             EvaluatorSettings(
                 database_url=url("evaluator"),
@@ -63,6 +69,7 @@ def create_embedded_app(options: EmbeddedOptions | None = None) -> FastAPI:
                 tick_s=options.tick_s,
             ),
             bus=bus,
+            references=references,
         ),
         "alerts": create_alerts(AlertsSettings(database_url=url("alerts")), bus=bus),
         "ingest": create_ingest(IngestSettings(database_url=url("ingest")), bus=bus),
