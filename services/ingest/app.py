@@ -23,9 +23,10 @@ from .delivery import DeliveryFollower
 from .keys import KeyIndex
 from .limits import RateLimiter
 from .metrics import IngestMetrics
+from .models import MIGRATIONS
 from .settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["MIGRATIONS", "create_app"]
 
 
 def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> FastAPI:

@@ -38,8 +38,9 @@ from sqlalchemy import Connection, and_, case, delete, insert, make_url, select,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.db import Database
+from shared.migrations import upgrade
 
-from .models import IngestInstance, SeenEvent
+from .models import MIGRATIONS, IngestInstance, SeenEvent
 
 __all__ = ["Claim", "DedupStore", "DedupUnavailable", "Verdict"]
 
@@ -136,7 +137,7 @@ class DedupStore:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.db.run(self.db.create_tables, [SeenEvent, IngestInstance])
+        await self.db.run(upgrade, self.db.engine, MIGRATIONS)
         now = self.clock()
         await self.db.run(self._register, now)
         self._started = True

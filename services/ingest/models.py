@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import BigInteger, Column, Index
 from sqlmodel import Field, SQLModel
 
-__all__ = ["IngestInstance", "SeenEvent"]
+from shared.migrations import MigrationChain
+
+__all__ = ["MIGRATIONS", "IngestInstance", "SeenEvent"]
 
 
 class SeenEvent(SQLModel, table=True):
@@ -38,3 +42,11 @@ class IngestInstance(SQLModel, table=True):
     resolved_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
     alive_until: float
     started_at: float
+
+
+MIGRATIONS = MigrationChain(
+    "ingest",
+    Path(__file__).parent / "migrations",
+    tables=(str(SeenEvent.__tablename__), str(IngestInstance.__tablename__)),
+)
+"""The duplicate store's tables, upgraded when it starts (``watchkeeper migrate ingest``)."""
