@@ -9,30 +9,27 @@ Both must write exactly the same evaluations, revisions included.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
-import uvicorn
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import Response
 
 from shared.bus import KafkaBus, Topics
-from shared.contracts import encode
-from shared.stats import ReferenceProfile
-from tests.deployments import REPO_ROOT, free_port, fresh_database
+from tests.deployments import fresh_database
 
-from .conftest import T0, flush_events, objective, reference_profile, synthetic_stream, system
+from .cluster import (
+    consumed,
+    evaluations,
+    evaluator,
+    evaluator_env,
+    produce_streams,
+    reference_server,
+    same_evaluations,
+    wait_consumed,
+)
+from .conftest import objective, reference_profile, system
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -49,92 +46,6 @@ OBJECTIVES = [
 ]
 
 
-@contextlib.asynccontextmanager
-async def reference_server(profile: ReferenceProfile) -> AsyncIterator[str]:
-    """The registry's reference endpoint (the HTTP edge the evaluator talks to)."""
-    app = FastAPI()
-    body = profile.model_dump_json()
-
-    @app.get("/v1/references/{reference_hash}")
-    def get(reference_hash: str) -> Response:
-        if reference_hash != profile.content_hash:
-            raise HTTPException(404)
-        return Response(body, media_type="application/json")
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@contextlib.contextmanager
-def evaluator(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.evaluator"],
-            cwd=REPO_ROOT,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def consumed(url: str) -> int:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT offsets FROM evaluator_partition")).all()
-    except sa.exc.ProgrammingError:  # tables not created yet
-        return 0
-    finally:
-        engine.dispose()
-    return sum(sum(int(v) for v in (row[0] or {}).values()) for row in rows)
-
-
-def evaluations(url: str) -> dict[str, dict[str, Any]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT id, payload FROM evaluator_evaluation")).all()
-            states = conn.execute(sa.text("SELECT partition, state FROM evaluator_partition")).all()
-    finally:
-        engine.dispose()
-    out = {row[0]: row[1] for row in rows}
-    for partition, state in states:
-        # every counter but waiting_outcomes, which tells how the two topics happened to
-        # interleave (outcomes that arrived before their prediction), not what the data is
-        out[f"state:{partition}"] = {
-            sid: {k: v for k, v in s["counters"].items() if k != "waiting_outcomes"}
-            for sid, s in (state or {}).get("systems", {}).items()
-        }
-    return out
-
-
-async def wait_consumed(url: str, total: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 300
-    while consumed(url) < total:
-        assert proc.poll() is None, log.read_text()[-3000:]  # noqa: ASYNC240
-        assert time.monotonic() < deadline, f"stuck at {consumed(url)}/{total}"
-        await asyncio.sleep(0.5)
-
-
 async def test_kill_9_three_times_gives_the_results_of_a_clean_run(
     kafka_bootstrap: str, database_url: str, tmp_path: Path
 ) -> None:
@@ -147,48 +58,21 @@ async def test_kill_9_three_times_gives_the_results_of_a_clean_run(
         system(OBJECTIVES, system_id="crash-a", reference=profile),
         system(OBJECTIVES, system_id="crash-b", reference=profile),
     ]
-    total = 0
     try:
-        for snapshot in systems:
-            await bus.producer.send(
-                bus.topics.registry, encode(snapshot), key=snapshot.system_id.encode()
-            )
-        for i, snapshot in enumerate(systems):
-            stream = synthetic_stream(
-                system_id=snapshot.system_id, seed=100 + i, n=62_000, rate=50.0, label_delay_s=120.0
-            )
-            flush = flush_events(snapshot.system_id, T0 + 1_000_000)
-            stream.predictions += flush.predictions
-            stream.outcomes += flush.outcomes
-            key = snapshot.system_id.encode()
-            for topic, events in (
-                (bus.topics.predictions, stream.predictions),
-                (bus.topics.outcomes, stream.outcomes),
-            ):
-                for start in range(0, len(events), 5_000):
-                    chunk = [(key, encode(e)) for e in events[start : start + 5_000]]
-                    await bus.producer.send_many(topic, chunk)
-                total += len(events)
+        total = await produce_streams(bus, systems, n=62_000)
         assert total >= 200_000
-
         async with reference_server(profile) as registry_url:
             runs: dict[str, str] = {}
             for name, kills in (("clean", 0), ("killed", 3)):
                 url = await asyncio.to_thread(fresh_database, database_url)
                 runs[name] = url
-                env = {
-                    "WK_EVALUATOR_BUS": "kafka",
-                    "WK_EVALUATOR_KAFKA_BOOTSTRAP": kafka_bootstrap,
-                    "WK_EVALUATOR_DATABASE_URL": url,
-                    "WK_EVALUATOR_TOPIC_PREFIX": prefix,
-                    "WK_EVALUATOR_GROUP_ID": f"{prefix}{name}",
-                    "WK_EVALUATOR_REGISTRY_URL": registry_url,
-                    "WK_EVALUATOR_PORT": str(free_port()),
-                    "WK_EVALUATOR_ALLOWED_LATENESS_S": "5",
-                    "WK_EVALUATOR_IDLE_CLOSE_S": "100000",
-                    "WK_EVALUATOR_LABEL_WAIT_S": "1000000000",
-                    "WK_EVALUATOR_CHECKPOINT_INTERVAL_S": "0.3",
-                }
+                env = evaluator_env(
+                    bootstrap=kafka_bootstrap,
+                    database_url=url,
+                    prefix=prefix,
+                    group=f"{prefix}{name}",
+                    registry_url=registry_url,
+                )
                 log = tmp_path / f"{name}.log"
                 for _ in range(kills):
                     target = rng.randint(total // 10, total * 8 // 10)
@@ -202,19 +86,10 @@ async def test_kill_9_three_times_gives_the_results_of_a_clean_run(
                         proc.kill()  # SIGKILL: no checkpoint, no commit, no goodbye
                         proc.wait()
                 with evaluator(env, log) as proc:
-                    await wait_consumed(url, total, proc, log)
+                    await wait_consumed(url, total, [proc], log)
                     await asyncio.sleep(1.0)
         clean, killed = evaluations(runs["clean"]), evaluations(runs["killed"])
     finally:
         await bus.stop()
     assert len([k for k in clean if not k.startswith("state:")]) > 1_000
-    assert clean.keys() == killed.keys()
-    for key, expected in clean.items():
-        got = dict(killed[key])
-        if key.startswith("state:"):
-            assert got == expected, key
-            continue
-        expected = dict(expected)
-        a, b = expected.pop("value"), got.pop("value")
-        assert expected == got, key
-        assert (a is None and b is None) or abs(a - b) <= 1e-9 * max(1.0, abs(a)), key
+    same_evaluations(clean, killed)
