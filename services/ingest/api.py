@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
@@ -23,7 +24,7 @@ from shared.bus.kafka import DeliveryIncomplete
 from shared.contracts import SystemSnapshot
 
 from .context import IngestContext
-from .dedup import Claim, DedupUnavailable, Verdict
+from .dedup import Claim, Claims, DedupUnavailable, Verdict
 from .schemas import IngestResponse, RecordError
 from .validation import Accepted, BodyError, Kind, parse_body, validate_events
 
@@ -201,12 +202,11 @@ async def _deliver(
 ) -> Response:
     metrics = ctx.metrics
     seq: int | None = None
-    claims: list[Claim] = []
+    claims: Sequence[Claim] = ()
     if ctx.dedup is not None and events:
-        horizons = {
-            system_id: ctx.horizon_s(system_id) for system_id in {e.system_id for e in events}
-        }
-        claims = [Claim(e.system_id, kind, e.event_id, horizons[e.system_id]) for e in events]
+        system_ids = [e.system_id for e in events]
+        horizons = {system_id: ctx.horizon_s(system_id) for system_id in set(system_ids)}
+        claims = Claims(kind, system_ids, [e.event_id for e in events], horizons)
         started = time.perf_counter()
         try:
             seq, verdicts = await ctx.dedup.claim(claims)
@@ -214,24 +214,25 @@ async def _deliver(
             metrics.dedup_errors.inc()
             return _unavailable(ctx, str(exc))
         metrics.dedup_seconds.observe(time.perf_counter() - started)
-        in_flight = verdicts.count(Verdict.IN_FLIGHT)
-        if in_flight:
-            ctx.dedup.settle(
-                seq, [c for c, v in zip(claims, verdicts, strict=True) if v is Verdict.NEW]
+        if verdicts.count(Verdict.NEW) != len(verdicts):  # the common case: all new
+            in_flight = verdicts.count(Verdict.IN_FLIGHT)
+            if in_flight:
+                ctx.dedup.settle(
+                    seq, [c for c, v in zip(claims, verdicts, strict=True) if v is Verdict.NEW]
+                )
+                return _unavailable(
+                    ctx,
+                    f"{in_flight} events of this request are still being delivered by an "
+                    "earlier request; retry to learn their fate",
+                )
+            fresh = [
+                (e, c) for e, c, v in zip(events, claims, verdicts, strict=True) if v is Verdict.NEW
+            ]
+            duplicates.extend(
+                e for e, v in zip(events, verdicts, strict=True) if v is Verdict.DUPLICATE
             )
-            return _unavailable(
-                ctx,
-                f"{in_flight} events of this request are still being delivered by an earlier "
-                "request; retry to learn their fate",
-            )
-        fresh = [
-            (e, c) for e, c, v in zip(events, claims, verdicts, strict=True) if v is Verdict.NEW
-        ]
-        duplicates.extend(
-            e for e, v in zip(events, verdicts, strict=True) if v is Verdict.DUPLICATE
-        )
-        events = [e for e, _c in fresh]
-        claims = [c for _e, c in fresh]
+            events = [e for e, _c in fresh]
+            claims = [c for _e, c in fresh]
 
     if events:
         topic = ctx.bus.topics.predictions if kind == "predictions" else ctx.bus.topics.outcomes

@@ -29,9 +29,9 @@ import enum
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import psycopg
 from sqlalchemy import Connection, and_, case, delete, insert, make_url, select, tuple_, update
@@ -42,7 +42,7 @@ from shared.migrations import upgrade
 
 from .models import MIGRATIONS, IngestInstance, SeenEvent
 
-__all__ = ["Claim", "DedupStore", "DedupUnavailable", "Verdict"]
+__all__ = ["Claim", "Claims", "DedupStore", "DedupUnavailable", "Verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,46 @@ class Claim(NamedTuple):
     @property
     def key(self) -> Key:
         return (self.system_id, self.kind, self.event_id)
+
+
+class Claims(Sequence[Claim]):
+    """One request's claims in columns (one kind, horizons per system): no object per event
+    on the common path, and the claim statement's columns are built a request at a time."""
+
+    __slots__ = ("event_ids", "horizons", "kind", "system_ids")
+
+    def __init__(
+        self, kind: str, system_ids: list[str], event_ids: list[str], horizons: dict[str, float]
+    ) -> None:
+        self.kind = kind
+        self.system_ids = system_ids
+        self.event_ids = event_ids
+        self.horizons = horizons
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Claim: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Claim]: ...
+
+    def __getitem__(self, index: int | slice) -> Claim | Sequence[Claim]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        system_id = self.system_ids[index]
+        return Claim(system_id, self.kind, self.event_ids[index], self.horizons[system_id])
+
+    def __iter__(self) -> Iterator[Claim]:
+        kind, horizons = self.kind, self.horizons
+        for system_id, event_id in zip(self.system_ids, self.event_ids, strict=True):
+            yield Claim(system_id, kind, event_id, horizons[system_id])
+
+
+def _repeat(text: str, times: int) -> str:
+    """``text`` ``times`` times, space-separated."""
+    return (text + " ") * (times - 1) + text
 
 
 @dataclass(slots=True)
@@ -302,19 +342,46 @@ class DedupStore:
             seqs += [item.seq] * len(item.claims)
         return systems, kinds, events, expiries, seqs
 
+    def _pg_parameters(self, waiting: list[_Waiting], now: float) -> dict[str, Any]:
+        """The claim statement's columns as space-separated strings; a request of one system
+        (the common case) repeats its system, kind, expiry and seq instead of joining them."""
+        systems: list[str] = []
+        kinds: list[str] = []
+        events: list[str] = []
+        expiries: list[str] = []
+        seqs: list[str] = []
+        for item in waiting:
+            claims = item.claims
+            count = len(claims)
+            if not count:
+                continue
+            seqs.append(_repeat(str(item.seq), count))
+            if type(claims) is Claims and len(claims.horizons) == 1:
+                ((system_id, horizon_s),) = claims.horizons.items()
+                systems.append(_repeat(system_id, count))
+                kinds.append(_repeat(claims.kind, count))
+                events.append(" ".join(claims.event_ids))
+                expiries.append(_repeat(repr(now + horizon_s), count))
+                continue
+            for system_id, kind, event_id, horizon_s in claims:
+                systems.append(system_id)
+                kinds.append(kind)
+                events.append(event_id)
+                expiries.append(repr(now + horizon_s))
+        return {
+            "s": " ".join(systems),
+            "k": " ".join(kinds),
+            "e": " ".join(events),
+            "x": " ".join(expiries),
+            "q": " ".join(seqs),
+            "o": self.owner,
+        }
+
     async def _insert_postgresql(
         self, conninfo: str, waiting: list[_Waiting], now: float
     ) -> list[Any]:
         """The claim statement on a kept async connection (autocommit: one statement)."""
-        systems, kinds, events, expiries, seqs = self._columns(waiting, now)
-        parameters = {
-            "s": " ".join(systems),
-            "k": " ".join(kinds),
-            "e": " ".join(events),
-            "x": " ".join(map(repr, expiries)),
-            "q": " ".join(map(str, seqs)),
-            "o": self.owner,
-        }
+        parameters = self._pg_parameters(waiting, now)
         conn = self._async_connection
         if conn is None or conn.closed:
             conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)

@@ -54,8 +54,10 @@ _TIMESTAMP = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
     r"(?:Z|[+-][0-9]{2}:[0-9]{2})"
 )
+_SIGNATURES = 4096  # feature signatures remembered per system (see SchemaCheck.passes)
 _SCALARS = (bool, int, float, str)
 _SCALARS_OR_NONE = (*_SCALARS, type(None))
+_SCALAR_OR_NONE_TYPES = frozenset(_SCALARS_OR_NONE)
 _PREDICTION_FIELDS = frozenset(PredictionEvent.model_fields)
 _OUTCOME_FIELDS = frozenset(OutcomeEvent.model_fields)
 
@@ -97,13 +99,21 @@ class SchemaCheck:
             (f.name, _ALLOWED[f.type] | ({type(None)} if f.nullable else set()))
             for f in system.features
         )
+        self._passed: set[tuple[Any, ...]] = set()
 
     def passes(self, features: dict[str, Any]) -> bool:
+        # A batch's records nearly always share their key order and value types: remember
+        # the (keys..., types...) signatures that passed, so a repeat costs one tuple lookup.
+        signature = (*features, *map(type, features.values()))
+        if signature in self._passed:
+            return True
         if features.keys() != self.names:
             return False
-        for name, allowed in self.allowed:  # noqa: SIM110 - a loop beats all(genexpr) here
+        for name, allowed in self.allowed:
             if type(features[name]) not in allowed:
                 return False
+        if len(self._passed) < _SIGNATURES:
+            self._passed.add(signature)
         return True
 
 
@@ -210,7 +220,16 @@ def _timestamp(value: object) -> bool:
 
 
 def _scalar_map(value: object) -> bool:
-    return type(value) is dict and all(type(v) in _SCALARS_OR_NONE for v in value.values())
+    return type(value) is dict and _SCALAR_OR_NONE_TYPES.issuperset(map(type, value.values()))
+
+
+def _probabilities(value: object) -> bool:
+    if type(value) is not dict:
+        return False
+    for p in value.values():
+        if (type(p) is not float and type(p) is not int) or not 0.0 <= p <= 1.0:
+            return False
+    return True
 
 
 def _number(value: object) -> bool:
@@ -238,13 +257,7 @@ def fast_event(kind: Kind, item: dict[str, Any]) -> bool:
             and type(item.get("features")) is dict
             and type(item.get("prediction")) in _SCALARS
             and ("attributes" not in item or _scalar_map(item["attributes"]))
-            and (
-                scores is None
-                or (
-                    type(scores) is dict
-                    and all(_number(p) and 0.0 <= p <= 1.0 for p in scores.values())
-                )
-            )
+            and (scores is None or _probabilities(scores))
             and (latency is None or (_number(latency) and latency >= 0))
             and item.get("schema_version", 1) == 1
             and type(item.get("schema_version", 1)) is int

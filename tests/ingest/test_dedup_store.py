@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.ingest.dedup import Claim, DedupStore, Verdict
+from services.ingest.dedup import Claim, Claims, DedupStore, Verdict
 from shared.db import Database
 from tests.factories import unique
 
@@ -180,3 +180,38 @@ async def test_concurrent_requests_with_the_same_event_id_get_one_winner(
     verdicts = [v for _seq, [v] in results]
     assert verdicts.count(Verdict.NEW) == 1
     assert verdicts.count(Verdict.IN_FLIGHT) == 4
+
+
+async def test_columnar_claims_mixed_with_lists_in_one_group_commit(
+    make_store: StoreFactory,
+) -> None:
+    """``Claims`` (ingest's columnar form: one system repeated, or several) and plain lists
+    waiting together go into one statement and each get their own verdicts."""
+    import asyncio
+
+    clock = Clock()
+    store = make_store(clock)
+    await store.start()
+    one, other = unique("sys"), unique("sys")
+    horizons = {one: 3600.0, other: 60.0}
+    single = Claims("predictions", [one, one, one], ["a", "b", "c"], {one: 3600.0})
+    mixed = Claims("outcomes", [one, other], ["a", "z"], horizons)
+    assert list(mixed) == [Claim(one, "outcomes", "a", 3600.0), Claim(other, "outcomes", "z", 60)]
+    assert mixed[1] == Claim(other, "outcomes", "z", 60) and len(mixed[:1]) == 1
+    results = await asyncio.gather(
+        store.claim(single), store.claim(mixed), store.claim(claims(other, "q", "b"))
+    )
+    assert [verdicts for _seq, verdicts in results] == [
+        [Verdict.NEW] * 3,
+        [Verdict.NEW] * 2,
+        [Verdict.NEW] * 2,
+    ]
+    for seq, _ in results:
+        store.settle(seq)
+    _, again = await store.claim(
+        Claims("predictions", [one, other, one], ["c", "q", "d"], {one: 3600.0, other: 60.0})
+    )
+    assert again == [Verdict.DUPLICATE, Verdict.DUPLICATE, Verdict.NEW]
+    clock.now += 120  # past the other system's 60 s horizon (from ``mixed``), within one's
+    _, later = await store.claim(Claims("outcomes", [one, other], ["a", "z"], horizons))
+    assert later == [Verdict.DUPLICATE, Verdict.NEW]
