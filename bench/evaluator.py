@@ -30,7 +30,6 @@ import uuid
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -116,14 +115,19 @@ class ArrayBatch(ColumnBatch):
 
     def __init__(self, data: pd.DataFrame) -> None:
         self.size = len(data)
+        self.rows = None
         self.ts = np.zeros(self.size)
-        self.events = [SimpleNamespace(model_version="m1")] * self.size  # type: ignore[assignment]
+        self.offsets = np.arange(self.size)
+        self._versions = ["m1"] * self.size
         self._cache = {}
         for name in NUMERIC:
-            self._cache[("column", f"feature:{name}", "True")] = data[name].to_numpy(np.float64)
+            self._cache[("column", f"feature:{name}", "1")] = data[name].to_numpy(np.float64)
         for name in CATEGORICAL:
-            self._cache[("column", f"feature:{name}", "False")] = data[name].to_numpy(object)
+            self._cache[("column", f"feature:{name}", "0")] = data[name].to_numpy(object)
         self._cache[("latency",)] = np.full(self.size, 5.0)
+
+    def model_versions(self) -> list[str]:
+        return self._versions
 
 
 # --- 1. one drift window against Evidently -------------------------------------------------

@@ -49,15 +49,15 @@ class ColumnBatch:
 
     def column(self, name: str, numeric: bool) -> npt.NDArray[Any]:
         """``prediction`` or ``feature:<name>``, as floats (numeric) or objects."""
-        batch = self.batch
+        key = ("column", name, "1" if numeric else "0")
         if name == "prediction":
             if numeric:
-                return self._cached(("column", name, "1"), batch.prediction_numbers)  # type: ignore[no-any-return]
-            return self._cached(("column", name, "0"), lambda: objects(batch.predictions))  # type: ignore[no-any-return]
+                return self._cached(key, lambda: self.batch.prediction_numbers())  # type: ignore[no-any-return]
+            return self._cached(key, lambda: objects(self.batch.predictions))  # type: ignore[no-any-return]
         feature = name.removeprefix("feature:")
         if numeric:
-            return self._cached(("column", name, "1"), lambda: batch.feature_numbers(feature))  # type: ignore[no-any-return]
-        return self._cached(("column", name, "0"), lambda: objects(batch.feature(feature)))  # type: ignore[no-any-return]
+            return self._cached(key, lambda: self.batch.feature_numbers(feature))  # type: ignore[no-any-return]
+        return self._cached(key, lambda: objects(self.batch.feature(feature)))  # type: ignore[no-any-return]
 
     def predicted(self) -> npt.NDArray[Any]:
         return self.column("prediction", numeric=False)
@@ -69,7 +69,7 @@ class ColumnBatch:
         return self._cached(("attribute", name), lambda: objects(self.batch.attribute(name)))  # type: ignore[no-any-return]
 
     def latency(self) -> FloatArray:
-        return self._cached(("latency",), self.batch.latency)  # type: ignore[no-any-return]
+        return self._cached(("latency",), lambda: self.batch.latency())  # type: ignore[no-any-return]
 
     def model_versions(self) -> list[str]:
         return self.take(self.batch.model_versions)
