@@ -378,3 +378,16 @@ def test_default_method_is_evidentlys_for_large_references(rng: np.random.Genera
     accumulators = accumulate(profile, current)
     assert column_drift(profile.features["x"], accumulators["x"]).method == "wasserstein"
     assert column_drift(profile.features["c"], accumulators["c"]).method == "jensenshannon"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_wasserstein_on_a_sorted_reference_is_scipys_float(seed: int) -> None:
+    """Same operations on the same sorted values: bit-identical to scipy, ties included."""
+    from scipy import stats
+
+    from shared.stats.drift import wasserstein_distance_sorted
+
+    rng = np.random.default_rng(seed)
+    u = np.sort(np.round(rng.normal(0, 1, 3_000), 1 + seed % 3))
+    v = np.round(rng.normal(0.2, 1.3, 2_000 + 700 * seed), 2)
+    assert wasserstein_distance_sorted(u, v) == stats.wasserstein_distance(u, v)
