@@ -140,6 +140,17 @@ kinds are fixed words): adapting Python lists to arrays costs ~2 µs per element
 the event loop over psycopg's async connection (no worker thread, no GIL hand-offs)."""
 
 
+_PG_CLAIM_ALL_NEW = (
+    _PG_CLAIM.split(", ins AS (")[0]
+    + " INSERT INTO ingest_seen_event (system_id, kind, event_id, expires_at, owner, seq) "
+    "SELECT system_id, kind, event_id, expires_at, %(o)s, seq FROM input"
+)
+"""The common case first: a plain insert of every claim, with no per-row conflict handling
+(``ON CONFLICT`` costs PostgreSQL ~2 of its ~5 µs per claim). When any key already has a row
+the whole statement fails with a unique violation, inserting nothing, and ``_PG_CLAIM`` runs
+(a retry or a replay: rare)."""
+
+
 class DedupStore:
     """Claims and settles event_ids for one ingest instance; see the module docstring."""
 
@@ -387,6 +398,11 @@ class DedupStore:
             conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
             self._async_connection = conn
         try:
+            try:
+                await conn.execute(_PG_CLAIM_ALL_NEW, parameters)
+                return []  # every claim inserted: all new
+            except psycopg.errors.UniqueViolation:
+                pass  # some key has a row already (nothing was inserted): the full statement
             cursor = await conn.execute(_PG_CLAIM, parameters)
             return list(await cursor.fetchall())
         except Exception:
