@@ -376,8 +376,8 @@ class StreamProcessor:
             else:
                 joined.append((i, wait))
                 state.count("labelled")
-        taken = [(sid, event_id) for event_id in waits if not duplicate[first[event_id]]]
-        self.store.take_waiting(taken)
+        taken = [event_id for event_id in waits if not duplicate[first[event_id]]]
+        self.store.take_waiting(sid, taken)
         state.waiting -= len(taken)
         state.count("duplicate_predictions", int(duplicate.sum()))
         valid = ~duplicate
@@ -456,10 +456,10 @@ class StreamProcessor:
             elif label_time > info.ts + horizon:
                 state.count("expired_outcomes")
             else:
-                labels.append((sid, prediction_id))
+                labels.append(prediction_id)
                 state.count("labelled")
                 joined.append((i, info))
-        self.store.label(labels)
+        self.store.label(sid, labels)
         filed = self.store.insert_waiting(waiting)
         state.count("duplicate_outcomes", len(waiting) - filed)  # a second one while waiting
         state.count("waiting_outcomes", filed)

@@ -54,6 +54,28 @@ _INSERT_PREDICTION = (
     "ON CONFLICT (system_id, event_id) DO NOTHING"
 )
 _LABEL = "UPDATE evaluator_join SET labelled = ? WHERE system_id = ? AND event_id = ?"
+_LABEL_ALL = "UPDATE evaluator_join SET labelled = TRUE WHERE system_id = %s AND event_id = ANY(%s)"
+_JOIN_COLUMNS = (
+    "system_id",
+    "event_id",
+    "ts",
+    "arrival_wm",
+    "prediction",
+    "scores",
+    "attributes",
+    "pred_partition",
+    "pred_offset",
+    "labelled",
+)
+_WAITING_COLUMNS = (
+    "system_id",
+    "prediction_id",
+    "ts",
+    "actual",
+    "label_time",
+    "out_partition",
+    "out_offset",
+)
 _LOOKUP = (
     "SELECT event_id, labelled, ts, arrival_wm, pred_partition, pred_offset, prediction, "
     "scores, attributes FROM evaluator_join WHERE system_id = ? AND event_id IN ({})"
@@ -69,6 +91,7 @@ _WAITING = (
     "FROM evaluator_waiting WHERE system_id = ? AND prediction_id IN ({})"
 )
 _TAKE_WAITING = "DELETE FROM evaluator_waiting WHERE system_id = ? AND prediction_id = ?"
+_TAKE_ALL_WAITING = "DELETE FROM evaluator_waiting WHERE system_id = %s AND prediction_id = ANY(%s)"
 _COUNT_WAITING = "SELECT count(*) FROM evaluator_waiting WHERE system_id = ? AND ts < ?"
 _PURGE_WAITING = "DELETE FROM evaluator_waiting WHERE system_id = ? AND ts < ?"
 _PURGE = "DELETE FROM evaluator_join WHERE system_id = ? AND ts < ?"
@@ -131,6 +154,8 @@ class EvaluatorStore:
         self.stream = stream
         self._conn: Connection | None = None
         self._postgres = db.engine.dialect.name == "postgresql"
+        self._staged: set[str] = set()
+        """Stage tables created on the current connection (PostgreSQL temp tables)."""
 
     # --- the open transaction ------------------------------------------------------------
 
@@ -156,6 +181,7 @@ class EvaluatorStore:
             finally:
                 self._conn.close()
                 self._conn = None
+                self._staged.clear()
 
     def close(self) -> None:
         self.rollback()
@@ -273,8 +299,30 @@ class EvaluatorStore:
                 changed += max(cursor.rowcount, 0)
         return changed
 
+    def _copy_insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    ) -> int:
+        """PostgreSQL: COPY the rows into a session stage table, then one set-based
+        ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``; returns how many were new."""
+        stage = f"wk_stage_{table}"
+        cursor = self._cursor()
+        if stage not in self._staged:
+            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table})")
+            self._staged.add(stage)
+        cursor.execute(f"TRUNCATE {stage}")
+        names = ", ".join(columns)
+        with cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} ON CONFLICT DO NOTHING"
+        )
+        return max(int(cursor.rowcount), 0)
+
     def insert_predictions(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Insert prediction rows; returns how many were new (the rest conflicted)."""
+        if self._postgres and rows:
+            return self._copy_insert("evaluator_join", _JOIN_COLUMNS, rows)
         return self._many(_INSERT_PREDICTION, rows)
 
     def _select(
@@ -282,6 +330,11 @@ class EvaluatorStore:
     ) -> list[tuple[Any, ...]]:
         cursor = self._cursor()
         rows: list[tuple[Any, ...]] = []
+        if self._postgres:  # one array parameter instead of thousands
+            cursor.execute(
+                self._sql(sql.format("SELECT unnest(?::text[])")), (system_id, list(ids), *extra)
+            )
+            return list(cursor.fetchall())
         for chunk in _chunks(ids):
             cursor.execute(
                 self._sql(sql.format(", ".join("?" * len(chunk)))), (system_id, *chunk, *extra)
@@ -300,9 +353,12 @@ class EvaluatorStore:
             rows = self._select(_LOOKUP + _NOT_FROM, system_id, event_ids, not_from)
         return {row[0]: JoinInfo._make(row) for row in rows}
 
-    def label(self, rows: Sequence[tuple[str, str]]) -> None:
-        """Mark predictions (system_id, event_id) as labelled."""
-        self._many(_LABEL, [(True, *row) for row in rows])
+    def label(self, system_id: str, event_ids: Sequence[str]) -> None:
+        """Mark the system's predictions ``event_ids`` as labelled."""
+        if self._postgres and event_ids:
+            self._cursor().execute(_LABEL_ALL, (system_id, list(event_ids)))
+            return
+        self._many(_LABEL, [(True, system_id, e) for e in event_ids])
 
     def waiting(self, system_id: str, prediction_ids: Sequence[str]) -> dict[str, Waiting]:
         """Outcomes already waiting for these predictions."""
@@ -311,11 +367,16 @@ class EvaluatorStore:
 
     def insert_waiting(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """File outcomes whose prediction has not come; returns how many were new."""
+        if self._postgres and rows:
+            return self._copy_insert("evaluator_waiting", _WAITING_COLUMNS, rows)
         return self._many(_INSERT_WAITING, rows)
 
-    def take_waiting(self, rows: Sequence[tuple[str, str]]) -> None:
-        """Forget waiting outcomes (system_id, prediction_id) once their prediction came."""
-        self._many(_TAKE_WAITING, rows)
+    def take_waiting(self, system_id: str, prediction_ids: Sequence[str]) -> None:
+        """Forget the system's waiting outcomes once their predictions came."""
+        if self._postgres and prediction_ids:
+            self._cursor().execute(_TAKE_ALL_WAITING, (system_id, list(prediction_ids)))
+            return
+        self._many(_TAKE_WAITING, [(system_id, p) for p in prediction_ids])
 
     def purge(self, system_id: str, before: float) -> int:
         """Forget join rows older than ``before``; returns outcomes whose prediction never came."""
