@@ -28,7 +28,7 @@ from shared.bus.base import (
     TopicPartition,
 )
 
-__all__ = ["DLQ_HEADERS", "Decoded", "StreamWorker"]
+__all__ = ["DLQ_HEADERS", "Decoded", "StreamWorker", "dead_letter"]
 
 log = logging.getLogger(__name__)
 
@@ -196,23 +196,27 @@ class StreamWorker(Generic[T]):
         where = (record.topic, record.partition, record.offset)
         if where in self._dead_lettered:  # a redelivered batch: it is on the DLQ already
             return
-        log.warning(
-            "%s: %s[%d]@%d to DLQ: %s",
-            self.name,
-            record.topic,
-            record.partition,
-            record.offset,
-            error[:500],
-        )
-        headers = [
-            ("wk-error", error[:4000].encode()),
-            ("wk-source-topic", record.topic.encode()),
-            ("wk-source-partition", str(record.partition).encode()),
-            ("wk-source-offset", str(record.offset).encode()),
-        ]
-        await self._bus.producer.send(
-            self._bus.topics.dlq, record.value, key=record.key, headers=headers
-        )
+        await dead_letter(self._bus, record, error, consumer=self.name)
         self._dead_lettered.add(where)
         if self._on_dead_letter is not None:
             self._on_dead_letter(record, error)
+
+
+async def dead_letter(bus: Bus, record: Record, error: str, *, consumer: str) -> None:
+    """Put a record that cannot be handled on the DLQ topic: its original key and bytes, with
+    the reason and where it came from in headers; returns once the bus acknowledged it."""
+    log.warning(
+        "%s: %s[%d]@%d to DLQ: %s",
+        consumer,
+        record.topic,
+        record.partition,
+        record.offset,
+        error[:500],
+    )
+    headers = [
+        ("wk-error", error[:4000].encode()),
+        ("wk-source-topic", record.topic.encode()),
+        ("wk-source-partition", str(record.partition).encode()),
+        ("wk-source-offset", str(record.offset).encode()),
+    ]
+    await bus.producer.send(bus.topics.dlq, record.value, key=record.key, headers=headers)
