@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,8 @@ import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from services.evaluator.consumer import ProcessorConfig
-from shared.contracts import Task
+from services.evaluator.store import EvaluatorStore
+from shared.contracts import OutcomeEvent, Task
 
 from .conftest import (
     T0,
@@ -88,6 +89,62 @@ async def test_results_do_not_depend_on_batching_interleaving_or_crashes(make_ha
             assert revised, "late labels must revise some windows"
         else:
             _same(reference, results)
+
+
+async def test_label_windows_kept_in_the_store_give_the_same_results(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no label window kept in memory after a checkpoint, a very late label reads its
+    window back from the store: the evaluations do not change."""
+    profile = reference_profile()
+    sys_a = system(OBJECTIVES, system_id="a", reference=profile)
+    stream = synthetic_stream(system_id="a", n=3000, rate=4.0, label_delay_s=20.0)
+    # a few labels of early predictions come 400 s late, long after their window's last
+    # revision: their window is read back from the store
+    labelled = {o.prediction_id for o in stream.outcomes}
+    late = [p for p in stream.predictions[:400] if p.event_id not in labelled][:20]
+    stream.outcomes += [
+        OutcomeEvent(
+            event_id=f"late-{p.event_id}",
+            system_id="a",
+            prediction_id=p.event_id,
+            timestamp=p.timestamp + timedelta(seconds=400),
+            actual=1,
+        )
+        for p in late
+    ]
+    stream.outcomes.sort(key=lambda o: o.timestamp)
+    flush = flush_events("a", T0 + 100_000)
+    stream.predictions += flush.predictions
+    stream.outcomes += flush.outcomes
+    reloaded = []
+    load = EvaluatorStore.load_labels
+
+    def counting(store: EvaluatorStore, *key: Any) -> str | None:
+        found = load(store, *key)
+        reloaded.extend([key] if found is not None else [])
+        return found
+
+    monkeypatch.setattr(EvaluatorStore, "load_labels", counting)
+    results = []
+    for in_memory in (256, 0):
+        config = ProcessorConfig(
+            lateness_s=5.0, label_wait_s=1e9, label_windows_in_memory=in_memory
+        )
+        harness: Harness = make_harness([sys_a], [profile], config=config)
+        await harness.ready()
+        reloaded.clear()
+        # both topics delivered in event-time order, so windows finish their revisions
+        # before the very late labels come
+        preds, outs = harness.records(stream)
+        stamps = [p.timestamp for p in stream.predictions] + [o.timestamp for o in stream.outcomes]
+        merged = [r for _, r in sorted(zip(stamps, preds + outs, strict=True), key=lambda x: x[0])]
+        for i in range(0, len(merged), 100):
+            harness.feed(merged[i : i + 100])
+            harness.checkpoint()
+        results.append(harness.evaluations())
+    assert reloaded, "a late label read its window back from the store"
+    _same(results[0], results[1])
 
 
 async def test_join_counts_duplicates_unknown_and_late(make_harness: Any) -> None:
