@@ -68,7 +68,7 @@ clean:
 
 ## Evaluator throughput on a throwaway Kafka, one drift window vs Evidently, window memory.
 bench-evaluator: install system-deps
-	$(BIN)/python bench/evaluator.py
+	$(BIN)/python bench/evaluator.py --postgres
 
 ## Registry: upload a generated 1 GB reference CSV, report the registry process's peak memory.
 bench-registry: install

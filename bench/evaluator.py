@@ -402,6 +402,57 @@ def throughput(n: int, workdir: Path, *, postgres: bool = False) -> dict[str, An
     return {key: round(rate), "throughput_events": total}
 
 
+def in_process(n: int, workdir: Path) -> dict[str, Any]:
+    """The same records through decoding and ``StreamProcessor`` in this process, without
+    Kafka (polls of 5,000 records, two thirds predictions, a checkpoint every 20 polls, SQLite
+    state): what the evaluator's own code costs, the ceiling of one process."""
+    from services.evaluator.app import MIGRATIONS
+    from services.evaluator.consumer import ProcessorConfig, StreamProcessor
+    from services.evaluator.decoding import decode_records
+    from services.evaluator.references import ReferenceCache, StaticReferenceSource
+    from services.evaluator.store import EvaluatorStore
+    from shared.bus import Record, Topics
+    from shared.db import Database
+    from shared.migrations import OUTBOX, upgrade
+
+    reference = ReferenceProfile.build(frame(10_000, 1, shifted=False), feature_types())
+    snapshot = make_system(throughput_objectives(), reference)
+    preds, outs = events(n, labelled=0.5)
+    topics = Topics(prefix="bench.")
+    db = Database(f"sqlite:///{workdir / 'in-process.db'}")
+    upgrade(db.engine, OUTBOX)
+    upgrade(db.engine, MIGRATIONS)
+    cache = ReferenceCache(StaticReferenceSource([reference]), db)
+    asyncio.run(cache.ensure([reference.content_hash]))
+    processor = StreamProcessor(
+        store=EvaluatorStore(db, stream=topics.predictions),
+        topics=topics,
+        references=cache,
+        config=ProcessorConfig(),
+    )
+    systems = {snapshot.system_id: snapshot}
+    p = [Record(topics.predictions, 0, i, b"bench", v, 0) for i, v in enumerate(preds)]
+    o = [Record(topics.outcomes, 0, i, b"bench", v, 0) for i, v in enumerate(outs)]
+    polls = [p[i : i + 3334] + o[i // 2 : i // 2 + 1667] for i in range(0, len(p), 3334)]
+    polls[-1] += o[len(polls) * 1667 :]
+    started, cpu = time.perf_counter(), time.process_time()
+    for k, poll in enumerate(polls):
+        batches, _ = decode_records(poll, topics, processor.start_offset)
+        for partition, part in sorted(batches.items()):
+            processor.apply(partition, part.predictions, part.outcomes, systems)
+            processor.advance(partition, part.seen)
+        if k % 20 == 19:
+            processor.checkpoint(systems)
+    processor.checkpoint(systems)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    processor.store.close()
+    db.dispose()
+    total = len(preds) + len(outs)
+    print(f"\n== in process, no Kafka: {total:,} events ==")
+    print(f"events/s {total / wall:,.0f}  (CPU {cpu:.1f} s for {wall:.1f} s)")
+    return {"events_per_s_in_process": round(total / wall)}
+
+
 # --- 3. memory with 1 and 10 million events in one window ----------------------------------
 
 
@@ -467,6 +518,7 @@ def main() -> None:
     if not args.skip_kafka:
         workdir = Path(tempfile.mkdtemp(prefix="wk-bench-"))
         try:
+            figures.update(in_process(args.events, workdir))
             figures.update(throughput(args.events, workdir))
             if args.postgres:
                 figures.update(throughput(args.events, workdir, postgres=True))
