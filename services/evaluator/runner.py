@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from shared.bus import Bus, BusUnavailable, Consumer, Record, TopicPartition
+from shared.bus import Bus, BusUnavailable, Consumer, Record, TopicPartition, dead_letter
 from shared.contracts import SystemSnapshot
 from shared.outbox import OutboxRelay
 from shared.registry_view import RegistryView
@@ -140,8 +140,13 @@ class EvaluatorRunner:
                     log.exception("evaluator: batch failed; resuming from the last checkpoint")
                     await self._recover(consumer, exc)
             if not failed:
-                async with self._lock:
-                    await self._checkpoint(consumer)
+                try:
+                    async with self._lock:
+                        await self._checkpoint(consumer)
+                except Exception:
+                    # stopping must not fail: what the last checkpoint did not cover is
+                    # replayed from it by the next owner of the partitions
+                    log.exception("evaluator: final checkpoint failed; the next owner replays")
         finally:
             self.running = False
             self._consumer = None
@@ -285,22 +290,7 @@ class EvaluatorRunner:
     # --- DLQ -----------------------------------------------------------------------------
 
     async def _dead_letter(self, record: Record, error: str) -> None:
-        log.warning(
-            "evaluator: %s[%d]@%d to DLQ: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            error[:500],
-        )
-        headers = [
-            ("wk-error", error[:4000].encode()),
-            ("wk-source-topic", record.topic.encode()),
-            ("wk-source-partition", str(record.partition).encode()),
-            ("wk-source-offset", str(record.offset).encode()),
-        ]
-        await self._bus.producer.send(
-            self._bus.topics.dlq, record.value, key=record.key, headers=headers
-        )
+        await dead_letter(self._bus, record, error, consumer="evaluator")
         self._metrics.dead_lettered.inc()
 
     def stats(self) -> dict[str, Any]:
