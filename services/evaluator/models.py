@@ -32,7 +32,10 @@ class JoinRow(SQLModel, table=True):
     """A prediction, kept until its label horizon has passed, for the outcome that joins it."""
 
     __tablename__ = "evaluator_join"
-    __table_args__ = (Index("ix_evaluator_join_system_ts", "system_id", "ts"),)
+    __table_args__ = (
+        Index("ix_evaluator_join_system_ts", "system_id", "ts"),
+        {"sqlite_with_rowid": False},  # one B-tree keyed by (system_id, event_id), not two
+    )
 
     system_id: str = Field(primary_key=True, max_length=128)
     event_id: str = Field(primary_key=True, max_length=128)
@@ -55,7 +58,10 @@ class WaitingOutcome(SQLModel, table=True):
     unknown outcome once the label horizon has passed."""
 
     __tablename__ = "evaluator_waiting"
-    __table_args__ = (Index("ix_evaluator_waiting_system_ts", "system_id", "ts"),)
+    __table_args__ = (
+        Index("ix_evaluator_waiting_system_ts", "system_id", "ts"),
+        {"sqlite_with_rowid": False},
+    )
 
     system_id: str = Field(primary_key=True, max_length=128)
     prediction_id: str = Field(primary_key=True, max_length=128)

@@ -53,7 +53,7 @@ _INSERT_PREDICTION = (
     "attributes, pred_partition, pred_offset, labelled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (system_id, event_id) DO NOTHING"
 )
-_LABEL = "UPDATE evaluator_join SET labelled = ? WHERE system_id = ? AND event_id = ?"
+_LABEL_IN = "UPDATE evaluator_join SET labelled = 1 WHERE system_id = ? AND event_id IN ({})"
 _LABEL_ALL = "UPDATE evaluator_join SET labelled = TRUE WHERE system_id = %s AND event_id = ANY(%s)"
 _JOIN_COLUMNS = (
     "system_id",
@@ -90,7 +90,7 @@ _WAITING = (
     "SELECT prediction_id, ts, actual, label_time, out_partition, out_offset "
     "FROM evaluator_waiting WHERE system_id = ? AND prediction_id IN ({})"
 )
-_TAKE_WAITING = "DELETE FROM evaluator_waiting WHERE system_id = ? AND prediction_id = ?"
+_TAKE_WAITING_IN = "DELETE FROM evaluator_waiting WHERE system_id = ? AND prediction_id IN ({})"
 _TAKE_ALL_WAITING = "DELETE FROM evaluator_waiting WHERE system_id = %s AND prediction_id = ANY(%s)"
 _COUNT_WAITING = "SELECT count(*) FROM evaluator_waiting WHERE system_id = ? AND ts < ?"
 _PURGE_WAITING = "DELETE FROM evaluator_waiting WHERE system_id = ? AND ts < ?"
@@ -319,6 +319,18 @@ class EvaluatorStore:
         )
         return max(int(cursor.rowcount), 0)
 
+    def _where_in(self, postgres: str, sqlite: str, system_id: str, ids: Sequence[str]) -> None:
+        """One statement per chunk of ids: an array parameter on PostgreSQL, ``IN (...)`` on
+        SQLite (one statement over the whole chunk is cheaper than ``executemany``)."""
+        if not ids:
+            return
+        cursor = self._cursor()
+        if self._postgres:
+            cursor.execute(postgres, (system_id, list(ids)))
+            return
+        for chunk in _chunks(ids):
+            cursor.execute(sqlite.format(", ".join("?" * len(chunk))), (system_id, *chunk))
+
     def insert_predictions(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Insert prediction rows; returns how many were new (the rest conflicted)."""
         if self._postgres and rows:
@@ -355,10 +367,7 @@ class EvaluatorStore:
 
     def label(self, system_id: str, event_ids: Sequence[str]) -> None:
         """Mark the system's predictions ``event_ids`` as labelled."""
-        if self._postgres and event_ids:
-            self._cursor().execute(_LABEL_ALL, (system_id, list(event_ids)))
-            return
-        self._many(_LABEL, [(True, system_id, e) for e in event_ids])
+        self._where_in(_LABEL_ALL, _LABEL_IN, system_id, event_ids)
 
     def waiting(self, system_id: str, prediction_ids: Sequence[str]) -> dict[str, Waiting]:
         """Outcomes already waiting for these predictions."""
@@ -373,10 +382,7 @@ class EvaluatorStore:
 
     def take_waiting(self, system_id: str, prediction_ids: Sequence[str]) -> None:
         """Forget the system's waiting outcomes once their predictions came."""
-        if self._postgres and prediction_ids:
-            self._cursor().execute(_TAKE_ALL_WAITING, (system_id, list(prediction_ids)))
-            return
-        self._many(_TAKE_WAITING, [(system_id, p) for p in prediction_ids])
+        self._where_in(_TAKE_ALL_WAITING, _TAKE_WAITING_IN, system_id, prediction_ids)
 
     def purge(self, system_id: str, before: float) -> int:
         """Forget join rows older than ``before``; returns outcomes whose prediction never came."""

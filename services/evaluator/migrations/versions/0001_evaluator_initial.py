@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("pred_offset", sa.BigInteger(), nullable=False),
         sa.Column("labelled", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("system_id", "event_id"),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_evaluator_join_system_ts", "evaluator_join", ["system_id", "ts"])
     op.create_table(
@@ -56,6 +57,7 @@ def upgrade() -> None:
         sa.Column("out_partition", sa.Integer(), nullable=False),
         sa.Column("out_offset", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("system_id", "prediction_id"),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_evaluator_waiting_system_ts", "evaluator_waiting", ["system_id", "ts"])
     op.create_table(
