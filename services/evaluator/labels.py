@@ -184,11 +184,15 @@ class LabelSet:
             return
         self.n += labels.size
         self.delays.update(labels.delay_s)
-        for partition in np.unique(labels.partitions).tolist():
-            chosen = labels.offsets[labels.partitions == partition]
-            span = self.offsets.setdefault(partition, [int(chosen.min()), int(chosen.max())])
-            span[0] = min(span[0], int(chosen.min()))
-            span[1] = max(span[1], int(chosen.max()))
+        partitions = labels.partitions
+        first = int(partitions[0])
+        groups = [first] if (partitions == first).all() else np.unique(partitions).tolist()
+        for partition in groups:
+            chosen = labels.offsets if len(groups) == 1 else labels.offsets[partitions == partition]
+            low, high = int(chosen.min()), int(chosen.max())
+            span = self.offsets.setdefault(partition, [low, high])
+            span[0] = min(span[0], low)
+            span[1] = max(span[1], high)
         if not needs:
             return
         predicted = objects(labels.parsed("predicted"))
