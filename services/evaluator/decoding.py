@@ -378,10 +378,6 @@ class _Decoded(Generic[M]):
     def strings(self, name: str) -> list[str]:
         return self._values(name, lambda e: getattr(e, name))
 
-
-class PredictionBatch(_Decoded[PredictionEvent]):
-    """One stream partition's predictions of a polled batch, in partition order."""
-
     @property
     def system_ids(self) -> list[str]:
         return self.strings("system_id")
@@ -389,6 +385,10 @@ class PredictionBatch(_Decoded[PredictionEvent]):
     @property
     def event_ids(self) -> list[str]:
         return self.strings("event_id")
+
+
+class PredictionBatch(_Decoded[PredictionEvent]):
+    """One stream partition's predictions of a polled batch, in partition order."""
 
     @property
     def model_versions(self) -> list[str]:
@@ -497,14 +497,6 @@ class PredictionBatch(_Decoded[PredictionEvent]):
 
 class OutcomeBatch(_Decoded[OutcomeEvent]):
     """One stream partition's outcomes of a polled batch, in partition order."""
-
-    @property
-    def system_ids(self) -> list[str]:
-        return self.strings("system_id")
-
-    @property
-    def event_ids(self) -> list[str]:
-        return self.strings("event_id")
 
     @property
     def prediction_ids(self) -> list[str]:
