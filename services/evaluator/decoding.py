@@ -387,6 +387,9 @@ class _Decoded(Generic[M]):
         return self.strings("event_id")
 
 
+B = TypeVar("B", bound="_Decoded[Any]")
+
+
 class PredictionBatch(_Decoded[PredictionEvent]):
     """One stream partition's predictions of a polled batch, in partition order."""
 
@@ -638,14 +641,15 @@ def _decode(
     )
 
 
-def decode_predictions(
-    values: Sequence[bytes | None], offsets: IntArray
-) -> tuple[PredictionBatch, list[tuple[int, str]]]:
-    """The valid predictions as a batch, and (index, reason) of every invalid record."""
-    good, ts, table, fast, events, slow, bad = _decode(
-        PredictionEvent, values, offsets, _prediction_checks
-    )
-    batch = PredictionBatch(
+def _decode_batch(
+    batch_type: type[B],
+    model: Any,
+    checks: Any,
+    values: Sequence[bytes | None],
+    offsets: IntArray,
+) -> tuple[B, list[tuple[int, str]]]:
+    good, ts, table, fast, events, slow, bad = _decode(model, values, offsets, checks)
+    batch = batch_type(
         offsets=good,
         ts=ts,
         table=table,
@@ -654,23 +658,20 @@ def decode_predictions(
         slow=np.asarray(slow, dtype=np.intp),
     )
     return batch, bad
+
+
+def decode_predictions(
+    values: Sequence[bytes | None], offsets: IntArray
+) -> tuple[PredictionBatch, list[tuple[int, str]]]:
+    """The valid predictions as a batch, and (index, reason) of every invalid record."""
+    return _decode_batch(PredictionBatch, PredictionEvent, _prediction_checks, values, offsets)
 
 
 def decode_outcomes(
     values: Sequence[bytes | None], offsets: IntArray
 ) -> tuple[OutcomeBatch, list[tuple[int, str]]]:
-    good, ts, table, fast, events, slow, bad = _decode(
-        OutcomeEvent, values, offsets, _outcome_checks
-    )
-    batch = OutcomeBatch(
-        offsets=good,
-        ts=ts,
-        table=table,
-        fast=fast,
-        events=events,
-        slow=np.asarray(slow, dtype=np.intp),
-    )
-    return batch, bad
+    """The valid outcomes as a batch, and (index, reason) of every invalid record."""
+    return _decode_batch(OutcomeBatch, OutcomeEvent, _outcome_checks, values, offsets)
 
 
 @dataclass(slots=True)
