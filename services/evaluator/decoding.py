@@ -20,7 +20,7 @@ import io
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from shared.bus import Record, Topics
+from shared.bus.framing import unframe
 from shared.contracts import OutcomeEvent, PredictionEvent, decode
 
 __all__ = [
@@ -544,24 +545,71 @@ def _candidate(value: bytes | None) -> bool:
     )
 
 
+def _lines_of(body: bytes) -> int | None:
+    """How many lines ``body`` has when every line is one candidate object ("{" to "}", no
+    carriage return, valid UTF-8), else None: every newline then sits between "}" and "{"."""
+    newlines = body.count(b"\n")
+    if (
+        body[:1] == b"{"
+        and body[-1:] == b"}"
+        and body.count(b"}\n{") == newlines
+        and b"\r" not in body
+        and _utf8(body)
+    ):
+        return newlines + 1
+    return None
+
+
 def _candidates(values: Sequence[bytes | None]) -> tuple[list[int], bytes]:
     """Indexes of the values Arrow may read, and those values as one line-delimited body.
 
-    Checked on the joined body first: n - 1 newlines (none inside a value), no carriage return,
-    valid UTF-8, and every value from "{" to "}". Only when that fails is each value checked.
+    Checked on the joined body first; only when that fails is each value checked.
     """
     n = len(values)
     if None not in values:
         body = b"\n".join(values)  # type: ignore[arg-type]
-        if (
-            body.count(b"\n") == n - 1
-            and b"\r" not in body
-            and all(v and v[0] == 123 and v[-1] == 125 for v in values)
-            and _utf8(body)
-        ):
+        if _lines_of(body) == n:
             return list(range(n)), body
     chosen = [i for i, v in enumerate(values) if _candidate(v)]
     return chosen, b"\n".join(values[i] for i in chosen)  # type: ignore[misc]
+
+
+@dataclass(frozen=True, slots=True)
+class _Events:
+    """The events of a run of records: one per record, or the lines of framed ones."""
+
+    values: list[bytes | None]
+    counts: list[int] | None
+    """Events per record; None when every record is one event."""
+    body: bytes | None
+    """``values`` joined by newlines when Arrow may read every one of them, else None."""
+
+
+def _events(records: Sequence[bytes | None]) -> _Events:
+    """Split framed records (``shared.bus.framing``) into their events.
+
+    The common cases are decided on the joined records without looking at each event: records
+    of one compact object each, and records framed by ``frame`` (every line one object).
+    """
+    if None not in records:
+        body = b"\n".join(records)  # type: ignore[arg-type]
+        lines = _lines_of(body)
+        if lines == len(records):
+            return _Events(list(records), None, body)
+        if lines is not None:  # every newline separates two objects: the records' lines
+            counts = [value.count(b"\n") + 1 for value in records]  # type: ignore[union-attr]
+            return _Events(body.split(b"\n"), counts, body)  # type: ignore[arg-type]
+    values: list[bytes | None] = []
+    counts = []
+    for value in records:
+        framed = unframe(value) if value is not None and b"\n" in value else None
+        if framed is None:
+            values.append(value)
+            counts.append(1)
+        else:
+            values.extend(framed)
+            counts.append(len(framed))
+    return _Events(values, None if len(values) == len(records) else counts, None)
 
 
 def _read(body: bytes, n: int) -> pa.Table | None:
@@ -575,22 +623,12 @@ def _read(body: bytes, n: int) -> pa.Table | None:
     return table if table.num_rows == n else None
 
 
-_Split = tuple[
-    IntArray,
-    FloatArray,
-    pa.Table | None,
-    npt.NDArray[np.intp],
-    list[M],
-    list[int],
-    list[tuple[int, str]],
-]
-
-
 def _decode(
     model: type[M],
     values: Sequence[bytes | None],
     offsets: IntArray,
     checks: Callable[[pa.Table, Sequence[bytes]], tuple[npt.NDArray[np.bool_], FloatArray]],
+    body: bytes | None = None,
 ) -> tuple[
     IntArray,
     FloatArray,
@@ -601,8 +639,11 @@ def _decode(
     list[tuple[int, str]],
 ]:
     n = len(values)
-    candidates, body = _candidates(values)
-    chosen: list[bytes] = [values[i] for i in candidates]  # type: ignore[misc]
+    if body is None:
+        candidates, body = _candidates(values)
+        chosen: list[bytes] = [values[i] for i in candidates]  # type: ignore[misc]
+    else:
+        candidates, chosen = list(range(n)), values  # type: ignore[assignment]
     table = _read(body, len(chosen)) if chosen else None
     fast_in = np.zeros(n, dtype=np.bool_)
     ts_all = np.full(n, math.nan)
@@ -647,8 +688,9 @@ def _decode_batch(
     checks: Any,
     values: Sequence[bytes | None],
     offsets: IntArray,
+    body: bytes | None,
 ) -> tuple[B, list[tuple[int, str]]]:
-    good, ts, table, fast, events, slow, bad = _decode(model, values, offsets, checks)
+    good, ts, table, fast, events, slow, bad = _decode(model, values, offsets, checks, body)
     batch = batch_type(
         offsets=good,
         ts=ts,
@@ -661,17 +703,20 @@ def _decode_batch(
 
 
 def decode_predictions(
-    values: Sequence[bytes | None], offsets: IntArray
+    values: Sequence[bytes | None], offsets: IntArray, *, body: bytes | None = None
 ) -> tuple[PredictionBatch, list[tuple[int, str]]]:
-    """The valid predictions as a batch, and (index, reason) of every invalid record."""
-    return _decode_batch(PredictionBatch, PredictionEvent, _prediction_checks, values, offsets)
+    """The valid predictions (one event per value) as a batch, and (index, reason) of every
+    invalid one. ``body``: the values joined by newlines, when each is one compact object."""
+    return _decode_batch(
+        PredictionBatch, PredictionEvent, _prediction_checks, values, offsets, body
+    )
 
 
 def decode_outcomes(
-    values: Sequence[bytes | None], offsets: IntArray
+    values: Sequence[bytes | None], offsets: IntArray, *, body: bytes | None = None
 ) -> tuple[OutcomeBatch, list[tuple[int, str]]]:
-    """The valid outcomes as a batch, and (index, reason) of every invalid record."""
-    return _decode_batch(OutcomeBatch, OutcomeEvent, _outcome_checks, values, offsets)
+    """The valid outcomes as a batch, and (index, reason) of every invalid one."""
+    return _decode_batch(OutcomeBatch, OutcomeEvent, _outcome_checks, values, offsets, body)
 
 
 @dataclass(slots=True)
@@ -692,8 +737,10 @@ def decode_records(
     """Split a polled batch by stream partition and decode it.
 
     ``start(topic, partition)`` is the first offset not yet applied (None: skip the partition);
-    records below it were covered by a checkpoint and are redeliveries. Returns the batches
-    and the undecodable records with the reason.
+    records below it were covered by a checkpoint and are redeliveries. A record may hold
+    several events (``shared.bus.framing``): each carries the record's offset. Returns the
+    batches and the undecodable events with the reason, each as a record: the original, or
+    for an event of a framed record a copy whose value is that event's line.
     """
     runs: dict[tuple[str, int], list[Record]] = {}
     for record in records:
@@ -712,11 +759,22 @@ def decode_records(
             continue
         batch = batches.setdefault(partition, PartitionBatch())
         batch.seen[topic] = max(batch.seen.get(topic, 0), max(r.offset for r in run) + 1)
-        values = [r.value for r in run]
+        found = _events([r.value for r in run])
         offsets = np.fromiter((r.offset for r in run), dtype=np.int64, count=len(run))
+        if found.counts is not None:
+            offsets = np.repeat(offsets, found.counts)
         if topic == topics.predictions:
-            batch.predictions, failed = decode_predictions(values, offsets)
+            batch.predictions, failed = decode_predictions(found.values, offsets, body=found.body)
         else:
-            batch.outcomes, failed = decode_outcomes(values, offsets)
-        bad.extend((run[i], reason) for i, reason in failed)
+            batch.outcomes, failed = decode_outcomes(found.values, offsets, body=found.body)
+        if found.counts is None:
+            bad.extend((run[i], reason) for i, reason in failed)
+        elif failed:
+            ends: IntArray = np.cumsum(np.asarray(found.counts, dtype=np.int64))
+            for i, reason in failed:
+                record = run[int(np.searchsorted(ends, i, side="right"))]
+                line = found.values[i]
+                if line is not record.value:
+                    record = replace(record, value=line)
+                bad.append((record, reason))
     return batches, bad

@@ -27,6 +27,7 @@ from services.evaluator.models import EvaluationRow
 from services.evaluator.references import ReferenceCache, StaticReferenceSource
 from services.evaluator.store import EvaluatorStore
 from shared.bus import Record, Topics
+from shared.bus.framing import frame
 from shared.contracts import (
     FeatureSpec,
     FeatureType,
@@ -266,16 +267,21 @@ class Harness:
             s.reference_hash for s in self.systems.values() if s.reference_hash is not None
         )
 
-    def records(self, stream: Stream, partition: int = 0) -> tuple[list[Record], list[Record]]:
-        preds = [
-            Record(self.topics.predictions, partition, i, None, encode(e), 0)
-            for i, e in enumerate(stream.predictions)
-        ]
-        outs = [
-            Record(self.topics.outcomes, partition, i, None, encode(e), 0)
-            for i, e in enumerate(stream.outcomes)
-        ]
-        return preds, outs
+    def records(
+        self, stream: Stream, partition: int = 0, *, max_events: int = 1
+    ) -> tuple[list[Record], list[Record]]:
+        """One record per event, or (``max_events`` > 1) events framed as ingest frames a
+        system's batch (``shared.bus.framing``)."""
+        out = []
+        for topic, items in (
+            (self.topics.predictions, stream.predictions),
+            (self.topics.outcomes, stream.outcomes),
+        ):
+            values = [encode(e) for e in items]
+            if max_events > 1:
+                values = [value for value, _, _ in frame(values, max_events=max_events)]
+            out.append([Record(topic, partition, i, None, v, 0) for i, v in enumerate(values)])
+        return out[0], out[1]
 
     def feed(self, batch: Sequence[Record]) -> None:
         """One polled batch (any mix of topics and partitions), as the runner applies it."""
@@ -301,14 +307,16 @@ class Harness:
         max_batch: int = 500,
         checkpoint_every: int = 3,
         crashes: int = 0,
+        max_events: int = 1,
     ) -> None:
         """Deliver every partition's records, interleaving the topics at random, in random
         batch sizes, crashing ``crashes`` times at random points (and redelivering from the
-        checkpoint, as Kafka does from the committed offsets)."""
+        checkpoint, as Kafka does from the committed offsets); ``max_events`` > 1 delivers
+        the events framed into records."""
         rng = random.Random(seed)
         queues = {}
         for partition, stream in streams.items():
-            preds, outs = self.records(stream, partition)
+            preds, outs = self.records(stream, partition, max_events=max_events)
             queues[(self.topics.predictions, partition)] = preds
             queues[(self.topics.outcomes, partition)] = outs
         positions = dict.fromkeys(queues, 0)

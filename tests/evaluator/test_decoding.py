@@ -26,6 +26,7 @@ from services.evaluator.decoding import (
     decode_records,
 )
 from shared.bus import Record, Topics
+from shared.bus.framing import frame
 from shared.contracts import OutcomeEvent, PredictionEvent, decode, encode
 from shared.stats._common import category_key
 
@@ -341,3 +342,121 @@ def test_decode_records_splits_partitions_and_skips_redeliveries() -> None:
     ]
     assert batches[0].seen == {topics.predictions: 5}
     assert [(r.partition, r.offset) for r, _ in bad] == [(0, 3), (1, 3)]
+
+
+def _frame_records(
+    topic: str, values: list[bytes], max_events: int
+) -> tuple[list[Record], list[int]]:
+    """``values`` framed as ingest frames them, and the record offset of every value."""
+    records, offsets = [], []
+    for offset, (value, start, stop) in enumerate(frame(values, max_events=max_events)):
+        records.append(Record(topic, 0, 40 + offset, b"s1", value, 0))
+        offsets += [40 + offset] * (stop - start)
+    return records, offsets
+
+
+@SETTINGS
+@given(
+    st.lists(raw(prediction()), min_size=1, max_size=30),
+    st.integers(1, 8),
+)
+def test_framed_records_decode_as_their_events_one_by_one(
+    values: list[bytes | None], max_events: int
+) -> None:
+    """Framed records give the events (and refuse the lines) that pydantic gives for each
+    line alone; every event carries its record's offset, a refused line goes alone to the DLQ
+    as a copy of its record."""
+    topics = Topics(prefix="t.")
+    lines = [v for v in values if v and b"\n" not in v and v[:1] == b"{" and v[-1:] == b"}"]
+    if not lines:
+        return
+    records, record_of = _frame_records(topics.predictions, lines, max_events)
+    batches, bad = decode_records(records, topics, lambda t, p: 0)
+    events, refused = _reference(PredictionEvent, list(lines))
+    by_offset = {r.offset: r for r in records}
+    assert [(r.offset, r.value) for r, _ in bad] == [(record_of[i], lines[i]) for i in refused]
+    for record, _ in bad:
+        assert record.key == b"s1" and record.topic == topics.predictions
+        if record.value != by_offset[record.offset].value:  # a line of a framed record
+            assert record.value in by_offset[record.offset].value.split(b"\n")
+    kept = [i for i in range(len(lines)) if i not in refused]
+    if not kept:
+        return
+    batch = batches[0].predictions
+    assert batch is not None
+    assert batch.offsets.tolist() == [record_of[i] for i in kept]
+    assert batches[0].seen == {topics.predictions: records[-1].offset + 1}
+    _check_predictions(batch, events)
+
+
+@SETTINGS
+@given(st.lists(raw(outcome()), min_size=1, max_size=30), st.integers(1, 8))
+def test_framed_outcomes_decode_as_their_events_one_by_one(
+    values: list[bytes | None], max_events: int
+) -> None:
+    topics = Topics(prefix="t.")
+    lines = [v for v in values if v and b"\n" not in v and v[:1] == b"{" and v[-1:] == b"}"]
+    if not lines:
+        return
+    records, record_of = _frame_records(topics.outcomes, lines, max_events)
+    batches, bad = decode_records(records, topics, lambda t, p: 0)
+    events, refused = _reference(OutcomeEvent, list(lines))
+    assert [(r.offset, r.value) for r, _ in bad] == [(record_of[i], lines[i]) for i in refused]
+    kept = [i for i in range(len(lines)) if i not in refused]
+    if kept:
+        batch = batches[0].outcomes
+        assert batch is not None
+        assert batch.offsets.tolist() == [record_of[i] for i in kept]
+        _check_outcomes(batch, events)
+
+
+def _prediction_value(i: int, **changes: Any) -> bytes:
+    item = {
+        "event_id": f"e{i}",
+        "system_id": "s1",
+        "model_version": "m1",
+        "timestamp": "2027-01-15T08:00:00.25Z",
+        "features": {"x": float(i), "c": "a"},
+        "prediction": i % 2,
+        "scores": {"0": 0.25, "1": 0.75},
+    }
+    item.update(changes)
+    return orjson.dumps(item)
+
+
+def test_framed_and_single_records_decode_to_the_same_columns() -> None:
+    topics = Topics(prefix="t.")
+    values = [_prediction_value(i) for i in range(2500)]
+    single = [Record(topics.predictions, 0, i, b"s1", v, 0) for i, v in enumerate(values)]
+    framed, record_of = _frame_records(topics.predictions, values, 1000)
+    assert len(framed) == 3
+    one, bad_one = decode_records(single, topics, lambda t, p: 0)
+    many, bad_many = decode_records(framed, topics, lambda t, p: 0)
+    assert not bad_one and not bad_many
+    a, b = one[0].predictions, many[0].predictions
+    assert a is not None and b is not None
+    assert b._events == [] and b.offsets.tolist() == record_of
+    assert a.event_ids == b.event_ids and a.ts.tolist() == b.ts.tolist()
+    assert a.prediction_texts() == b.prediction_texts() and a.score_texts() == b.score_texts()
+    assert np.array_equal(a.feature_numbers("x"), b.feature_numbers("x"))
+    assert a.feature("c") == b.feature("c")
+
+
+def test_a_bad_line_of_a_framed_record_goes_to_the_dlq_alone() -> None:
+    topics = Topics(prefix="t.")
+    bad_line = _prediction_value(1, timestamp="yesterday")
+    good = [_prediction_value(0), bad_line, _prediction_value(2)]
+    pretty = orjson.dumps(orjson.loads(_prediction_value(3)), option=orjson.OPT_INDENT_2)
+    records = [
+        Record(topics.predictions, 0, 7, b"s1", b"\n".join(good), 0),
+        Record(topics.predictions, 0, 8, b"s1", pretty, 0),  # one event over several lines
+        Record(topics.predictions, 0, 9, b"s1", b"  " + _prediction_value(4) + b"\r\n\n", 0),
+    ]
+    batches, bad = decode_records(records, topics, lambda t, p: 0)
+    assert [(r.offset, r.key, r.value) for r, _ in bad] == [(7, b"s1", bad_line)]
+    assert "timestamp" in bad[0][1]
+    batch = batches[0].predictions
+    assert batch is not None
+    assert batch.event_ids == ["e0", "e2", "e3", "e4"]
+    assert batch.offsets.tolist() == [7, 7, 8, 9]
+    assert batches[0].seen == {topics.predictions: 10}

@@ -12,7 +12,8 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 
 from services.evaluator.consumer import ProcessorConfig
 from services.evaluator.store import EvaluatorStore
-from shared.contracts import OutcomeEvent, Task
+from shared.bus.framing import frame
+from shared.contracts import OutcomeEvent, Task, encode
 
 from .conftest import (
     T0,
@@ -74,21 +75,70 @@ def _same(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> None:
             assert math.isclose(vx, vy, rel_tol=1e-9, abs_tol=1e-12), key
 
 
-async def test_results_do_not_depend_on_batching_interleaving_or_crashes(make_harness: Any) -> None:
+def _in_records(
+    results: dict[str, dict[str, Any]], offsets: dict[tuple[str, int], list[int]]
+) -> dict[str, dict[str, Any]]:
+    """Results of a run with one record per event, with the evidence's offset ranges moved to
+    the records the events were framed into (``offsets[(topic, partition)][event]``)."""
+    moved = {}
+    for key, result in results.items():
+        ranges = [
+            {
+                **r,
+                "first": offsets[(r["topic"], r["partition"])][r["first"]],
+                "last": offsets[(r["topic"], r["partition"])][r["last"]],
+            }
+            for r in result["evidence"]["offsets"]
+        ]
+        moved[key] = {**result, "evidence": {**result["evidence"], "offsets": ranges}}
+    return moved
+
+
+def _framed_offsets(
+    harness: Harness, streams: dict[int, Any], max_events: int
+) -> dict[tuple[str, int], list[int]]:
+    offsets = {}
+    for partition, stream in streams.items():
+        for topic, items in (
+            (harness.topics.predictions, stream.predictions),
+            (harness.topics.outcomes, stream.outcomes),
+        ):
+            of = [0] * len(items)
+            framed = frame([encode(e) for e in items], max_events=max_events)
+            for record, (_, start, stop) in enumerate(framed):
+                of[start:stop] = [record] * (stop - start)
+            offsets[(topic, partition)] = of
+    return offsets
+
+
+async def test_results_do_not_depend_on_batching_interleaving_framing_or_crashes(
+    make_harness: Any,
+) -> None:
+    """The same evaluations whatever the polls, crashes and events per record; with several
+    events per record the evidence names record offsets (the events' records)."""
     profile, systems, streams = _stream_setup()
     reference: dict[str, dict[str, Any]] | None = None
-    for seed, crashes in ((0, 0), (1, 0), (2, 3), (3, 5)):
+    for seed, crashes, max_events in (
+        (0, 0, 1),
+        (1, 0, 1),
+        (2, 3, 1),
+        (3, 5, 1),
+        (4, 0, 7),
+        (5, 3, 40),
+    ):
         harness: Harness = make_harness(systems, [profile])
         await harness.ready()
-        harness.run(streams, seed=seed, crashes=crashes)
+        harness.run(streams, seed=seed, crashes=crashes, max_events=max_events)
         results = harness.evaluations()
         if reference is None:
             reference = results
             assert len(results) > 300
             revised = [r for r in results.values() if r["revision"] > 0]
             assert revised, "late labels must revise some windows"
-        else:
+        elif max_events == 1:
             _same(reference, results)
+        else:
+            _same(_in_records(reference, _framed_offsets(harness, streams, max_events)), results)
 
 
 async def test_label_windows_kept_in_the_store_give_the_same_results(
