@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.bus import Record
+from shared.bus.framing import unframe
+
 __all__ = [
+    "event_values",
     "make_objective",
     "make_outcome",
     "make_prediction",
@@ -82,3 +87,13 @@ def make_outcome(
         "timestamp": (ts or datetime.now(UTC)).isoformat(),
         "actual": actual,
     }
+
+
+def event_values(records: Iterable[Record]) -> list[bytes]:
+    """The events in polled records, in order: a record holds one event or several as
+    NDJSON (``shared.bus.framing``)."""
+    values: list[bytes] = []
+    for record in records:
+        value = record.value or b""
+        values += unframe(value) or [value]
+    return values

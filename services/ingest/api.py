@@ -20,13 +20,23 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.auth import bearer_token
 from shared.bus import BusUnavailable
+from shared.bus.framing import frame
 from shared.bus.kafka import DeliveryIncomplete
 from shared.contracts import SystemSnapshot
 
 from .context import IngestContext
 from .dedup import Claim, Claims, DedupUnavailable, Verdict
+from .fastdecode import system_hint
 from .schemas import IngestResponse, RecordError
-from .validation import Accepted, BodyError, Kind, parse_body, validate_events
+from .validation import (
+    Accepted,
+    BodyError,
+    Kind,
+    decompress_body,
+    is_ndjson,
+    parse_items,
+    validate_events,
+)
 
 __all__ = ["IngestFastPath", "router"]
 
@@ -93,6 +103,30 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _too_many(count: int, limit: int) -> Response:
+    return _json({"detail": f"batch of {count} exceeds the limit of {limit} events"}, 413)
+
+
+def _decode_fast(
+    kind: Kind, body: bytes, content_type: str, ctx: IngestContext, key_system: str | None
+) -> list[Accepted] | None:
+    """The whole body through the system's one-pass decoder (see ``fastdecode``); None when
+    the exact validator must look at it (it then names every problem)."""
+    system_id = key_system if ctx.auth_required else system_hint(body)
+    system = ctx.view.get(system_id) if system_id is not None else None
+    if system is None or system.status != "active":
+        return None
+    decoder = ctx.fast(system)
+    events = decoder.decode(kind, body, ndjson=is_ndjson(content_type))
+    if events is None:
+        return None
+    encode = decoder.encode
+    return [
+        Accepted(index, system.system_id, event.event_id, encode(event))
+        for index, event in enumerate(events)
+    ]
+
+
 async def _ingest(kind: Kind, request: Request, ctx: IngestContext, atomic: bool) -> Response:
     started = time.perf_counter()
     response = await _handle(kind, request, ctx, atomic)
@@ -121,50 +155,57 @@ async def _handle(kind: Kind, request: Request, ctx: IngestContext, atomic: bool
     body = await _read_body(request, limit)
     if body is None:
         return _json({"detail": f"body exceeds the limit of {limit} bytes"}, 413)
+    content_type = request.headers.get("content-type", "application/json")
     try:
-        items, finite = parse_body(
+        body = decompress_body(
             body,
-            content_type=request.headers.get("content-type", "application/json"),
             content_encoding=request.headers.get("content-encoding", ""),
             max_bytes=limit,
         )
     except BodyError as exc:
         return _json({"detail": exc.reason}, exc.status)
-    if len(items) > settings.max_batch_events:
-        return _json(
-            {
-                "detail": f"batch of {len(items)} exceeds the limit of "
-                f"{settings.max_batch_events} events"
-            },
-            413,
-        )
     if not ctx.view.loaded:
         return _unavailable(ctx, "registry view is still loading; retry shortly")
-    metrics.batch_size.observe(len(items))
 
-    def authorized(system: SystemSnapshot) -> str | None:
-        if system.system_id == key_system:
-            return None
-        return f"the API key is not valid for system {system.system_id!r}"
+    decoded = _decode_fast(kind, body, content_type, ctx, key_system)
+    if decoded is not None:
+        good: list[Accepted] = decoded
+        errors: list[RecordError] = []
+        if len(good) > settings.max_batch_events:
+            return _too_many(len(good), settings.max_batch_events)
+        metrics.batch_size.observe(len(good))
+    else:
+        try:
+            items, finite = parse_items(body, content_type=content_type)
+        except BodyError as exc:
+            return _json({"detail": exc.reason}, exc.status)
+        if len(items) > settings.max_batch_events:
+            return _too_many(len(items), settings.max_batch_events)
+        metrics.batch_size.observe(len(items))
 
-    good, errors = validate_events(
-        kind,
-        items,
-        lookup=ctx.view.get,
-        authorized=authorized if ctx.auth_required else None,
-        checks=ctx.checks,
-        finite=finite,
-    )
-    if errors:
-        _count_rejections(ctx, kind, items, errors)
-        if atomic or not good:
-            scope_only = key_system is not None and all(
-                e.field == "system_id" and e.reason.startswith("the API key") for e in errors
-            )
-            return _json(
-                {"detail": [e.model_dump() for e in errors], "accepted": 0},
-                403 if scope_only else 422,
-            )
+        def authorized(system: SystemSnapshot) -> str | None:
+            if system.system_id == key_system:
+                return None
+            return f"the API key is not valid for system {system.system_id!r}"
+
+        good, errors = validate_events(
+            kind,
+            items,
+            lookup=ctx.view.get,
+            authorized=authorized if ctx.auth_required else None,
+            checks=ctx.checks,
+            finite=finite,
+        )
+        if errors:
+            _count_rejections(ctx, kind, items, errors)
+            if atomic or not good:
+                scope_only = key_system is not None and all(
+                    e.field == "system_id" and e.reason.startswith("the API key") for e in errors
+                )
+                return _json(
+                    {"detail": [e.model_dump() for e in errors], "accepted": 0},
+                    403 if scope_only else 422,
+                )
 
     # the first of several records with one event_id in this request is the one that counts
     duplicates: list[Accepted] = []
@@ -237,13 +278,14 @@ async def _deliver(
     if events:
         topic = ctx.bus.topics.predictions if kind == "predictions" else ctx.bus.topics.outcomes
         started = time.perf_counter()
+        records = _records(events)
         try:
-            keys = {system_id: system_id.encode() for system_id in {e.system_id for e in events}}
-            await ctx.bus.producer.send_many(topic, [(keys[e.system_id], e.value) for e in events])
+            await ctx.bus.producer.send_many(topic, [(key, value) for key, value, _ in records])
         except DeliveryIncomplete as exc:
             metrics.bus_errors.labels("unacknowledged").inc()
             if seq is not None:
-                ctx.follower.follow(exc.delivery, seq, claims)
+                per_record = [[claims[i] for i in members] for _k, _v, members in records]
+                ctx.follower.follow(exc.delivery, seq, per_record)
             return _unavailable(ctx, f"event bus unavailable: {exc}")
         except BusUnavailable as exc:
             metrics.bus_errors.labels("unavailable").inc()
@@ -266,6 +308,20 @@ async def _deliver(
         },
         202,
     )
+
+
+def _records(events: Sequence[Accepted]) -> list[tuple[bytes, bytes, list[int]]]:
+    """Kafka records for the events: per system, in order, several events per record
+    (``shared.bus.framing``); each with the indexes of its events in ``events``."""
+    by_system: dict[str, list[int]] = {}
+    for index, event in enumerate(events):
+        by_system.setdefault(event.system_id, []).append(index)
+    records: list[tuple[bytes, bytes, list[int]]] = []
+    for system_id, indexes in by_system.items():
+        key = system_id.encode()
+        framed = frame([events[i].value for i in indexes])
+        records += [(key, value, indexes[start:stop]) for value, start, stop in framed]
+    return records
 
 
 def _count_rejections(

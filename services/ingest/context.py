@@ -9,6 +9,7 @@ from shared.registry_view import RegistryView
 
 from .dedup import DedupStore
 from .delivery import DeliveryFollower
+from .fastdecode import FastDecoders
 from .keys import KeyIndex
 from .limits import RateLimiter
 from .metrics import IngestMetrics
@@ -31,6 +32,7 @@ class IngestContext:
     dedup: DedupStore | None
     follower: DeliveryFollower
     checks: SchemaChecks = field(default_factory=SchemaChecks)
+    fast: FastDecoders = field(default_factory=FastDecoders)
 
     @property
     def auth_required(self) -> bool:

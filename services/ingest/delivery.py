@@ -30,9 +30,13 @@ class DeliveryFollower:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def follow(
-        self, delivery: asyncio.Future[list[Outcome]], seq: int, claims: Sequence[Claim]
+        self,
+        delivery: asyncio.Future[list[Outcome]],
+        seq: int,
+        claims: Sequence[Sequence[Claim]],
     ) -> None:
-        task = asyncio.create_task(self._settle_when_known(delivery, seq, list(claims)))
+        """``claims[i]``: the claims of the events in the i-th record of ``delivery``."""
+        task = asyncio.create_task(self._settle_when_known(delivery, seq, claims))
         self._tasks.add(task)
         self._metrics.pending_deliveries.set(len(self._tasks))
         task.add_done_callback(self._done)
@@ -42,18 +46,23 @@ class DeliveryFollower:
         self._metrics.pending_deliveries.set(len(self._tasks))
 
     async def _settle_when_known(
-        self, delivery: asyncio.Future[list[Outcome]], seq: int, claims: list[Claim]
+        self,
+        delivery: asyncio.Future[list[Outcome]],
+        seq: int,
+        claims: Sequence[Sequence[Claim]],
     ) -> None:
         outcomes = await asyncio.shield(delivery)
         undelivered = [
             claim
-            for claim, outcome in zip(claims, outcomes, strict=True)
+            for record, outcome in zip(claims, outcomes, strict=True)
             if isinstance(outcome, BaseException)
+            for claim in record
         ]
+        total = sum(len(record) for record in claims)
         log.info(
             "ingest: late delivery settled: %d of %d events written",
-            len(claims) - len(undelivered),
-            len(claims),
+            total - len(undelivered),
+            total,
         )
         if self._dedup is not None:
             self._dedup.settle(seq, undelivered)

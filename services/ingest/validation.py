@@ -40,8 +40,11 @@ __all__ = [
     "SchemaCheck",
     "SchemaChecks",
     "check_features",
+    "decompress_body",
     "fast_event",
+    "is_ndjson",
     "parse_body",
+    "parse_items",
     "validate_events",
 ]
 
@@ -159,13 +162,8 @@ def _non_finite(value: Any, path: str = "") -> str | None:
     return None
 
 
-def parse_body(
-    body: bytes, *, content_type: str, content_encoding: str, max_bytes: int
-) -> tuple[list[Any], bool]:
-    """JSON object, JSON array or NDJSON, optionally gzip-compressed, into raw items.
-
-    The flag is False when some number was NaN or infinite (``validate_events`` then names
-    the field of each)."""
+def decompress_body(body: bytes, *, content_encoding: str, max_bytes: int) -> bytes:
+    """The body as sent, gunzipped when ``Content-Encoding: gzip`` (within ``max_bytes``)."""
     if content_encoding.strip().lower() == "gzip":
         try:
             decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -178,7 +176,19 @@ def parse_body(
         raise BodyError(415, f"Content-Encoding {content_encoding!r} is not supported (use gzip)")
     if not body.strip():
         raise BodyError(400, "body: empty; send a JSON object, a JSON array or NDJSON")
-    if "ndjson" in content_type or "jsonlines" in content_type:
+    return body
+
+
+def is_ndjson(content_type: str) -> bool:
+    return "ndjson" in content_type or "jsonlines" in content_type
+
+
+def parse_items(body: bytes, *, content_type: str) -> tuple[list[Any], bool]:
+    """JSON object, JSON array or NDJSON (already decompressed) into raw items.
+
+    The flag is False when some number was NaN or infinite (``validate_events`` then names
+    the field of each)."""
+    if is_ndjson(content_type):
         items: list[Any] = []
         finite = True
         for number, line in enumerate(body.splitlines(), start=1):
@@ -198,6 +208,14 @@ def parse_body(
     if isinstance(parsed, list):
         return parsed, finite
     return [parsed], finite
+
+
+def parse_body(
+    body: bytes, *, content_type: str, content_encoding: str, max_bytes: int
+) -> tuple[list[Any], bool]:
+    """:func:`decompress_body` then :func:`parse_items`."""
+    plain = decompress_body(body, content_encoding=content_encoding, max_bytes=max_bytes)
+    return parse_items(plain, content_type=content_type)
 
 
 def _field(loc: Sequence[int | str]) -> str:

@@ -17,7 +17,7 @@ from services.ingest.app import create_app
 from services.ingest.settings import Settings
 from shared.bus import Bus, MemoryBus
 from shared.contracts import FeatureSpec, FeatureType, SystemSnapshot, Task, encode
-from tests.factories import unique
+from tests.factories import event_values, unique
 
 AUTH_SECRET = "test-secret-0123456789-0123456789-abcdef"
 
@@ -60,7 +60,7 @@ class Ingest:
             records = await consumer.poll(timeout_s=0.2, max_records=100_000)
         finally:
             await consumer.stop()
-        return [r.value or b"" for r in records]
+        return event_values(records)
 
 
 MakeIngest = Callable[..., contextlib.AbstractAsyncContextManager[Ingest]]

@@ -19,7 +19,7 @@ from services.ingest.app import create_app
 from services.ingest.settings import Settings
 from shared.bus import Bus, MemoryBus, Topics
 from shared.contracts import FeatureSpec, FeatureType, SystemSnapshot, Task, encode
-from tests.factories import make_prediction, unique
+from tests.factories import event_values, make_prediction, unique
 
 
 def snapshot(system_id: str) -> SystemSnapshot:
@@ -75,7 +75,7 @@ async def test_accepts_and_produces_keyed_by_system(
     await consumer.start()
     records = await consumer.poll(timeout_s=0.1)
     await consumer.stop()
-    assert [orjson.loads(r.value or b"")["event_id"] for r in records] == [
+    assert [orjson.loads(v)["event_id"] for v in event_values(records)] == [
         e["event_id"] for e in events
     ]
     assert {r.key for r in records} == {system_id.encode()}

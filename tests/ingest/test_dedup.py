@@ -10,7 +10,7 @@ import orjson
 from services.ingest.app import create_app
 from services.ingest.settings import Settings
 from shared.bus import MemoryBus
-from tests.factories import make_outcome, make_prediction
+from tests.factories import event_values, make_outcome, make_prediction
 from tests.ingest.conftest import MakeIngest, publish_system
 
 
@@ -122,8 +122,6 @@ async def test_two_instances_on_postgresql_deliver_each_event_once(
         await consumer.start()
         records = await consumer.poll(timeout_s=0.2, max_records=1000)
         await consumer.stop()
-        assert sorted(ids([r.value or b"" for r in records])) == sorted(
-            e["event_id"] for e in events
-        )
+        assert sorted(ids(event_values(records))) == sorted(e["event_id"] for e in events)
     finally:
         await bus.stop()

@@ -22,7 +22,7 @@ import pytest
 from services.ingest.settings import Settings
 from shared.auth import generate_api_key
 from shared.bus import KafkaBus
-from tests.factories import unique
+from tests.factories import event_values, unique
 from tests.ingest.server import ingest_server
 from watchkeeper_sdk import Watchkeeper
 
@@ -37,7 +37,7 @@ def topic_event_ids(bootstrap: str, topic: str) -> list[str]:
         ids: list[str] = []
         try:
             while batch := await consumer.poll(timeout_s=3.0, max_records=20_000):
-                ids += [orjson.loads(r.value or b"")["event_id"] for r in batch]
+                ids += [orjson.loads(v)["event_id"] for v in event_values(batch)]
         finally:
             await consumer.stop()
         return ids

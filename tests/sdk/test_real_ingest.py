@@ -18,7 +18,7 @@ import pytest
 from services.ingest.settings import Settings
 from shared.auth import generate_api_key
 from shared.bus import KafkaBus, Topics
-from tests.factories import unique
+from tests.factories import event_values, unique
 from tests.ingest.server import ingest_server
 from watchkeeper_sdk import DeliveryError, Watchkeeper
 
@@ -45,7 +45,7 @@ class Setup:
             values: list[str] = []
             try:
                 while batch := await consumer.poll(timeout_s=1.0, max_records=10_000):
-                    values += [orjson.loads(r.value or b"")["event_id"] for r in batch]
+                    values += [orjson.loads(v)["event_id"] for v in event_values(batch)]
             finally:
                 await consumer.stop()
             return values
