@@ -10,7 +10,9 @@ tables, then one JSON line with every figure:
 2. **throughput**: a throwaway Kafka broker (deploy/local/kafka.py), 20-feature predictions and
    their outcomes produced beforehand, one evaluator process (``python -m services.evaluator``,
    SQLite database) with 10 objectives consuming them; events/s between its first and its
-   last checkpoint.
+   last checkpoint. Measured twice: with the events framed as ingest writes them (up to 1,000
+   events of one system per record, ``shared.bus.framing``; ``events_per_s``) and with one
+   record per event (``events_per_s_single_records``); the same in process, without Kafka.
 3. **memory**: peak RSS of a process feeding 1 and 10 million events into one window.
 """
 
@@ -41,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from services.evaluator.columns import ColumnBatch  # noqa: E402
 from services.evaluator.plan import WindowPlan  # noqa: E402
 from services.evaluator.window import WindowState  # noqa: E402
+from shared.bus.framing import frame as frame_values  # noqa: E402
 from shared.contracts import (  # noqa: E402
     FeatureSpec,
     FeatureType,
@@ -268,8 +271,20 @@ def run_json(*cmd: str) -> dict[str, Any]:
     return result
 
 
+def layout(values: list[bytes], framed: bool) -> list[bytes]:
+    """The record values: one event each, or framed as ingest frames one system's events
+    (``shared.bus.framing``: up to 1,000 events / 512 KiB per record)."""
+    return [value for value, _, _ in frame_values(values)] if framed else values
+
+
 async def produce(
-    bootstrap: str, prefix: str, preds: list[bytes], outs: list[bytes], snapshot: SystemSnapshot
+    bootstrap: str,
+    prefix: str,
+    preds: list[bytes],
+    outs: list[bytes],
+    snapshot: SystemSnapshot,
+    *,
+    framed: bool,
 ) -> None:
     from shared.bus import KafkaBus, Topics
 
@@ -277,7 +292,8 @@ async def produce(
     await bus.start()
     try:
         await bus.producer.send(bus.topics.registry, encode(snapshot), key=b"bench")
-        for topic, values in ((bus.topics.predictions, preds), (bus.topics.outcomes, outs)):
+        for topic, events_ in ((bus.topics.predictions, preds), (bus.topics.outcomes, outs)):
+            values = layout(events_, framed)
             for start in range(0, len(values), 10_000):
                 await bus.producer.send_many(
                     topic, [(b"bench", v) for v in values[start : start + 10_000]]
@@ -286,14 +302,34 @@ async def produce(
         await bus.stop()
 
 
-def throughput(n: int, workdir: Path, *, postgres: bool = False) -> dict[str, Any]:
+def consumed(rows: Any) -> tuple[int, int]:
+    """(records, events) the evaluator has checkpointed: its offsets, and its event counters."""
+    records = events_ = 0
+    for offsets, state in rows:
+        offsets = json.loads(offsets) if isinstance(offsets, str) else offsets
+        state = json.loads(state) if isinstance(state, str) else state
+        records += sum(offsets.values())
+        events_ += int(state.get("counters", {}).get("unknown_system_events", 0))
+        for system in state.get("systems", {}).values():
+            counters = system.get("counters", {})
+            events_ += int(counters.get("predictions", 0)) + int(counters.get("outcomes", 0))
+    return records, events_
+
+
+def throughput(
+    n: int, workdir: Path, *, postgres: bool = False, framed: bool = True
+) -> dict[str, Any]:
     import sqlalchemy as sa
 
     reference = ReferenceProfile.build(frame(10_000, 1, shifted=False), feature_types())
     snapshot = make_system(throughput_objectives(), reference)
-    print(f"\n== throughput: {n:,} predictions (20 features) + outcomes, 10 objectives ==")
+    shape = "framed records" if framed else "one record per event"
+    print(f"\n== throughput: {n:,} predictions (20 features) + outcomes, 10 objectives, {shape} ==")
     preds, outs = events(n, labelled=0.5)
     total = len(preds) + len(outs)
+    total_records = len(layout(preds, framed)) + len(layout(outs, framed))
+    workdir = workdir / f"{'postgres' if postgres else 'sqlite'}-{'framed' if framed else 'single'}"
+    workdir.mkdir()
     kafka_dir = workdir / "kafka"
     info = run_json(sys.executable, "deploy/local/kafka.py", "up", "--state-dir", str(kafka_dir))
     bootstrap = str(info["bootstrap"])
@@ -305,7 +341,7 @@ def throughput(n: int, workdir: Path, *, postgres: bool = False) -> dict[str, An
         url = f"sqlite:///{workdir / 'evaluator.db'}"
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     try:
-        asyncio.run(produce(bootstrap, prefix, preds, outs, snapshot))
+        asyncio.run(produce(bootstrap, prefix, preds, outs, snapshot, framed=framed))
         # the reference profile is preloaded into the evaluator's cache table
         engine = sa.create_engine(url)
         from services.evaluator.app import MIGRATIONS
@@ -349,20 +385,17 @@ def throughput(n: int, workdir: Path, *, postgres: bool = False) -> dict[str, An
                 try:
                     with engine.connect() as conn:
                         rows = conn.execute(
-                            sa.text("SELECT offsets FROM evaluator_partition")
+                            sa.text("SELECT offsets, state FROM evaluator_partition")
                         ).all()
                 except sa.exc.OperationalError:
                     continue
-                done = sum(
-                    sum(json.loads(r[0]).values()) if isinstance(r[0], str) else sum(r[0].values())
-                    for r in rows
-                )
+                records, done = consumed(rows)
                 now = time.monotonic()
                 if done and first is None:
                     first = (now, done)
                 if done != last[1]:
                     last = (now, done)
-                if done >= total:
+                if records >= total_records:
                     break
             assert first is not None and last[1] >= total, f"consumed {last[1]} of {total}"
             rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
@@ -395,17 +428,19 @@ def throughput(n: int, workdir: Path, *, postgres: bool = False) -> dict[str, An
             )
     store = "PostgreSQL" if postgres else "SQLite"
     print(
-        f"events {total:,}  evaluations {n_eval} ({n_revised} revisions)  "
-        f"events/s {rate:,.0f}  ({store} state)"
+        f"events {total:,} in {total_records:,} records  evaluations {n_eval} ({n_revised} "
+        f"revisions)  events/s {rate:,.0f}  ({store} state)"
     )
     key = "events_per_s_postgres" if postgres else "events_per_s"
+    if not framed:
+        key += "_single_records"
     return {key: round(rate), "throughput_events": total}
 
 
-def in_process(n: int, workdir: Path) -> dict[str, Any]:
+def in_process(n: int, workdir: Path, *, framed: bool = True) -> dict[str, Any]:
     """The same records through decoding and ``StreamProcessor`` in this process, without
-    Kafka (polls of 5,000 records, two thirds predictions, a checkpoint every 20 polls, SQLite
-    state): what the evaluator's own code costs, the ceiling of one process."""
+    Kafka (polls of about 5,000 events, two thirds predictions, a checkpoint every 20 polls,
+    SQLite state): what the evaluator's own code costs, the ceiling of one process."""
     from services.evaluator.app import MIGRATIONS
     from services.evaluator.consumer import ProcessorConfig, StreamProcessor
     from services.evaluator.decoding import decode_records
@@ -419,7 +454,7 @@ def in_process(n: int, workdir: Path) -> dict[str, Any]:
     snapshot = make_system(throughput_objectives(), reference)
     preds, outs = events(n, labelled=0.5)
     topics = Topics(prefix="bench.")
-    db = Database(f"sqlite:///{workdir / 'in-process.db'}")
+    db = Database(f"sqlite:///{workdir / f'in-process-{framed}.db'}")
     upgrade(db.engine, OUTBOX)
     upgrade(db.engine, MIGRATIONS)
     cache = ReferenceCache(StaticReferenceSource([reference]), db)
@@ -431,10 +466,20 @@ def in_process(n: int, workdir: Path) -> dict[str, Any]:
         config=ProcessorConfig(),
     )
     systems = {snapshot.system_id: snapshot}
-    p = [Record(topics.predictions, 0, i, b"bench", v, 0) for i, v in enumerate(preds)]
-    o = [Record(topics.outcomes, 0, i, b"bench", v, 0) for i, v in enumerate(outs)]
-    polls = [p[i : i + 3334] + o[i // 2 : i // 2 + 1667] for i in range(0, len(p), 3334)]
-    polls[-1] += o[len(polls) * 1667 :]
+    n_polls = -(-len(preds) // 3334)
+    polls: list[list[Record]] = [[] for _ in range(n_polls)]
+    for topic, values, per_poll in (
+        (topics.predictions, preds, 3334),
+        (topics.outcomes, outs, 1667),
+    ):
+        records = (
+            frame_values(values)
+            if framed
+            else [(value, i, i + 1) for i, value in enumerate(values)]
+        )
+        for offset, (value, start, _) in enumerate(records):
+            poll = polls[min(start // per_poll, n_polls - 1)]
+            poll.append(Record(topic, 0, offset, b"bench", value, 0))
     started, cpu = time.perf_counter(), time.process_time()
     for k, poll in enumerate(polls):
         batches, _ = decode_records(poll, topics, processor.start_offset)
@@ -448,9 +493,11 @@ def in_process(n: int, workdir: Path) -> dict[str, Any]:
     processor.store.close()
     db.dispose()
     total = len(preds) + len(outs)
-    print(f"\n== in process, no Kafka: {total:,} events ==")
+    shape = "framed records" if framed else "one record per event"
+    print(f"\n== in process, no Kafka: {total:,} events, {shape} ==")
     print(f"events/s {total / wall:,.0f}  (CPU {cpu:.1f} s for {wall:.1f} s)")
-    return {"events_per_s_in_process": round(total / wall)}
+    key = "events_per_s_in_process" + ("" if framed else "_single_records")
+    return {key: round(total / wall)}
 
 
 # --- 3. memory with 1 and 10 million events in one window ----------------------------------
@@ -519,7 +566,9 @@ def main() -> None:
         workdir = Path(tempfile.mkdtemp(prefix="wk-bench-"))
         try:
             figures.update(in_process(args.events, workdir))
+            figures.update(in_process(args.events, workdir, framed=False))
             figures.update(throughput(args.events, workdir))
+            figures.update(throughput(args.events, workdir, framed=False))
             if args.postgres:
                 figures.update(throughput(args.events, workdir, postgres=True))
         finally:
