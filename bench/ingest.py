@@ -8,7 +8,9 @@ a throwaway broker (deploy/local/kafka.py) and PostgreSQL (deploy/local/postgres
 Phases, all on one broker and one topic layout (3 partitions, events keyed by system_id):
 
 1. raw producer: aiokafka ``send()`` per record (acks=all, idempotent, the producer settings
-   ingest uses), then whole record batches (``create_batch``/``send_batch``), same event bytes;
+   ingest uses), then whole record batches (``create_batch``/``send_batch``), then ``send()``
+   of NDJSON records of up to 1000 events (the record layout ingest writes, see
+   ``shared/bus/framing.py``), same event bytes; ``ratio_to_raw`` compares with the first;
 2. ingest batch path: gzip'd JSON arrays of ``--batch-size`` realistic events (20 features,
    scores, attributes), as the SDK sends them, over ``--batch-connections`` keep-alive
    connections, with ingest-key auth and duplicate detection on;
@@ -31,6 +33,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -51,6 +54,7 @@ sys.path.insert(0, str(REPO))
 
 from shared.auth import generate_api_key  # noqa: E402
 from shared.bus import KafkaBus, Topics  # noqa: E402
+from shared.bus.framing import frame  # noqa: E402
 from shared.contracts import FeatureSpec, FeatureType, SystemSnapshot, Task, encode  # noqa: E402
 
 SYSTEM_ID = "bench-credit-scoring"
@@ -258,6 +262,16 @@ def ingest_server(
             proc.wait()
 
 
+def profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` (and its children) until SIGINT, collapsed stacks into ``out``."""
+    spy = Path(sys.executable).with_name("py-spy")
+    command = [str(spy), "record", "--pid", str(pid), "--subprocesses", "--format", "raw"]
+    command += ["--rate", "250", "--nonblocking", "--output", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the phase starts
+    return proc
+
+
 # -- load ------------------------------------------------------------------------------------
 
 
@@ -330,8 +344,14 @@ def drive(
     }
 
 
-async def raw_producer(bootstrap: str, topic: str, values: list[bytes], batch_api: bool) -> float:
-    """Events/s of aiokafka alone writing ``values`` keyed by the system, acks=all."""
+async def raw_producer(
+    bootstrap: str, topic: str, values: list[bytes], batch_api: bool, framed: bool = False
+) -> float:
+    """Events/s of aiokafka alone writing ``values`` keyed by the system, acks=all; with
+    ``framed``, several events per record as ingest writes them (``shared.bus.framing``)."""
+    events = len(values)
+    if framed:
+        values = [value for value, _start, _stop in frame(values)]
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -362,7 +382,7 @@ async def raw_producer(bootstrap: str, topic: str, values: list[bytes], batch_ap
                     await asyncio.gather(*futures)
                     futures = []
         await asyncio.gather(*futures)
-        return len(values) / (time.perf_counter() - started)
+        return events / (time.perf_counter() - started)
     finally:
         await producer.stop()
 
@@ -415,6 +435,11 @@ def main() -> None:
     parser.add_argument("--raw-events", type=int, default=400_000)
     parser.add_argument("--sqlite", action="store_true", help="duplicate store on SQLite")
     parser.add_argument("--compare-dedup", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write py-spy's collapsed stacks of ingest during the batch phase to this file",
+    )
     args = parser.parse_args()
 
     run = secrets.token_hex(4)
@@ -453,6 +478,9 @@ def main() -> None:
         raw_batch = asyncio.run(
             raw_producer(bootstrap, f"{prefix}rawbatch", raw_values, batch_api=True)
         )
+        raw_framed = asyncio.run(
+            raw_producer(bootstrap, f"{prefix}rawframed", raw_values, batch_api=False, framed=True)
+        )
 
         def serve(dedup: bool, name: str) -> contextlib.AbstractContextManager[tuple[int, int]]:
             return ingest_server(
@@ -467,6 +495,7 @@ def main() -> None:
         with serve(True, "ingest.log") as (port, ingest_pid):
             pids = {"ingest": ingest_pid, "kafka": kafka_pid, "postgres": pg_pid}
             drive(port, key, batch_phase[:10], 2, gzipped=True)  # warm up every worker
+            profiler = profile(ingest_pid, args.profile) if args.profile else None
             batch = measured(
                 "ingest batch path",
                 pids,
@@ -477,6 +506,9 @@ def main() -> None:
                 args.batch_connections,
                 gzipped=True,
             )
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(60)
             single = measured(
                 "ingest single-event path",
                 pids,
@@ -509,6 +541,7 @@ def main() -> None:
     rows: list[tuple[str, float, dict[str, float] | None]] = [
         ("raw aiokafka send() per record", raw, None),
         ("raw aiokafka send_batch()", raw_batch, None),
+        ("raw aiokafka send(), NDJSON records", raw_framed, None),
         (
             f"ingest batch ({args.batch_size}/req, gzip, dedup {store})",
             batch["events_per_s"],
@@ -529,13 +562,14 @@ def main() -> None:
         f"load average {load_before:.1f} before, {load_after:.1f} after"
     )
     header = f"{'path':<44} {'events/s':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
-    header += f" {'/raw':>5} {'/raw batch':>10}   CPU µs/event: ingest kafka pg loadgen"
+    header += f" {'/raw':>5} {'/raw batch':>10} {'/raw framed':>11}"
+    header += "   CPU µs/event: ingest kafka pg loadgen"
     print(header)
     for name, eps, phase in rows:
         print(
             f"{name:<44} {eps:>9,.0f} {cell(phase, 'requests_per_s', ',.0f'):>7} "
             f"{cell(phase, 'p50_ms', '.1f'):>7} {cell(phase, 'p99_ms', '.1f'):>7} "
-            f"{eps / raw:>5.2f} {eps / raw_batch:>10.2f}   "
+            f"{eps / raw:>5.2f} {eps / raw_batch:>10.2f} {eps / raw_framed:>11.2f}   "
             f"{cell(phase, 'cpu_us_ingest', '.1f'):>6} {cell(phase, 'cpu_us_kafka', '.1f'):>5} "
             f"{cell(phase, 'cpu_us_postgres', '.1f'):>3} "
             f"{cell(phase, 'cpu_us_load_generator', '.1f'):>6}"
@@ -546,6 +580,8 @@ def main() -> None:
         "ratio_to_raw": round(batch["events_per_s"] / raw, 3),
         "raw_producer_batch_api_events_per_s": round(raw_batch),
         "ratio_to_raw_batch_api": round(batch["events_per_s"] / raw_batch, 3),
+        "raw_producer_framed_events_per_s": round(raw_framed),
+        "ratio_to_raw_framed": round(batch["events_per_s"] / raw_framed, 3),
         "batch_p50_ms": round(batch["p50_ms"], 2),
         "batch_p99_ms": round(batch["p99_ms"], 2),
         "single_requests_per_s": round(single["requests_per_s"]),
