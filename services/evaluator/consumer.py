@@ -76,6 +76,9 @@ class ProcessorConfig:
     max_empty_windows: int = 1_000
     label_windows_in_memory: int = 256
     """Per system; beyond it, label windows not expecting a revision stay only in the store."""
+    waiting_ids_in_memory: int = 100_000
+    """Per system: prediction ids of waiting outcomes kept in memory, so that a prediction
+    with no outcome waiting for it needs no lookup; beyond it, every prediction is looked up."""
 
 
 @dataclass
@@ -118,6 +121,9 @@ class SystemState:
     last_arrival: float = 0.0
     waiting: int = 0
     """Outcomes filed in the store waiting for their prediction (0: no need to look)."""
+    waiting_ids: set[str] | None = None
+    """A superset of the prediction ids those outcomes wait for (None: not known, ask the
+    store); built from the store when needed, never checkpointed."""
     labels: dict[tuple[int, int], LabelWindow] = field(default_factory=dict)
     """Label windows in memory by (size, start); the rest are in the store."""
     labels_dirty: set[tuple[int, int]] = field(default_factory=set)
@@ -344,7 +350,7 @@ class StreamProcessor:
         ts = batch.ts.tolist()
         offset_list = offsets.tolist()
         horizon = system.label_horizon_seconds
-        waits = self.store.waiting(sid, list(first)) if state.waiting else {}
+        waits = self._waiting(sid, state, first) if state.waiting else {}
         rows = [
             (
                 sid,
@@ -379,6 +385,8 @@ class StreamProcessor:
         taken = [event_id for event_id in waits if not duplicate[first[event_id]]]
         self.store.take_waiting(sid, taken)
         state.waiting -= len(taken)
+        if state.waiting_ids is not None:
+            state.waiting_ids.difference_update(taken)
         state.count("duplicate_predictions", int(duplicate.sum()))
         valid = ~duplicate
         lateness = self.config.lateness_s
@@ -416,6 +424,18 @@ class StreamProcessor:
             )
             times = np.asarray([wait.label_time for wait in waited], dtype=np.float64)
             self._add_labels(part, system, state, pred_ts, seen[at], times, labels)
+
+    def _waiting(
+        self, sid: str, state: SystemState, first: Mapping[str, int]
+    ) -> dict[str, Waiting]:
+        """The outcomes waiting for these predictions: looked up only for ids that may have
+        one (``waiting_ids``), or for all when there are too many waiting to keep in memory."""
+        if state.waiting_ids is None and state.waiting <= self.config.waiting_ids_in_memory:
+            state.waiting_ids = set(self.store.waiting_ids(sid))
+        if state.waiting_ids is None:
+            return self.store.waiting(sid, list(first))
+        maybe = [event_id for event_id in first if event_id in state.waiting_ids]
+        return self.store.waiting(sid, maybe) if maybe else {}
 
     # --- outcomes ------------------------------------------------------------------------
 
@@ -464,6 +484,11 @@ class StreamProcessor:
         state.count("duplicate_outcomes", len(waiting) - filed)  # a second one while waiting
         state.count("waiting_outcomes", filed)
         state.waiting += filed
+        if state.waiting_ids is not None and waiting:
+            if len(state.waiting_ids) + len(waiting) > self.config.waiting_ids_in_memory:
+                state.waiting_ids = None
+            else:
+                state.waiting_ids.update(row[1] for row in waiting)
         if joined:
             at = [i for i, _ in joined]
             infos = [info for _, info in joined]
@@ -911,6 +936,8 @@ class StreamProcessor:
         unknown = self.store.purge(system.system_id, before)
         state.count("unknown_outcomes", unknown)
         state.waiting -= unknown
+        if not state.waiting:
+            state.waiting_ids = set()
         self.store.purge_labels(part.partition, system.system_id, before)
         for size, start in [k for k in state.labels if k[1] + k[0] <= before]:
             del state.labels[(size, start)]

@@ -90,6 +90,7 @@ _WAITING = (
     "SELECT prediction_id, ts, actual, label_time, out_partition, out_offset "
     "FROM evaluator_waiting WHERE system_id = ? AND prediction_id IN ({})"
 )
+_WAITING_IDS = "SELECT prediction_id FROM evaluator_waiting WHERE system_id = ?"
 _TAKE_WAITING_IN = "DELETE FROM evaluator_waiting WHERE system_id = ? AND prediction_id IN ({})"
 _TAKE_ALL_WAITING = "DELETE FROM evaluator_waiting WHERE system_id = %s AND prediction_id = ANY(%s)"
 _COUNT_WAITING = "SELECT count(*) FROM evaluator_waiting WHERE system_id = ? AND ts < ?"
@@ -373,6 +374,12 @@ class EvaluatorStore:
         """Outcomes already waiting for these predictions."""
         rows = self._select(_WAITING, system_id, prediction_ids)
         return {row[0]: Waiting._make(row) for row in rows}
+
+    def waiting_ids(self, system_id: str) -> list[str]:
+        """The prediction ids the system's waiting outcomes wait for."""
+        cursor = self._cursor()
+        cursor.execute(self._sql(_WAITING_IDS), (system_id,))
+        return [row[0] for row in cursor.fetchall()]
 
     def insert_waiting(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """File outcomes whose prediction has not come; returns how many were new."""

@@ -214,6 +214,25 @@ async def test_join_counts_duplicates_unknown_and_late(make_harness: Any) -> Non
     assert counters.get("late_60s", 0) == 0
 
 
+async def test_waiting_outcomes_found_with_or_without_their_ids_in_memory(
+    make_harness: Any,
+) -> None:
+    """Outcomes that came before their prediction join it whether the ids they wait for are
+    kept in memory or every prediction is looked up in the store (too many waiting)."""
+    profile, systems, streams = _stream_setup()
+    results, counters = [], []
+    for in_memory in (100_000, 0):
+        config = ProcessorConfig(lateness_s=5.0, label_wait_s=1e9, waiting_ids_in_memory=in_memory)
+        harness: Harness = make_harness(systems, [profile], config=config)
+        await harness.ready()
+        harness.run(streams, seed=6, crashes=2)
+        results.append(harness.evaluations())
+        counters.append(harness.processor.partition(0).systems["a"].counters)
+    assert counters[0]["waiting_outcomes"] > 0
+    assert counters[0] == counters[1]
+    _same(results[0], results[1])
+
+
 async def test_window_metrics_match_independent_computations(make_harness: Any) -> None:
     profile, systems, streams = _stream_setup()
     harness: Harness = make_harness(systems, [profile])
