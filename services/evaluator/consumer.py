@@ -28,7 +28,7 @@ import bisect
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -292,15 +292,21 @@ class StreamProcessor:
         return self.partition(partition).offsets.get(topic, 0)
 
     def advance_idle(
-        self, systems: Mapping[str, SystemSnapshot], *, idle_s: float, wall_clock_s: float
+        self,
+        systems: Mapping[str, SystemSnapshot],
+        *,
+        idle_s: float,
+        wall_clock_s: float,
+        busy: Collection[str] = (),
     ) -> int:
-        """Move the watermarks of systems silent for ``idle_s`` to wall-clock time."""
+        """Move the watermarks of systems silent for ``idle_s`` to wall-clock time (not those
+        in ``busy``: they have records polled but not applied yet)."""
         advanced = 0
         now = self.clock()
         for part in self.partitions.values():
             for sid, state in part.systems.items():
                 snapshot = systems.get(sid)
-                if snapshot is None or now - state.last_arrival < idle_s:
+                if snapshot is None or now - state.last_arrival < idle_s or sid in busy:
                     continue
                 if state.predictions is not None and state.predictions >= wall_clock_s:
                     continue

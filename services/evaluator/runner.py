@@ -17,6 +17,12 @@ checkpoint, and records below the checkpointed offsets (Kafka's committed offset
 behind them) are skipped, so nothing is applied twice or lost. Taking a partition bumps its
 epoch in the database: a previous owner that still runs fails its next checkpoint (fenced).
 CPU and database work run in worker threads so the consumer's heartbeats never starve.
+
+While a batch is applied, the next one is polled and decoded in another thread
+(``decode_ahead``; Arrow's parser runs outside the GIL). Nothing of it is applied before the
+batch in hand is; a batch polled before a rebalance is dropped and its partitions rewound to
+their committed offsets (its records come again), and after a failure it is dropped with the
+rest of what the last checkpoint did not cover.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from shared.bus import Bus, BusUnavailable, Consumer, Record, TopicPartition, dead_letter
@@ -43,6 +50,31 @@ from .store import Fenced
 __all__ = ["EvaluatorRunner"]
 
 log = logging.getLogger(__name__)
+
+Decoded = tuple[dict[int, PartitionBatch], list[tuple[Record, str]]]
+
+
+class _NotLoaded(Exception):
+    """A partition without state in memory: its records are decoded when they are applied."""
+
+
+@dataclass(slots=True)
+class _Polled:
+    records: list[Record]
+    generation: int
+    """Rebalances seen when the poll started."""
+    decoded: Decoded | None = None
+
+    def systems(self) -> set[str] | None:
+        """Systems with events in the batch (None: not decoded yet, unknown)."""
+        if self.decoded is None:
+            return None if self.records else set()
+        found: set[str] = set()
+        for part in self.decoded[0].values():
+            for events in (part.predictions, part.outcomes):
+                if events is not None:
+                    found.update(events.system_ids)
+        return found
 
 
 class EvaluatorRunner:
@@ -70,6 +102,7 @@ class EvaluatorRunner:
         self._stopping = False
         self._changed = False
         self._last_checkpoint = time.monotonic()
+        self._generation = 0
         self.running = False
         self.checkpoints = 0
 
@@ -119,17 +152,27 @@ class EvaluatorRunner:
         self._consumer = consumer
         self.running = True
         failed = False
+        ahead: asyncio.Task[_Polled] | None = None
         try:
             while not self._stopping:
                 try:
-                    records = await consumer.poll(
-                        timeout_s=self._settings.tick_s,
-                        max_records=self._settings.max_poll_records,
-                    )
+                    if ahead is not None:
+                        polled, ahead = await ahead, None
+                    else:
+                        polled = await self._poll(consumer)
                     async with self._lock:
-                        if records:
-                            await self._handle(records)
-                        await self._idle(consumer)
+                        if polled.generation != self._generation:
+                            # polled before a rebalance: its records come again from the
+                            # committed offsets
+                            await consumer.rewind()
+                        elif polled.records:
+                            if self._settings.decode_ahead:
+                                ahead = asyncio.create_task(
+                                    self._poll(consumer, self._start_offsets()),
+                                    name="evaluator:decode-ahead",
+                                )
+                            await self._handle(polled)
+                        await self._idle(consumer, ahead)
                         if self._checkpoint_due():
                             await self._checkpoint(consumer)
                     failed = False
@@ -137,8 +180,12 @@ class EvaluatorRunner:
                     raise
                 except Exception as exc:
                     failed = True
+                    await _dropped(ahead)
+                    ahead = None
                     log.exception("evaluator: batch failed; resuming from the last checkpoint")
                     await self._recover(consumer, exc)
+            await _dropped(ahead)
+            ahead = None
             if not failed:
                 try:
                     async with self._lock:
@@ -148,12 +195,46 @@ class EvaluatorRunner:
                     # replayed from it by the next owner of the partitions
                     log.exception("evaluator: final checkpoint failed; the next owner replays")
         finally:
+            await _dropped(ahead)
             self.running = False
             self._consumer = None
             with contextlib.suppress(Exception):
                 await consumer.stop()
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._processor.store.close)
+
+    async def _poll(
+        self, consumer: Consumer, start: Callable[[str, int], int | None] | None = None
+    ) -> _Polled:
+        """The next batch; with ``start`` (the next one, polled while the current one is
+        applied) also decoded, unless a partition of it has no state in memory."""
+        generation = self._generation
+        records = await consumer.poll(
+            timeout_s=self._settings.tick_s, max_records=self._settings.max_poll_records
+        )
+        polled = _Polled(records, generation)
+        if start is not None and records:
+            with contextlib.suppress(_NotLoaded):
+                polled.decoded = await asyncio.to_thread(
+                    decode_records, records, self._bus.topics, start
+                )
+        return polled
+
+    def _start_offsets(self) -> Callable[[str, int], int | None]:
+        """``start_offset`` as it is now, for decoding the next batch while the current one
+        is applied: its records all come after the current batch's (no seek in between: a
+        rebalance or a failure drops it), so today's offsets skip the same redeliveries."""
+        offsets = {p: dict(state.offsets) for p, state in self._processor.partitions.items()}
+        fenced = set(self._processor.fenced)
+
+        def start(topic: str, partition: int) -> int | None:
+            if partition in fenced:
+                return None
+            if partition not in offsets:
+                raise _NotLoaded(partition)
+            return offsets[partition].get(topic, 0)
+
+        return start
 
     def _checkpoint_due(self) -> bool:
         if self._processor.records_since_checkpoint >= self._settings.checkpoint_max_records:
@@ -178,9 +259,7 @@ class EvaluatorRunner:
     def _systems(self) -> dict[str, SystemSnapshot]:
         return dict(self._view.systems)
 
-    def _decode(
-        self, records: Sequence[Record]
-    ) -> tuple[dict[int, PartitionBatch], list[tuple[Record, str]]]:
+    def _decode(self, records: Sequence[Record]) -> Decoded:
         return decode_records(records, self._bus.topics, self._processor.start_offset)
 
     def _apply(self, batch: dict[int, PartitionBatch], systems: dict[str, SystemSnapshot]) -> None:
@@ -188,9 +267,12 @@ class EvaluatorRunner:
             self._processor.apply(partition, part.predictions, part.outcomes, systems)
             self._processor.advance(partition, part.seen)
 
-    async def _handle(self, records: Sequence[Record]) -> None:
+    async def _handle(self, polled: _Polled) -> None:
         started = time.perf_counter()
-        batch, bad = await asyncio.to_thread(self._decode, records)
+        if polled.decoded is not None:
+            batch, bad = polled.decoded
+        else:
+            batch, bad = await asyncio.to_thread(self._decode, polled.records)
         for record, error in bad:
             await self._dead_letter(record, error)
         systems = self._systems()
@@ -211,7 +293,7 @@ class EvaluatorRunner:
             self._changed = True
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    async def _idle(self, consumer: Consumer) -> None:
+    async def _idle(self, consumer: Consumer, ahead: asyncio.Task[_Polled] | None) -> None:
         idle_s = self._settings.idle_close_s
         now = time.monotonic()
         candidates = any(
@@ -219,10 +301,19 @@ class EvaluatorRunner:
             for part in self._processor.partitions.values()
             for state in part.systems.values()
         )
-        if not candidates or await consumer.lag() > 0:
+        if not candidates:
+            return
+        busy: set[str] | None = set()
+        if ahead is not None:  # its records are not applied yet: their systems are not idle
+            busy = (await ahead).systems()
+        if busy is None or await consumer.lag() > 0:
             return
         advanced = await asyncio.to_thread(
-            self._processor.advance_idle, self._systems(), idle_s=idle_s, wall_clock_s=time.time()
+            self._processor.advance_idle,
+            self._systems(),
+            idle_s=idle_s,
+            wall_clock_s=time.time(),
+            busy=busy,
         )
         if advanced:
             self._changed = True
@@ -267,6 +358,7 @@ class EvaluatorRunner:
         return {tp.partition for tp in tps if tp.topic in (topics.predictions, topics.outcomes)}
 
     async def _on_assign(self, tps: set[TopicPartition]) -> None:
+        self._generation += 1
         async with self._lock:
             for partition in sorted(self._stream_partitions(tps)):
                 if partition not in self._processor.partitions:
@@ -275,6 +367,7 @@ class EvaluatorRunner:
 
     async def _on_revoke(self, tps: set[TopicPartition]) -> None:
         """Hand the partitions over: checkpoint them (and commit) before another owner loads."""
+        self._generation += 1
         async with self._lock:
             revoked = self._stream_partitions(tps)
             if revoked & set(self._processor.partitions):
@@ -298,3 +391,13 @@ class EvaluatorRunner:
             "partitions": sorted(self._processor.partitions),
             "checkpoints": self.checkpoints,
         }
+
+
+async def _dropped(ahead: asyncio.Task[_Polled] | None) -> None:
+    """Cancel a batch polled ahead (its records come again from the committed offsets)."""
+    if ahead is None:
+        return
+    ahead.cancel()
+    await asyncio.wait([ahead])
+    if not ahead.cancelled() and ahead.exception() is not None:
+        log.debug("evaluator: batch polled ahead failed: %r", ahead.exception())

@@ -44,6 +44,10 @@ class Settings(CommonSettings):
     checkpoint_interval_s: float = Field(default=1.0, gt=0)
     checkpoint_max_records: int = Field(default=200_000, ge=1)
     max_poll_records: int = Field(default=5_000, ge=1)
+    decode_ahead: bool = Field(
+        default=True,
+        description="Poll and decode the next batch while the current one is applied.",
+    )
     max_empty_windows: int = Field(
         default=1_000,
         ge=0,
