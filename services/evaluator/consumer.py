@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -352,26 +353,24 @@ class StreamProcessor:
         predicted = batch.take(source.prediction_texts())
         scores = batch.take(source.score_texts())
         attributes = batch.take(source.attribute_texts())
-        arrival = [None if math.isinf(x) else x for x in seen.tolist()]
+        arrival: list[float | None] = seen.tolist()
+        if np.isinf(seen).any():
+            arrival = [None if math.isinf(x) else x for x in arrival]  # type: ignore[arg-type]
         ts = batch.ts.tolist()
         offset_list = offsets.tolist()
         horizon = system.label_horizon_seconds
         waits = self._waiting(sid, state, first) if state.waiting else {}
-        rows = [
-            (
-                sid,
-                ids[i],
-                ts[i],
-                arrival[i],
-                predicted[i],
-                scores[i],
-                attributes[i],
-                part.partition,
-                offset_list[i],
-                ids[i] in waits and waits[ids[i]].label_time <= ts[i] + horizon,
-            )
-            for i in keep
-        ]
+        labelled = [False] * n
+        for event_id, wait in waits.items():
+            i = first[event_id]
+            labelled[i] = wait.label_time <= ts[i] + horizon
+        columns: list[list[Any]] = [ids, ts, arrival, predicted, scores, attributes]
+        tail: list[list[Any]] = [offset_list, labelled]
+        if len(keep) < n:  # duplicates within the batch: their first occurrences
+            columns = [[column[i] for i in keep] for column in columns]
+            tail = [[column[i] for i in keep] for column in tail]
+        m = len(keep)
+        rows = list(zip(repeat(sid, m), *columns, repeat(part.partition, m), *tail, strict=True))
         if self.store.insert_predictions(rows) < len(rows):
             # rows this batch did not write: predictions an earlier batch had (duplicates)
             first_offset = int(offsets.min())

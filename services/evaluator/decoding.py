@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -545,19 +545,17 @@ def _candidate(value: bytes | None) -> bool:
     )
 
 
-def _lines_of(body: bytes) -> int | None:
-    """How many lines ``body`` has when every line is one candidate object ("{" to "}", no
-    carriage return, valid UTF-8), else None: every newline then sits between "}" and "{"."""
-    newlines = body.count(b"\n")
-    if (
-        body[:1] == b"{"
-        and body[-1:] == b"}"
-        and body.count(b"}\n{") == newlines
-        and b"\r" not in body
-        and _utf8(body)
-    ):
-        return newlines + 1
-    return None
+def _newlines(body: bytes) -> IntArray | None:
+    """Where the newlines of ``body`` are, when every line is one candidate object ("{" to
+    "}", no carriage return, valid UTF-8), else None: every newline then sits between "}"
+    and "{"."""
+    if not (body[:1] == b"{" and body[-1:] == b"}" and b"\r" not in body and _utf8(body)):
+        return None
+    data = np.frombuffer(body, dtype=np.uint8)
+    at: IntArray = np.flatnonzero(data == 10)
+    if at.size and not ((data[at - 1] == 125).all() and (data[at + 1] == 123).all()):
+        return None
+    return at
 
 
 def _candidates(values: Sequence[bytes | None]) -> tuple[list[int], bytes]:
@@ -568,17 +566,41 @@ def _candidates(values: Sequence[bytes | None]) -> tuple[list[int], bytes]:
     n = len(values)
     if None not in values:
         body = b"\n".join(values)  # type: ignore[arg-type]
-        if _lines_of(body) == n:
+        newlines = _newlines(body)
+        if newlines is not None and newlines.size == n - 1:
             return list(range(n)), body
     chosen = [i for i, v in enumerate(values) if _candidate(v)]
     return chosen, b"\n".join(values[i] for i in chosen)  # type: ignore[misc]
+
+
+class _Lines(Sequence[bytes]):
+    """The lines of a body, each cut out only when asked for (most never are)."""
+
+    def __init__(self, body: bytes, newlines: IntArray) -> None:
+        self._body = body
+        self._starts = np.concatenate(([0], newlines + 1))
+        self._ends = np.concatenate((newlines, [len(body)]))
+
+    def __len__(self) -> int:
+        return int(self._starts.size)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self._body[int(self._starts[index]) : int(self._ends[index])]
 
 
 @dataclass(frozen=True, slots=True)
 class _Events:
     """The events of a run of records: one per record, or the lines of framed ones."""
 
-    values: list[bytes | None]
+    values: Sequence[bytes | None]
     counts: list[int] | None
     """Events per record; None when every record is one event."""
     body: bytes | None
@@ -593,12 +615,15 @@ def _events(records: Sequence[bytes | None]) -> _Events:
     """
     if None not in records:
         body = b"\n".join(records)  # type: ignore[arg-type]
-        lines = _lines_of(body)
-        if lines == len(records):
+        newlines = _newlines(body)
+        if newlines is not None and newlines.size == len(records) - 1:
             return _Events(list(records), None, body)
-        if lines is not None:  # every newline separates two objects: the records' lines
-            counts = [value.count(b"\n") + 1 for value in records]  # type: ignore[union-attr]
-            return _Events(body.split(b"\n"), counts, body)  # type: ignore[arg-type]
+        if newlines is not None:  # every newline separates two objects: the records' lines
+            lengths = np.fromiter(map(len, records), dtype=np.int64, count=len(records))  # type: ignore[arg-type]
+            starts = np.cumsum(lengths + 1) - (lengths + 1)
+            first_line = np.searchsorted(newlines, starts)
+            counts = np.diff(np.append(first_line, newlines.size + 1)).tolist()
+            return _Events(_Lines(body, newlines), counts, body)
     values: list[bytes | None] = []
     counts = []
     for value in records:
