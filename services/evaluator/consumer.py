@@ -125,6 +125,10 @@ class SystemState:
     waiting_ids: set[str] | None = None
     """A superset of the prediction ids those outcomes wait for (None: not known, ask the
     store); built from the store when needed, never checkpointed."""
+    filed: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    """Waiting outcomes filed since the last checkpoint, by prediction id: written to the
+    store by the checkpoint (the open transaction makes nothing durable before it anyway),
+    so those whose prediction comes before it never touch the store."""
     labels: dict[tuple[int, int], LabelWindow] = field(default_factory=dict)
     """Label windows in memory by (size, start); the rest are in the store."""
     labels_dirty: set[tuple[int, int]] = field(default_factory=set)
@@ -360,6 +364,8 @@ class StreamProcessor:
         offset_list = offsets.tolist()
         horizon = system.label_horizon_seconds
         waits = self._waiting(sid, state, first) if state.waiting else {}
+        if len(waits) > 1:  # in batch order, however they were found
+            waits = dict(sorted(waits.items(), key=lambda item: first[item[0]]))
         labelled = [False] * n
         for event_id, wait in waits.items():
             i = first[event_id]
@@ -388,7 +394,7 @@ class StreamProcessor:
                 joined.append((i, wait))
                 state.count("labelled")
         taken = [event_id for event_id in waits if not duplicate[first[event_id]]]
-        self.store.take_waiting(sid, taken)
+        self.store.take_waiting(sid, [i for i in taken if state.filed.pop(i, None) is None])
         state.waiting -= len(taken)
         if state.waiting_ids is not None:
             state.waiting_ids.difference_update(taken)
@@ -436,11 +442,29 @@ class StreamProcessor:
         """The outcomes waiting for these predictions: looked up only for ids that may have
         one (``waiting_ids``), or for all when there are too many waiting to keep in memory."""
         if state.waiting_ids is None and state.waiting <= self.config.waiting_ids_in_memory:
-            state.waiting_ids = set(self.store.waiting_ids(sid))
+            state.waiting_ids = set(self.store.waiting_ids(sid)) | set(state.filed)
+        filed = state.filed
+        found = {i: Waiting._make(filed[i][1:]) for i in first if i in filed} if filed else {}
         if state.waiting_ids is None:
-            return self.store.waiting(sid, list(first))
-        maybe = [event_id for event_id in first if event_id in state.waiting_ids]
-        return self.store.waiting(sid, maybe) if maybe else {}
+            maybe = [i for i in first if i not in found]
+        else:
+            maybe = [i for i in first if i in state.waiting_ids and i not in found]
+        if maybe:
+            found.update(self.store.waiting(sid, maybe))
+        return found
+
+    def _file(self, sid: str, state: SystemState, rows: list[tuple[Any, ...]]) -> int:
+        """File outcomes waiting for their prediction (``filed`` until the next checkpoint);
+        returns how many were new (not a second outcome for a prediction already waited for)."""
+        fresh = [row for row in rows if row[1] not in state.filed]
+        if state.waiting_ids is None:
+            maybe = [row[1] for row in fresh]
+        else:
+            maybe = [row[1] for row in fresh if row[1] in state.waiting_ids]
+        stored = self.store.waiting(sid, maybe) if maybe and state.waiting else {}
+        new = [row for row in fresh if row[1] not in stored]
+        state.filed.update((row[1], row) for row in new)
+        return len(new)
 
     # --- outcomes ------------------------------------------------------------------------
 
@@ -485,7 +509,7 @@ class StreamProcessor:
                 state.count("labelled")
                 joined.append((i, info))
         self.store.label(sid, labels)
-        filed = self.store.insert_waiting(waiting)
+        filed = self._file(sid, state, waiting)
         state.count("duplicate_outcomes", len(waiting) - filed)  # a second one while waiting
         state.count("waiting_outcomes", filed)
         state.waiting += filed
@@ -854,6 +878,10 @@ class StreamProcessor:
     def checkpoint(self, systems: Mapping[str, SystemSnapshot]) -> list[EvaluationResult]:
         """Write every partition's state into the open transaction and commit it."""
         for part in list(self.partitions.values()):
+            for state in part.systems.values():
+                if state.filed:
+                    self.store.insert_waiting(list(state.filed.values()))
+                    state.filed.clear()
             for sid, state in part.systems.items():
                 self._purge(part, systems.get(sid), state)
             windows = [
