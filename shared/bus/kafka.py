@@ -403,6 +403,10 @@ class KafkaConsumer:
                 session_timeout_ms=10_000,
                 heartbeat_interval_ms=1_000,
                 fetch_max_wait_ms=100,
+                # framed records (shared.bus.framing) are up to 512 KiB: 1 MiB per partition
+                # (the default) would hand a poll only two of them, and a consumer's fixed
+                # costs per batch would dominate
+                max_partition_fetch_bytes=8 * 1024 * 1024,
             )
             await consumer.start()
             if self._group_id is None:
