@@ -316,6 +316,15 @@ def consumed(rows: Any) -> tuple[int, int]:
     return records, events_
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def throughput(
     n: int, workdir: Path, *, postgres: bool = False, framed: bool = True
 ) -> dict[str, Any]:
@@ -377,6 +386,7 @@ def throughput(
         try:
             first: tuple[float, int] | None = None
             last: tuple[float, int] = (time.monotonic(), 0)
+            cpu_first = cpu_last = 0.0
             deadline = time.monotonic() + 1800
             while time.monotonic() < deadline:
                 time.sleep(0.25)
@@ -393,12 +403,15 @@ def throughput(
                 now = time.monotonic()
                 if done and first is None:
                     first = (now, done)
+                    cpu_first = cpu_seconds(proc.pid)
                 if done != last[1]:
                     last = (now, done)
+                    cpu_last = cpu_seconds(proc.pid)
                 if records >= total_records:
                     break
             assert first is not None and last[1] >= total, f"consumed {last[1]} of {total}"
             rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
+            busy = (cpu_last - cpu_first) / max(last[0] - first[0], 1e-9)
             with engine.connect() as conn:
                 n_eval, n_revised = conn.execute(
                     sa.text(
@@ -429,7 +442,8 @@ def throughput(
     store = "PostgreSQL" if postgres else "SQLite"
     print(
         f"events {total:,} in {total_records:,} records  evaluations {n_eval} ({n_revised} "
-        f"revisions)  events/s {rate:,.0f}  ({store} state)"
+        f"revisions)  events/s {rate:,.0f}  ({store} state; the evaluator process used "
+        f"{busy:.0%} of one core)"
     )
     key = "events_per_s_postgres" if postgres else "events_per_s"
     if not framed:
