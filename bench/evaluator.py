@@ -302,10 +302,18 @@ async def produce(
         await bus.stop()
 
 
-def consumed(rows: Any) -> tuple[int, int]:
-    """(records, events) the evaluator has checkpointed: its offsets, and its event counters."""
+def consumed(rows: Any) -> tuple[int, int, float]:
+    """(records, events, when) the evaluator has checkpointed: its offsets, its event counters,
+    and the time (epoch s) of its latest checkpoint."""
     records = events_ = 0
-    for offsets, state in rows:
+    when = 0.0
+    for offsets, state, updated_at in rows:
+        if isinstance(updated_at, str):
+            updated_at = datetime.fromisoformat(updated_at)
+        if updated_at is not None:
+            if updated_at.tzinfo is None:  # SQLite keeps the UTC time without its zone
+                updated_at = updated_at.replace(tzinfo=UTC)
+            when = max(when, updated_at.timestamp())
         offsets = json.loads(offsets) if isinstance(offsets, str) else offsets
         state = json.loads(state) if isinstance(state, str) else state
         records += sum(offsets.values())
@@ -313,7 +321,7 @@ def consumed(rows: Any) -> tuple[int, int]:
         for system in state.get("systems", {}).values():
             counters = system.get("counters", {})
             events_ += int(counters.get("predictions", 0)) + int(counters.get("outcomes", 0))
-    return records, events_
+    return records, events_, when
 
 
 def cpu_seconds(pid: int) -> float:
@@ -384,9 +392,11 @@ def throughput(
             stderr=subprocess.STDOUT,
         )
         try:
+            # (checkpoint time, events): the rate is taken between the evaluator's own
+            # checkpoint timestamps, not when this loop happened to see them
             first: tuple[float, int] | None = None
-            last: tuple[float, int] = (time.monotonic(), 0)
-            cpu_first = cpu_last = 0.0
+            last: tuple[float, int] = (0.0, 0)
+            cpu_first = cpu_last = seen_first = seen_last = 0.0
             deadline = time.monotonic() + 1800
             while time.monotonic() < deadline:
                 time.sleep(0.25)
@@ -395,23 +405,22 @@ def throughput(
                 try:
                     with engine.connect() as conn:
                         rows = conn.execute(
-                            sa.text("SELECT offsets, state FROM evaluator_partition")
+                            sa.text("SELECT offsets, state, updated_at FROM evaluator_partition")
                         ).all()
                 except sa.exc.OperationalError:
                     continue
-                records, done = consumed(rows)
-                now = time.monotonic()
+                records, done, when = consumed(rows)
                 if done and first is None:
-                    first = (now, done)
-                    cpu_first = cpu_seconds(proc.pid)
+                    first = (when, done)
+                    cpu_first, seen_first = cpu_seconds(proc.pid), time.monotonic()
                 if done != last[1]:
-                    last = (now, done)
-                    cpu_last = cpu_seconds(proc.pid)
+                    last = (when, done)
+                    cpu_last, seen_last = cpu_seconds(proc.pid), time.monotonic()
                 if records >= total_records:
                     break
             assert first is not None and last[1] >= total, f"consumed {last[1]} of {total}"
             rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
-            busy = (cpu_last - cpu_first) / max(last[0] - first[0], 1e-9)
+            busy = (cpu_last - cpu_first) / max(seen_last - seen_first, 1e-9)
             with engine.connect() as conn:
                 n_eval, n_revised = conn.execute(
                     sa.text(
