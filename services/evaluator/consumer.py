@@ -64,7 +64,7 @@ from .windows import (
     window_starts,
 )
 
-__all__ = ["PartitionState", "ProcessorConfig", "StreamProcessor", "SystemState"]
+__all__ = ["MaybeWaiting", "PartitionState", "ProcessorConfig", "StreamProcessor", "SystemState"]
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,9 @@ class ProcessorConfig:
     max_empty_windows: int = 1_000
     label_windows_in_memory: int = 256
     """Per system; beyond it, label windows not expecting a revision stay only in the store."""
-    waiting_ids_in_memory: int = 100_000
-    """Per system: prediction ids of waiting outcomes kept in memory, so that a prediction
-    with no outcome waiting for it needs no lookup; beyond it, every prediction is looked up."""
+    waiting_filter_bits: int = 16
+    """Bits per waiting outcome of the in-memory filter that spares a prediction nobody waits
+    for a lookup (0: no filter, every prediction is looked up)."""
 
 
 @dataclass
@@ -111,6 +111,41 @@ class SizeState:
         )
 
 
+class MaybeWaiting:
+    """Prediction ids that may have an outcome waiting: a bitmap over their hashes (one bit
+    per hash, ``bits_per_id`` bits per id it was sized for). An id added is always found; an
+    id never added is found with a probability of about the share of set bits (it then costs
+    one lookup). Ids are not removed: the owner rebuilds it once more were added than it was
+    sized for (``full``)."""
+
+    def __init__(self, ids: Sequence[str], *, bits_per_id: int) -> None:
+        size = 1 << max(16, (2 * max(len(ids), 1) * bits_per_id - 1).bit_length())
+        self._bits = np.zeros(size, dtype=np.bool_)
+        self._mask = size - 1
+        self._room = size // bits_per_id
+        self._added = 0
+        self.add(ids)
+
+    def _slots(self, ids: Collection[str]) -> npt.NDArray[np.int64]:
+        hashes = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
+        return hashes & self._mask
+
+    def add(self, ids: Collection[str]) -> None:
+        if ids:
+            self._bits[self._slots(ids)] = True
+            self._added += len(ids)
+
+    def maybe(self, ids: Collection[str]) -> list[bool]:
+        if not ids:
+            return []
+        found: list[bool] = self._bits[self._slots(ids)].tolist()
+        return found
+
+    @property
+    def full(self) -> bool:
+        return self._added > self._room
+
+
 @dataclass
 class SystemState:
     predictions: float | None = None
@@ -122,9 +157,9 @@ class SystemState:
     last_arrival: float = 0.0
     waiting: int = 0
     """Outcomes filed in the store waiting for their prediction (0: no need to look)."""
-    waiting_ids: set[str] | None = None
-    """A superset of the prediction ids those outcomes wait for (None: not known, ask the
-    store); built from the store when needed, never checkpointed."""
+    waiting_ids: MaybeWaiting | None = None
+    """Which prediction ids those outcomes may wait for (None: not known, ask the store);
+    built from the store when needed, never checkpointed."""
     filed: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     """Waiting outcomes filed since the last checkpoint, by prediction id: written to the
     store by the checkpoint (the open transaction makes nothing durable before it anyway),
@@ -396,8 +431,8 @@ class StreamProcessor:
         taken = [event_id for event_id in waits if not duplicate[first[event_id]]]
         self.store.take_waiting(sid, [i for i in taken if state.filed.pop(i, None) is None])
         state.waiting -= len(taken)
-        if state.waiting_ids is not None:
-            state.waiting_ids.difference_update(taken)
+        if not state.waiting:
+            state.waiting_ids = None  # nothing waits: rebuilt empty when something does
         state.count("duplicate_predictions", int(duplicate.sum()))
         valid = ~duplicate
         lateness = self.config.lateness_s
@@ -440,15 +475,16 @@ class StreamProcessor:
         self, sid: str, state: SystemState, first: Mapping[str, int]
     ) -> dict[str, Waiting]:
         """The outcomes waiting for these predictions: looked up only for ids that may have
-        one (``waiting_ids``), or for all when there are too many waiting to keep in memory."""
-        if state.waiting_ids is None and state.waiting <= self.config.waiting_ids_in_memory:
-            state.waiting_ids = set(self.store.waiting_ids(sid)) | set(state.filed)
+        one (``waiting_ids``)."""
+        bits = self.config.waiting_filter_bits
+        if state.waiting_ids is None and bits:
+            ids = self.store.waiting_ids(sid) + list(state.filed)
+            state.waiting_ids = MaybeWaiting(ids, bits_per_id=bits)
         filed = state.filed
         found = {i: Waiting._make(filed[i][1:]) for i in first if i in filed} if filed else {}
-        if state.waiting_ids is None:
-            maybe = [i for i in first if i not in found]
-        else:
-            maybe = [i for i in first if i in state.waiting_ids and i not in found]
+        keys = list(first)
+        flags = [True] * len(keys) if state.waiting_ids is None else state.waiting_ids.maybe(keys)
+        maybe = [i for i, flag in zip(keys, flags, strict=True) if flag and i not in found]
         if maybe:
             found.update(self.store.waiting(sid, maybe))
         return found
@@ -457,13 +493,16 @@ class StreamProcessor:
         """File outcomes waiting for their prediction (``filed`` until the next checkpoint);
         returns how many were new (not a second outcome for a prediction already waited for)."""
         fresh = [row for row in rows if row[1] not in state.filed]
-        if state.waiting_ids is None:
-            maybe = [row[1] for row in fresh]
-        else:
-            maybe = [row[1] for row in fresh if row[1] in state.waiting_ids]
-        stored = self.store.waiting(sid, maybe) if maybe and state.waiting else {}
+        keys = [row[1] for row in fresh]
+        if state.waiting_ids is not None:
+            keys = [i for i, flag in zip(keys, state.waiting_ids.maybe(keys), strict=True) if flag]
+        stored = self.store.waiting(sid, keys) if keys and state.waiting else {}
         new = [row for row in fresh if row[1] not in stored]
         state.filed.update((row[1], row) for row in new)
+        if state.waiting_ids is not None:
+            state.waiting_ids.add([row[1] for row in new])
+            if state.waiting_ids.full:
+                state.waiting_ids = None  # rebuilt, larger, when next needed
         return len(new)
 
     # --- outcomes ------------------------------------------------------------------------
@@ -513,11 +552,6 @@ class StreamProcessor:
         state.count("duplicate_outcomes", len(waiting) - filed)  # a second one while waiting
         state.count("waiting_outcomes", filed)
         state.waiting += filed
-        if state.waiting_ids is not None and waiting:
-            if len(state.waiting_ids) + len(waiting) > self.config.waiting_ids_in_memory:
-                state.waiting_ids = None
-            else:
-                state.waiting_ids.update(row[1] for row in waiting)
         if joined:
             at = [i for i, _ in joined]
             infos = [info for _, info in joined]
@@ -970,7 +1004,7 @@ class StreamProcessor:
         state.count("unknown_outcomes", unknown)
         state.waiting -= unknown
         if not state.waiting:
-            state.waiting_ids = set()
+            state.waiting_ids = None
         self.store.purge_labels(part.partition, system.system_id, before)
         for size, start in [k for k in state.labels if k[1] + k[0] <= before]:
             del state.labels[(size, start)]

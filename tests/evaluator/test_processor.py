@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from services.evaluator.consumer import ProcessorConfig
+from services.evaluator.consumer import MaybeWaiting, ProcessorConfig
 from services.evaluator.store import EvaluatorStore
 from shared.bus.framing import frame
 from shared.contracts import OutcomeEvent, Task, encode
@@ -217,12 +217,12 @@ async def test_join_counts_duplicates_unknown_and_late(make_harness: Any) -> Non
 async def test_waiting_outcomes_found_with_or_without_their_ids_in_memory(
     make_harness: Any,
 ) -> None:
-    """Outcomes that came before their prediction join it whether the ids they wait for are
-    kept in memory or every prediction is looked up in the store (too many waiting)."""
+    """Outcomes that came before their prediction join it whether a filter in memory spares
+    most predictions the lookup or every prediction is looked up in the store."""
     profile, systems, streams = _stream_setup()
     results, counters = [], []
-    for in_memory in (100_000, 0):
-        config = ProcessorConfig(lateness_s=5.0, label_wait_s=1e9, waiting_ids_in_memory=in_memory)
+    for bits in (16, 0):
+        config = ProcessorConfig(lateness_s=5.0, label_wait_s=1e9, waiting_filter_bits=bits)
         harness: Harness = make_harness(systems, [profile], config=config)
         await harness.ready()
         harness.run(streams, seed=6, crashes=2)
@@ -339,3 +339,15 @@ async def test_regression_metrics(make_harness: Any, metric: str) -> None:
     finals = [r for r in harness.evaluations().values() if _starts(r, start)]
     final = max(finals, key=lambda r: r["revision"])
     assert final["value"] == pytest.approx(expected)
+
+
+def test_the_waiting_filter_finds_every_id_added_and_few_others() -> None:
+    added = [f"p-{i}" for i in range(5000)]
+    maybe = MaybeWaiting(added[:1000], bits_per_id=16)
+    maybe.add(added[1000:2000])
+    assert all(maybe.maybe(added[:2000]))
+    others = maybe.maybe([f"q-{i}" for i in range(10_000)])
+    assert sum(others) < 1_000  # about the share of set bits (< 1/16 here)
+    assert not maybe.full
+    maybe.add(added[2000:])
+    assert maybe.full and all(maybe.maybe(added))
