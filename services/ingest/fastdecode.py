@@ -25,6 +25,8 @@ import msgspec
 
 from shared.contracts import FeatureType, SystemSnapshot
 
+from .validation import PerSystem
+
 __all__ = ["FastDecoder", "FastDecoders", "system_hint"]
 
 _ID = Annotated[
@@ -159,14 +161,8 @@ class FastDecoder:
         return self._encoder.encode(event)
 
 
-class FastDecoders:
-    """One decoder per system, rebuilt when the system's snapshot changes."""
+class FastDecoders(PerSystem[FastDecoder]):
+    """One decoder per system."""
 
     def __init__(self) -> None:
-        self._decoders: dict[str, FastDecoder] = {}
-
-    def __call__(self, system: SystemSnapshot) -> FastDecoder:
-        decoder = self._decoders.get(system.system_id)
-        if decoder is None or decoder.system is not system:
-            decoder = self._decoders[system.system_id] = FastDecoder(system)
-        return decoder
+        super().__init__(FastDecoder)

@@ -18,7 +18,7 @@ import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -37,6 +37,7 @@ __all__ = [
     "Accepted",
     "BodyError",
     "Kind",
+    "PerSystem",
     "SchemaCheck",
     "SchemaChecks",
     "check_features",
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 Kind = Literal["predictions", "outcomes"]
+T = TypeVar("T")
 
 _TYPE_TAGS = {"bool", "int", "float", "str", "none", "dict[str,float]", "constrained-str"}
 
@@ -120,17 +122,26 @@ class SchemaCheck:
         return True
 
 
-class SchemaChecks:
-    """Compiled checks per system, recompiled when the system's snapshot changes."""
+class PerSystem(Generic[T]):
+    """Something compiled from a system's snapshot, once per system, rebuilt when the
+    registry view holds a new snapshot of it."""
+
+    def __init__(self, build: Callable[[SystemSnapshot], T]) -> None:
+        self._build = build
+        self._built: dict[str, tuple[SystemSnapshot, T]] = {}
+
+    def __call__(self, system: SystemSnapshot) -> T:
+        built = self._built.get(system.system_id)
+        if built is None or built[0] is not system:
+            built = self._built[system.system_id] = (system, self._build(system))
+        return built[1]
+
+
+class SchemaChecks(PerSystem[SchemaCheck]):
+    """Compiled schema checks per system."""
 
     def __init__(self) -> None:
-        self._checks: dict[str, SchemaCheck] = {}
-
-    def __call__(self, system: SystemSnapshot) -> SchemaCheck:
-        check = self._checks.get(system.system_id)
-        if check is None or check.system is not system:
-            check = self._checks[system.system_id] = SchemaCheck(system)
-        return check
+        super().__init__(SchemaCheck)
 
 
 def _loads(data: bytes) -> tuple[Any, bool]:
