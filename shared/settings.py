@@ -31,3 +31,8 @@ class CommonSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     auth_secret: SecretStr | None = None
     """HMAC key of user tokens (shared.auth); None = open mode: nothing is checked."""
+    gc_threshold: int = Field(default=20_000, ge=0)
+    """Generation-0 threshold of the garbage collector when the service runs as its own
+    process (``shared.serve``; 0: Python's default of 700). Decoding a batch makes thousands
+    of short-lived, acyclic objects that reference counting frees; at 700 the collector runs
+    dozens of times per batch (docs/performance.md: ~30 % of ingest's CPU)."""

@@ -8,30 +8,15 @@ rate-limit buckets, own id in the duplicate store).
 
 from __future__ import annotations
 
-import gc
 import logging
 
 import uvicorn
 from fastapi import FastAPI
 
-from shared.serve import serve
+from shared.serve import serve, tune_gc
 
 from .app import create_app
 from .settings import Settings
-
-
-def tune_gc(settings: Settings) -> None:
-    """Fewer garbage collections for a process that parses thousands of objects per request.
-
-    ``gc.freeze()`` moves everything alive now (modules, classes, the app) out of the
-    collector's sight, so the collections that remain only walk request-sized garbage.
-    Only for the service's own process: the embedded app and tests keep Python's defaults.
-    """
-    if settings.gc_threshold:
-        gc.collect()
-        gc.freeze()
-        _, second, third = gc.get_threshold()
-        gc.set_threshold(settings.gc_threshold, second, third)
 
 
 def worker_app() -> FastAPI:
@@ -59,6 +44,4 @@ if __name__ == "__main__":
             access_log=False,
         )
     else:
-        app = create_app(settings)
-        tune_gc(settings)
-        serve(app, settings)
+        serve(create_app(settings), settings)

@@ -14,11 +14,6 @@ class Settings(CommonSettings):
     port: int = 8002
     workers: int = Field(default=1, ge=1)
     """uvicorn worker processes for ``python -m services.ingest`` (one event loop each)."""
-    gc_threshold: int = Field(default=20_000, ge=0)
-    """Generation-0 threshold of the garbage collector in the service process (0: Python's
-    default of 700). A parsed batch is thousands of short-lived, acyclic objects freed by
-    reference counting; at 700 the collector runs ~40 times per 1000-event request and
-    costs ~30 % of ingest's CPU (docs/performance.md)."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=10_000, ge=1)
     retry_after_s: int = Field(default=2, ge=1)
