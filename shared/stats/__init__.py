@@ -7,7 +7,8 @@ profile (``reference``); the metric functions (``drift``, ``performance``, ``fai
 
 Exports load on first use (PEP 562), so a process that needs one module (the registry builds
 reference profiles) does not pay for the others' imports (scipy, pandas). A new export goes in
-``_MODULES`` and in the ``TYPE_CHECKING`` imports.
+``_MODULES``, in ``__all__`` and in the ``TYPE_CHECKING`` imports (mypy reads only the static
+two; ``tests/shared/stats/test_exports.py`` checks the three agree).
 """
 
 from __future__ import annotations
