@@ -44,7 +44,6 @@ __all__ = [
     "decompress_body",
     "fast_event",
     "is_ndjson",
-    "parse_body",
     "parse_items",
     "validate_events",
 ]
@@ -221,14 +220,6 @@ def parse_items(body: bytes, *, content_type: str) -> tuple[list[Any], bool]:
     return [parsed], finite
 
 
-def parse_body(
-    body: bytes, *, content_type: str, content_encoding: str, max_bytes: int
-) -> tuple[list[Any], bool]:
-    """:func:`decompress_body` then :func:`parse_items`."""
-    plain = decompress_body(body, content_encoding=content_encoding, max_bytes=max_bytes)
-    return parse_items(plain, content_type=content_type)
-
-
 def _field(loc: Sequence[int | str]) -> str:
     parts = [str(p) for p in loc if str(p) not in _TYPE_TAGS and not str(p).startswith("function")]
     return ".".join(parts) or "(record)"
@@ -346,7 +337,7 @@ def validate_events(
 
     ``authorized(system)`` returns why the request's credentials may not write events of
     that system (None when they may); None means open mode (no credentials checked).
-    ``finite=False`` (from ``parse_body``): look for NaN/infinity in every record first.
+    ``finite=False`` (from ``parse_items``): look for NaN/infinity in every record first.
     """
     model: type[PredictionEvent] | type[OutcomeEvent] = (
         PredictionEvent if kind == "predictions" else OutcomeEvent
