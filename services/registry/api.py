@@ -323,15 +323,10 @@ def _format(given: ReferenceFormat | None, content_type: str, filename: str) -> 
         "requestBody": {
             "required": True,
             "content": {
-                "text/csv": {"schema": {"type": "string", "format": "binary"}},
-                "application/vnd.apache.parquet": {
-                    "schema": {"type": "string", "format": "binary"}
-                },
+                "text/csv": _BINARY,
+                "application/vnd.apache.parquet": _BINARY,
                 "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"file": {"type": "string", "format": "binary"}},
-                    }
+                    "schema": {"type": "object", "properties": {"file": _BINARY["schema"]}}
                 },
             },
         }
@@ -500,7 +495,7 @@ def get_reference_profile(profile_hash: str, session: SessionDep, _user: Reader)
         media_type="application/json",
         headers={
             "ETag": f'"{profile_hash}"',
-            "Cache-Control": "public, max-age=31536000, immutable",
+            "Cache-Control": _IMMUTABLE,
         },
     )
 
