@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -510,25 +511,16 @@ def create_model_version(
 # --- reference datasets ----------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NewReference:
     """What an upload produced, ready to be recorded."""
 
-    def __init__(
-        self,
-        *,
-        profile: ReferenceProfile,
-        data_sha256: str,
-        filename: str,
-        format: str,
-        size_bytes: int,
-        data_path: str,
-    ) -> None:
-        self.profile = profile
-        self.data_sha256 = data_sha256
-        self.filename = filename
-        self.format = format
-        self.size_bytes = size_bytes
-        self.data_path = data_path
+    profile: ReferenceProfile
+    data_sha256: str
+    filename: str
+    format: str
+    size_bytes: int
+    data_path: str
 
 
 def get_profile(*, session: Session, profile_hash: str) -> str | None:
