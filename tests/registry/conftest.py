@@ -35,6 +35,13 @@ class Registry:
         settings: Settings = self.app.state.settings
         return settings
 
+    async def add_system(self, body: dict[str, Any]) -> str:
+        """Register the system ``body`` describes; returns its id."""
+        response = await self.client.post("/v1/systems", json=body)
+        assert response.status_code == 201, response.text
+        system_id: str = body["id"]
+        return system_id
+
 
 def token(role: Role, subject: str = "alice") -> dict[str, str]:
     """Authorization headers of a user with ``role``."""

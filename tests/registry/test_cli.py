@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,19 +18,13 @@ from typer.testing import CliRunner
 from services.registry.app import create_app
 from services.registry.settings import Settings
 from shared.auth import Role, verify_token
+from tests.deployments import free_port
 from tests.factories import unique
 from tests.registry.conftest import SECRET
 from tests.registry.test_references import known_dataset
 from watchkeeper.cli import app
 
 Run = Callable[..., Any]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def serve(settings: Settings) -> Iterator[str]:

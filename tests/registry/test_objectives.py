@@ -9,11 +9,7 @@ from tests.registry.conftest import Registry
 
 
 async def new_system(registry: Registry, **overrides: Any) -> str:
-    body = make_system(**overrides)
-    response = await registry.client.post("/v1/systems", json=body)
-    assert response.status_code == 201, response.text
-    system_id: str = body["id"]
-    return system_id
+    return await registry.add_system(make_system(**overrides))
 
 
 def update_of(objective: dict[str, Any], **changes: Any) -> dict[str, Any]:

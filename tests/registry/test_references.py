@@ -54,11 +54,7 @@ def known_dataset(n: int = N_ROWS, seed: int = 7) -> pd.DataFrame:
 
 
 async def create_system(registry: Registry, **overrides: Any) -> str:
-    body = system_body(**overrides)
-    response = await registry.client.post("/v1/systems", json=body)
-    assert response.status_code == 201, response.text
-    system_id: str = body["id"]
-    return system_id
+    return await registry.add_system(system_body(**overrides))
 
 
 async def upload_csv(registry: Registry, system_id: str, frame: pd.DataFrame, **params: Any) -> Any:
