@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ from watchkeeper.embedded import EmbeddedOptions, create_embedded_app
 
 __all__ = [
     "Deployment",
+    "first_evaluation",
     "free_port",
     "fresh_database",
     "monitor_one_window",
@@ -78,21 +79,33 @@ async def post_until_accepted(
         await asyncio.sleep(0.2)
 
 
-async def next_evaluation(
-    deployment: Deployment, system_id: str, timeout_s: float = 60
-) -> EvaluationResult:
-    consumer = deployment.bus.consumer([deployment.bus.topics.evaluations], group_id=None)
+async def first_evaluation(
+    bus: Bus, matches: Callable[[EvaluationResult], bool], timeout_s: float
+) -> EvaluationResult | None:
+    """The first evaluation on the bus's evaluations topic that ``matches``; None on timeout."""
+    consumer = bus.consumer([bus.topics.evaluations], group_id=None)
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for record in await consumer.poll(timeout_s=0.5):
                 result = decode(EvaluationResult, record.value)
-                if result.system_id == system_id:
+                if matches(result):
                     return result
     finally:
         await consumer.stop()
-    raise AssertionError(f"no evaluation for {system_id} on the evaluations topic")
+    return None
+
+
+async def next_evaluation(
+    deployment: Deployment, system_id: str, timeout_s: float = 60
+) -> EvaluationResult:
+    result = await first_evaluation(
+        deployment.bus, lambda result: result.system_id == system_id, timeout_s
+    )
+    if result is None:
+        raise AssertionError(f"no evaluation for {system_id} on the evaluations topic")
+    return result
 
 
 async def monitor_one_window(

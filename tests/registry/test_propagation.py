@@ -15,8 +15,9 @@ from services.evaluator.app import create_app as create_evaluator
 from services.evaluator.references import StaticReferenceSource
 from services.evaluator.settings import Settings as EvaluatorSettings
 from shared.bus import KafkaBus, Topics
-from shared.contracts import EvaluationResult, PredictionEvent, decode, encode
+from shared.contracts import EvaluationResult, PredictionEvent, encode
 from shared.registry_view import RegistryView
+from tests.deployments import first_evaluation
 from tests.factories import make_objective, make_prediction, make_system, past_window_start
 from tests.registry.conftest import Registry, RegistryFactory
 
@@ -159,15 +160,10 @@ async def test_a_running_evaluator_judges_the_new_objective_version(
 
 
 async def evaluation_of(registry: Registry, objective_id: str, *, version: int) -> EvaluationResult:
-    consumer = registry.bus.consumer([registry.bus.topics.evaluations], group_id=None)
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + TIMEOUT_S
-        while time.monotonic() < deadline:
-            for record in await consumer.poll(timeout_s=0.5):
-                result = decode(EvaluationResult, record.value)
-                if result.objective_id == objective_id and result.objective_version == version:
-                    return result
-    finally:
-        await consumer.stop()
-    raise AssertionError(f"no evaluation of {objective_id} v{version} within {TIMEOUT_S:.0f}s")
+    def matches(result: EvaluationResult) -> bool:
+        return result.objective_id == objective_id and result.objective_version == version
+
+    result = await first_evaluation(registry.bus, matches, TIMEOUT_S)
+    if result is None:
+        raise AssertionError(f"no evaluation of {objective_id} v{version} within {TIMEOUT_S:.0f}s")
+    return result
