@@ -75,8 +75,6 @@ def category_keys(values: npt.ArrayLike) -> tuple[npt.NDArray[np.str_], npt.NDAr
     if arr.dtype.kind == "f":
         missing = np.isnan(arr)
         return _float_keys(arr.astype(np.float64)), missing
-    import pandas as pd  # here, not at the top: only object arrays need it, and it is heavy
-
     items: list[Any] = arr.tolist()
     kinds = set(map(type, items))
     if kinds == {str}:  # the common cases, without pandas' type inference
@@ -84,6 +82,8 @@ def category_keys(values: npt.ArrayLike) -> tuple[npt.NDArray[np.str_], npt.NDAr
     if kinds == {int} and min(items) > -(2**53) and max(items) < 2**53:
         ints: npt.NDArray[np.str_] = np.asarray(items, dtype=np.int64).astype(np.str_)
         return ints, np.zeros(arr.shape, dtype=np.bool_)
+    import pandas as pd  # here, not at the top: only mixed object arrays need it, and it is heavy
+
     missing = np.asarray(pd.isna(arr), dtype=np.bool_)
     present = arr[~missing]
     inferred = pd.api.types.infer_dtype(present, skipna=False)
