@@ -218,8 +218,9 @@ class MemoryConsumer:
             await self._broker.wake()
         # as in a Kafka rebalance, a partition moves only once its previous owner revoked it
         # (after committing the batch in hand), so the new owner starts at that commit
-        held = self._broker.held_by_others(self.group_id, self)
-        assigned = self.target - self._assigned - held
+        assigned = self.target - self._assigned
+        if assigned:
+            assigned -= self._broker.held_by_others(self.group_id, self)
         self._assigned |= assigned
         for tp in assigned:
             self._positions[tp] = self._committed(tp)
@@ -256,9 +257,8 @@ class MemoryConsumer:
         proposed = dict(offsets) if offsets is not None else self._positions
         # a member commits only partitions it holds: until it revokes them no other member
         # reads them, so its commit is the handover point (as in Kafka's revoke callback)
-        group.committed.update(
-            {tp: offset for tp, offset in proposed.items() if tp in self._owned()}
-        )
+        owned = self._owned()
+        group.committed.update({tp: offset for tp, offset in proposed.items() if tp in owned})
 
     async def rewind(self) -> None:
         for tp in self._assigned:
