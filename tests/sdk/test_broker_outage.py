@@ -9,40 +9,23 @@ their events as duplicates instead of producing them again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from services.ingest.settings import Settings
 from shared.auth import generate_api_key
-from shared.bus import KafkaBus
-from tests.factories import event_values, unique
+from tests.factories import unique
 from tests.ingest.server import ingest_server
+from tests.sdk.topics import topic_event_ids
 from watchkeeper_sdk import Watchkeeper
 
 EVENTS = 100_000
 OUTAGE_S = 20.0
-
-
-def topic_event_ids(bootstrap: str, topic: str) -> list[str]:
-    async def read() -> list[str]:
-        consumer = KafkaBus(bootstrap).consumer([topic], group_id=None)
-        await consumer.start()
-        ids: list[str] = []
-        try:
-            while batch := await consumer.poll(timeout_s=3.0, max_records=20_000):
-                ids += [orjson.loads(v)["event_id"] for v in event_values(batch)]
-        finally:
-            await consumer.stop()
-        return ids
-
-    return asyncio.run(read())
 
 
 def test_no_event_lost_or_doubled_across_a_broker_outage(
@@ -91,7 +74,7 @@ def test_no_event_lost_or_doubled_across_a_broker_outage(
     assert (stats.rejected, stats.dropped) == (0, 0)
     assert stats.sent == EVENTS
 
-    on_topic = topic_event_ids(kafka_broker.bootstrap, f"{prefix}predictions")
+    on_topic = topic_event_ids(kafka_broker.bootstrap, f"{prefix}predictions", idle_s=3.0)
     doubled = [event_id for event_id, n in Counter(on_topic).items() if n > 1]
     assert doubled == []
     assert len(on_topic) == EVENTS

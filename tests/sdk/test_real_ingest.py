@@ -7,19 +7,17 @@ service answers in the shapes the SDK relies on: accepted/duplicates/rejected in
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from services.ingest.settings import Settings
 from shared.auth import generate_api_key
-from shared.bus import KafkaBus, Topics
-from tests.factories import event_values, unique
+from tests.factories import unique
 from tests.ingest.server import ingest_server
+from tests.sdk.topics import topic_event_ids
 from watchkeeper_sdk import DeliveryError, Watchkeeper
 
 AUTH_SECRET = "sdk-test-secret-0123456789-0123456789"
@@ -38,19 +36,7 @@ class Setup:
         return KEYS[role][0]
 
     def event_ids(self, topic: str) -> list[str]:
-        async def read() -> list[str]:
-            bus = KafkaBus(self.bootstrap, Topics(prefix=self.prefix))
-            consumer = bus.consumer([f"{self.prefix}{topic}"], group_id=None)
-            await consumer.start()
-            values: list[str] = []
-            try:
-                while batch := await consumer.poll(timeout_s=1.0, max_records=10_000):
-                    values += [orjson.loads(v)["event_id"] for v in event_values(batch)]
-            finally:
-                await consumer.stop()
-            return values
-
-        return asyncio.run(read())
+        return topic_event_ids(self.bootstrap, f"{self.prefix}{topic}")
 
 
 @pytest.fixture(scope="module")
