@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine, inspect
 
 from shared.db import Database
 from shared.migrations import OUTBOX, MigrationChain, MigrationError, current_revisions, upgrade
 from shared.outbox import OutboxMessage
+from tests.deployments import fresh_database
 
 REVISION = """
 import sqlalchemy as sa
@@ -46,20 +45,12 @@ def create_table(name: str) -> str:
     return f'op.create_table("{name}", sa.Column("id", sa.Integer(), primary_key=True))'
 
 
-def fresh_postgres(database_url: str) -> str:
-    name = f"wk_mig_{uuid.uuid4().hex[:12]}"
-    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return database_url.rsplit("/", 1)[0] + f"/{name}"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
     if request.param == "sqlite":
         db = Database(f"sqlite:///{tmp_path / 'm.db'}")  # WAL + busy timeout, as services use
     else:
-        db = Database(fresh_postgres(request.getfixturevalue("database_url")))
+        db = Database(fresh_database(request.getfixturevalue("database_url")))
     request.addfinalizer(db.dispose)
     return db.engine
 
