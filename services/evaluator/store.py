@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
@@ -254,21 +254,32 @@ class EvaluatorStore:
         ).rowcount
         if saved != 1:
             raise Fenced(partition, epoch)
-        wt = _table("evaluator_window")
-        gone = list(closed) + [(s, size, start) for s, size, start, _ in windows]
-        for system_id, size, start in gone:
+        self._replace_windows(_table("evaluator_window"), partition, windows, closed)
+
+    def _replace_windows(
+        self,
+        table: Table,
+        partition: int,
+        windows: Sequence[tuple[str, int, int, str]],
+        gone: Sequence[tuple[str, int, int]],
+    ) -> None:
+        """Delete the ``gone`` windows and the old rows of ``windows``, then insert ``windows``
+        (system, size, start, state), one statement each."""
+        keys = [*gone, *((s, size, start) for s, size, start, _ in windows)]
+        if keys:
             self.conn.execute(
-                delete(wt).where(
-                    (wt.c.stream == self.stream)
-                    & (wt.c.partition == partition)
-                    & (wt.c.system_id == system_id)
-                    & (wt.c.size == size)
-                    & (wt.c.start == start)
-                )
+                delete(table).where(
+                    (table.c.stream == self.stream)
+                    & (table.c.partition == partition)
+                    & (table.c.system_id == bindparam("k_system_id"))
+                    & (table.c.size == bindparam("k_size"))
+                    & (table.c.start == bindparam("k_start"))
+                ),
+                [{"k_system_id": s, "k_size": size, "k_start": start} for s, size, start in keys],
             )
         if windows:
             self.conn.execute(
-                insert(wt),
+                insert(table),
                 [
                     {
                         "stream": self.stream,
@@ -424,32 +435,7 @@ class EvaluatorStore:
     ) -> None:
         """Write label windows (system, size, start, state) and delete others (in the open
         transaction, with the checkpoint)."""
-        t = _table("evaluator_label_window")
-        for system_id, size, start in [*gone, *((s, z, a) for s, z, a, _ in windows)]:
-            self.conn.execute(
-                delete(t).where(
-                    (t.c.stream == self.stream)
-                    & (t.c.partition == partition)
-                    & (t.c.system_id == system_id)
-                    & (t.c.size == size)
-                    & (t.c.start == start)
-                )
-            )
-        if windows:
-            self.conn.execute(
-                insert(t),
-                [
-                    {
-                        "stream": self.stream,
-                        "partition": partition,
-                        "system_id": s,
-                        "size": size,
-                        "start": start,
-                        "state": text,
-                    }
-                    for s, size, start, text in windows
-                ],
-            )
+        self._replace_windows(_table("evaluator_label_window"), partition, windows, gone)
 
     def purge_labels(self, partition: int, system_id: str, before: float) -> None:
         """Delete label windows that ended before ``before`` (no label can reach them)."""
