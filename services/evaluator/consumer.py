@@ -654,6 +654,14 @@ class StreamProcessor:
                         due.insert(at, k)
                 state.labels_dirty.add((size, start))
 
+    def _label_clock(self, state: SystemState) -> float | None:
+        return label_clock(
+            state.predictions,
+            state.outcomes,
+            lateness=self.config.lateness_s,
+            label_wait=self.config.label_wait_s,
+        )
+
     def _interval(self, size: int) -> float:
         return max(float(size), self.config.revision_interval_s)
 
@@ -678,12 +686,7 @@ class StreamProcessor:
         for size in sizes:
             if size in state.sizes:
                 self._close(part, system, state, size, state.sizes[size])
-        clock = label_clock(
-            state.predictions,
-            state.outcomes,
-            lateness=self.config.lateness_s,
-            label_wait=self.config.label_wait_s,
-        )
+        clock = self._label_clock(state)
         if clock is None:
             return
         for size in _label_sizes(system):
@@ -990,12 +993,7 @@ class StreamProcessor:
         """Forget join rows and label windows no label can reach any more (horizon passed)."""
         if system is None:
             return
-        clock = label_clock(
-            state.predictions,
-            state.outcomes,
-            lateness=self.config.lateness_s,
-            label_wait=self.config.label_wait_s,
-        )
+        clock = self._label_clock(state)
         if clock is None:
             return
         widest = max([self._interval(s) for s in state.sizes] or [0.0])
@@ -1022,10 +1020,6 @@ class StreamProcessor:
     @property
     def records_since_checkpoint(self) -> int:
         return sum(p.records for p in self.partitions.values())
-
-
-def _finite(value: float) -> float | None:
-    return None if math.isinf(value) else float(value)
 
 
 def _by_system(system_ids: list[str]) -> dict[str, npt.NDArray[np.intp] | None]:
