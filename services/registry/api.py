@@ -544,10 +544,7 @@ def revoke_ingest_key(
 ) -> IngestKeyPublic:
     """Revoke the key: ingest refuses it as soon as the new snapshot reaches it."""
     system = _system_or_404(session, system_id)
-    key = next(
-        (k for k in crud.list_ingest_keys(session=session, system_id=system_id) if k.id == key_id),
-        None,
-    )
+    key = crud.get_ingest_key(session=session, system_id=system_id, key_id=key_id)
     if key is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ingest key {key_id!r}")
     row = crud.revoke_ingest_key(

@@ -55,6 +55,7 @@ __all__ = [
     "create_objective",
     "create_system",
     "current_objectives",
+    "get_ingest_key",
     "get_model_version",
     "get_profile",
     "get_system",
@@ -634,6 +635,11 @@ def list_ingest_keys(*, session: Session, system_id: str) -> list[IngestKey]:
         .order_by(col(IngestKey.created_at), col(IngestKey.id))
     )
     return list(session.exec(stmt).all())
+
+
+def get_ingest_key(*, session: Session, system_id: str, key_id: str) -> IngestKey | None:
+    key = session.get(IngestKey, key_id)
+    return key if key is not None and key.system_id == system_id else None
 
 
 def create_ingest_key(
