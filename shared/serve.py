@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from shared.settings import CommonSettings
 
-__all__ = ["serve", "tune_gc"]
+__all__ = ["configure_logging", "serve", "tune_gc"]
 
 
 def tune_gc(settings: CommonSettings) -> None:
@@ -26,9 +26,13 @@ def tune_gc(settings: CommonSettings) -> None:
         gc.set_threshold(settings.gc_threshold, second, third)
 
 
-def serve(app: FastAPI, settings: CommonSettings) -> None:
-    tune_gc(settings)
+def configure_logging(settings: CommonSettings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+
+
+def serve(app: FastAPI, settings: CommonSettings) -> None:
+    tune_gc(settings)
+    configure_logging(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())

@@ -8,12 +8,10 @@ rate-limit buckets, own id in the duplicate store).
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 from fastapi import FastAPI
 
-from shared.serve import serve, tune_gc
+from shared.serve import configure_logging, serve, tune_gc
 
 from .app import create_app
 from .settings import Settings
@@ -30,10 +28,7 @@ def worker_app() -> FastAPI:
 if __name__ == "__main__":
     settings = Settings()
     if settings.workers > 1:
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
+        configure_logging(settings)
         uvicorn.run(
             "services.ingest.__main__:worker_app",
             factory=True,
