@@ -435,14 +435,20 @@ def _new_version(
     return row
 
 
-def create_objective(
-    *, session: Session, system: AISystem, data: ObjectiveCreate, actor: str, topic: str
+def _publish_version(
+    session: Session,
+    system: AISystem,
+    objective_id: str,
+    version: int,
+    data: ObjectiveCreate | ObjectiveUpdate,
+    actor: str,
+    topic: str,
 ) -> ObjectiveVersion:
     row = _new_version(
         session=session,
         system=system,
-        objective_id=data.id,
-        version=1,
+        objective_id=objective_id,
+        version=version,
         data=data,
         actor=actor,
         reason=data.change_reason,
@@ -450,6 +456,12 @@ def create_objective(
     publish_snapshot(session=session, system=system, topic=topic)
     session.commit()
     return row
+
+
+def create_objective(
+    *, session: Session, system: AISystem, data: ObjectiveCreate, actor: str, topic: str
+) -> ObjectiveVersion:
+    return _publish_version(session, system, data.id, 1, data, actor, topic)
 
 
 def update_objective(
@@ -461,18 +473,8 @@ def update_objective(
     actor: str,
     topic: str,
 ) -> ObjectiveVersion:
-    row = _new_version(
-        session=session,
-        system=system,
-        objective_id=current.objective_id,
-        version=current.version + 1,
-        data=data,
-        actor=actor,
-        reason=data.change_reason,
-    )
-    publish_snapshot(session=session, system=system, topic=topic)
-    session.commit()
-    return row
+    version = current.version + 1
+    return _publish_version(session, system, current.objective_id, version, data, actor, topic)
 
 
 # --- model versions --------------------------------------------------------------------
