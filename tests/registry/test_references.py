@@ -285,7 +285,7 @@ async def test_unknown_profile_and_oversized_upload(make_registry: RegistryFacto
 
 async def test_feature_change_unsets_a_reference_that_no_longer_fits(registry: Registry) -> None:
     body = system_body()
-    await registry.client.post("/v1/systems", json=body)
+    await registry.add_system(body)
     uploaded = (await upload_csv(registry, body["id"], known_dataset(n=300))).json()
     change = {k: v for k, v in body.items() if k != "id"}
     change["features"] = [*change["features"], {"name": "tenure", "type": "numeric"}]

@@ -85,7 +85,7 @@ async def test_inconsistent_schemas_are_refused_naming_the_field(registry: Regis
 
 async def test_update_replaces_the_definition_and_publishes(registry: Registry) -> None:
     body = full_system()
-    await registry.client.post("/v1/systems", json=body)
+    await registry.add_system(body)
     change = without_id(body) | {"owner": "new-owner@example.org", "attributes": ["gender"]}
     response = await registry.client.put(f"/v1/systems/{body['id']}", json=change)
     assert response.status_code == 200, response.text
@@ -96,7 +96,7 @@ async def test_update_replaces_the_definition_and_publishes(registry: Registry) 
 
 async def test_retire(registry: Registry) -> None:
     body = make_system()
-    await registry.client.post("/v1/systems", json=body)
+    await registry.add_system(body)
     response = await registry.client.put(
         f"/v1/systems/{body['id']}", json=without_id(body) | {"status": "retired"}
     )
@@ -107,7 +107,7 @@ async def test_retire(registry: Registry) -> None:
 
 async def test_update_that_would_break_an_objective_is_refused(registry: Registry) -> None:
     body = make_system()
-    await registry.client.post("/v1/systems", json=body)
+    await registry.add_system(body)
     objective = make_objective(metric="psi", parameters={"feature": "income"})
     response = await registry.client.post(f"/v1/systems/{body['id']}/objectives", json=objective)
     assert response.status_code == 201, response.text
@@ -121,7 +121,7 @@ async def test_update_that_would_break_an_objective_is_refused(registry: Registr
 
 async def test_task_cannot_change(registry: Registry) -> None:
     body = make_system()
-    await registry.client.post("/v1/systems", json=body)
+    await registry.add_system(body)
     response = await registry.client.put(
         f"/v1/systems/{body['id']}", json=without_id(body) | {"task": "regression"}
     )
@@ -131,7 +131,7 @@ async def test_task_cannot_change(registry: Registry) -> None:
 
 async def test_model_versions(registry: Registry) -> None:
     body = make_system()
-    await registry.client.post("/v1/systems", json=body)
+    await registry.add_system(body)
     url = f"/v1/systems/{body['id']}/model-versions"
     first = {"version": "v1", "notes": "baseline", "artifact_hash": "sha256:" + "a" * 64}
     response = await registry.client.post(url, json=first)
