@@ -425,19 +425,15 @@ async def upload_reference(
     def record() -> tuple[ReferencePublic, bool]:
         with db.session() as session:
             fresh = _system_or_404(session, system_id)
-            try:
-                row, created = crud.add_reference(
-                    session=session,
-                    system=fresh,
-                    new=new,
-                    model_version=model_version,
-                    make_current=current,
-                    actor=who,
-                    topic=request.app.state.bus.topics.registry,
-                )
-            except BaseException:
-                session.rollback()
-                raise
+            row, created = crud.add_reference(
+                session=session,
+                system=fresh,
+                new=new,
+                model_version=model_version,
+                make_current=current,
+                actor=who,
+                topic=request.app.state.bus.topics.registry,
+            )
             return _reference_public(row, fresh), created
 
     public, created = await db.run(record)
