@@ -49,6 +49,7 @@ from shared.stats import (
 )
 
 from .columns import objects
+from .decoding import numeric_values
 from .judge import ConfigurationError, Measurement, percentile_of
 from .plan import NeedKey, positive_label
 
@@ -94,14 +95,6 @@ def _from_state(key: NeedKey, state: dict[str, Any]) -> LabelAccumulator:
     if key[0] == "fairness":
         return FairnessAccumulator.from_state(state)
     return ConfusionAccumulator.from_state(state)
-
-
-def _floats(values: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-    return np.fromiter(
-        (v if type(v) is int or type(v) is float else math.nan for v in values.tolist()),
-        dtype=np.float64,
-        count=values.size,
-    )
 
 
 class LabelBatch:
@@ -202,7 +195,10 @@ class LabelSet:
             if acc is None:
                 acc = self.accumulators[key] = _new(key)
             if isinstance(acc, RegressionAccumulator):
-                acc.update(_floats(actual), _floats(predicted))
+                acc.update(
+                    numeric_values(labels.parsed("actual")),
+                    numeric_values(labels.parsed("predicted")),
+                )
             elif isinstance(acc, FairnessAccumulator):
                 attribute = key[1]
                 groups = objects(
