@@ -35,7 +35,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.bus import Bus, BusUnavailable, Consumer, Record, TopicPartition, dead_letter
+from shared.bus import (
+    Bus,
+    BusUnavailable,
+    Consumer,
+    Record,
+    TopicPartition,
+    dead_letter,
+    start_consumer,
+)
 from shared.contracts import SystemSnapshot
 from shared.outbox import OutboxRelay
 from shared.registry_view import RegistryView
@@ -125,30 +133,21 @@ class EvaluatorRunner:
 
     # --- the loop ------------------------------------------------------------------------
 
-    async def _connect(self) -> Consumer:
-        backoff = 0.2
-        topics = self._bus.topics
-        while True:
-            consumer = self._bus.consumer(
-                [topics.predictions, topics.outcomes],
-                group_id=self._settings.group_id,
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-            )
-            try:
-                await consumer.start()
-                return consumer
-            except BusUnavailable as exc:
-                log.warning("evaluator: consumer cannot start (%s); retrying", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-
     async def _run(self) -> None:
         while not self._view.loaded and not self._stopping:
             await self._view.wait_loaded(1.0)
         if self._stopping:
             return
-        consumer = await self._connect()
+        topics = self._bus.topics
+        consumer = await start_consumer(
+            lambda: self._bus.consumer(
+                [topics.predictions, topics.outcomes],
+                group_id=self._settings.group_id,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+            ),
+            "evaluator",
+        )
         self._consumer = consumer
         self.running = True
         failed = False

@@ -15,7 +15,7 @@ from shared.bus.base import (
 from shared.bus.factory import bus_from_settings
 from shared.bus.kafka import KafkaBus
 from shared.bus.memory import MemoryBroker, MemoryBus
-from shared.bus.worker import DLQ_HEADERS, Decoded, StreamWorker, dead_letter
+from shared.bus.worker import DLQ_HEADERS, Decoded, StreamWorker, dead_letter, start_consumer
 
 __all__ = [
     "DLQ_HEADERS",
@@ -36,4 +36,5 @@ __all__ = [
     "Topics",
     "bus_from_settings",
     "dead_letter",
+    "start_consumer",
 ]

@@ -28,7 +28,7 @@ from shared.bus.base import (
     TopicPartition,
 )
 
-__all__ = ["DLQ_HEADERS", "Decoded", "StreamWorker", "dead_letter"]
+__all__ = ["DLQ_HEADERS", "Decoded", "StreamWorker", "dead_letter", "start_consumer"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,23 @@ DLQ_HEADERS = ("wk-error", "wk-source-topic", "wk-source-partition", "wk-source-
 class Decoded(Generic[T]):
     record: Record
     value: T
+
+
+async def start_consumer(
+    make: Callable[[], Consumer], name: str, backoff_s: float = 0.2
+) -> Consumer:
+    """Start a consumer built by ``make``, building a new one after each failure (with
+    backoff, up to 5 s) until the bus answers."""
+    backoff = backoff_s
+    while True:
+        consumer = make()
+        try:
+            await consumer.start()
+            return consumer
+        except BusUnavailable as exc:
+            log.warning("%s: consumer cannot start (%s); retrying", name, exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
 
 class StreamWorker(Generic[T]):
@@ -104,21 +121,16 @@ class StreamWorker(Generic[T]):
             await task
 
     async def _connect(self) -> Consumer:
-        backoff = self._backoff_s
-        while True:
-            consumer = self._bus.consumer(
+        return await start_consumer(
+            lambda: self._bus.consumer(
                 self._topics,
                 group_id=self._group_id,
                 on_assign=self._on_assign,
                 on_revoke=self._revoked,
-            )
-            try:
-                await consumer.start()
-                return consumer
-            except BusUnavailable as exc:
-                log.warning("%s: consumer cannot start (%s); retrying", self.name, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            ),
+            self.name,
+            self._backoff_s,
+        )
 
     async def _run(self) -> None:
         consumer = await self._connect()
