@@ -7,12 +7,12 @@ depend on the registry. A profile whose content does not hash to the requested h
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import httpx
-from sqlmodel import select
 
 from shared.db import Database
 from shared.stats import ReferenceProfile
@@ -62,7 +62,8 @@ class HttpReferenceSource:
         if response.status_code == 404:
             raise ReferenceNotFound(reference_hash)
         response.raise_for_status()
-        return ReferenceProfile.model_validate_json(response.content)
+        # a profile can be megabytes of bin edges: parse it off the event loop
+        return await asyncio.to_thread(ReferenceProfile.model_validate_json, response.content)
 
 
 class StaticReferenceSource:
@@ -98,18 +99,17 @@ class ReferenceCache:
     def missing(self, reference_hash: str) -> bool:
         return reference_hash in self._missing
 
-    def _load(self, reference_hash: str) -> str | None:
+    def _load(self, reference_hash: str) -> ReferenceProfile | None:
+        """The stored profile, parsed (in the database thread, off the event loop)."""
         with self._db.session() as session:
             row = session.get(ReferenceRow, reference_hash)
-            return None if row is None else row.profile
+            return None if row is None else ReferenceProfile.model_validate_json(row.profile)
 
-    def _store(self, reference_hash: str, profile: str) -> None:
+    def _store(self, reference_hash: str, profile: ReferenceProfile) -> None:
         with self._db.session() as session:
-            if session.exec(
-                select(ReferenceRow).where(ReferenceRow.hash == reference_hash)
-            ).first():
+            if session.get(ReferenceRow, reference_hash) is not None:
                 return
-            session.add(ReferenceRow(hash=reference_hash, profile=profile))
+            session.add(ReferenceRow(hash=reference_hash, profile=profile.model_dump_json()))
             session.commit()
 
     async def ensure(self, hashes: Iterable[str]) -> None:
@@ -119,7 +119,7 @@ class ReferenceCache:
                 continue
             stored = await self._db.run(self._load, reference_hash)
             if stored is not None:
-                self._profiles[reference_hash] = ReferenceProfile.model_validate_json(stored)
+                self._profiles[reference_hash] = stored
                 continue
             try:
                 profile = await self._source.fetch(reference_hash)
@@ -132,5 +132,5 @@ class ReferenceCache:
                     f"reference profile fetched for {reference_hash} hashes to "
                     f"{profile.content_hash}"
                 )
-            await self._db.run(self._store, reference_hash, profile.model_dump_json())
+            await self._db.run(self._store, reference_hash, profile)
             self._profiles[reference_hash] = profile
