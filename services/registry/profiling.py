@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from shared.stats._common import FloatArray, IntArray, combine_moments
+from shared.stats._common import FloatArray, IntArray, combine_moments, merge_value_counts
 from shared.stats.accumulators import Reservoir
 from shared.stats.reference import (
     DEFAULT_BINS,
@@ -141,16 +141,13 @@ class NumericSummary:
         self.distinct.update(x)
         if self._low_values is not None:
             values_b, counts_b = np.unique(x, return_counts=True)
-            merged, inverse = np.unique(
-                np.concatenate([self._low_values, values_b]), return_inverse=True
+            merged = merge_value_counts(
+                self._low_values, self._low_counts, values_b, counts_b, LOW_CARDINALITY
             )
-            if merged.size > LOW_CARDINALITY:
+            if merged is None:
                 self._low_values = None
                 return
-            self._low_counts = np.bincount(
-                inverse, weights=np.concatenate([self._low_counts, counts_b]), minlength=merged.size
-            ).astype(np.int64)
-            self._low_values = merged
+            self._low_values, self._low_counts = merged
 
     @property
     def sorted_sample(self) -> FloatArray:

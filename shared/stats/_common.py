@@ -20,6 +20,7 @@ __all__ = [
     "combine_moments",
     "decode_array",
     "encode_array",
+    "merge_value_counts",
     "rng_from_state",
     "rng_state",
 ]
@@ -158,3 +159,17 @@ def rng_from_state(state: State) -> np.random.Generator:
         "uinteger": int(state["uinteger"]),
     }
     return np.random.Generator(bit_generator)
+
+
+def merge_value_counts(
+    values: FloatArray, counts: IntArray, more_values: FloatArray, more_counts: IntArray, limit: int
+) -> tuple[FloatArray, IntArray] | None:
+    """Counts per distinct value of both (values sorted); None when there are more than
+    ``limit`` distinct values (the caller stops counting)."""
+    merged, inverse = np.unique(np.concatenate([values, more_values]), return_inverse=True)
+    if merged.size > limit:
+        return None
+    summed = np.bincount(
+        inverse, weights=np.concatenate([counts, more_counts]), minlength=merged.size
+    ).astype(np.int64)
+    return merged, summed

@@ -38,6 +38,7 @@ from ._common import (
     combine_moments,
     decode_array,
     encode_array,
+    merge_value_counts,
     rng_from_state,
     rng_state,
 )
@@ -290,16 +291,13 @@ class NumericAccumulator:
     def _add_distinct(self, values: FloatArray, counts: IntArray) -> None:
         if self._distinct_values is None or self._distinct_counts is None:
             return
-        merged, inverse = np.unique(
-            np.concatenate([self._distinct_values, values]), return_inverse=True
+        merged = merge_value_counts(
+            self._distinct_values, self._distinct_counts, values, counts, self.max_distinct
         )
-        if merged.size > self.max_distinct:
+        if merged is None:
             self._distinct_values = self._distinct_counts = None
             return
-        self._distinct_counts = np.bincount(
-            inverse, weights=np.concatenate([self._distinct_counts, counts]), minlength=merged.size
-        ).astype(np.int64)
-        self._distinct_values = merged
+        self._distinct_values, self._distinct_counts = merged
 
     def _check_compatible(self, other: NumericAccumulator) -> None:
         if not np.array_equal(self.cut_points, other.cut_points):
