@@ -34,7 +34,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from _service import free_port, service  # bench/ helper, beside this script
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -205,61 +205,24 @@ def tree_cpu_s(pid: int | None) -> float:
     return total
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def ingest_server(
     *, bootstrap: str, database_url: str, prefix: str, workers: int, dedup: bool, logs: Path
 ) -> Iterator[tuple[int, int]]:
-    port = free_port()
     env = {
-        **os.environ,
         "WK_INGEST_BUS": "kafka",
         "WK_INGEST_KAFKA_BOOTSTRAP": bootstrap,
         "WK_INGEST_DATABASE_URL": database_url,
         "WK_INGEST_TOPIC_PREFIX": prefix,
-        "WK_INGEST_PORT": str(port),
+        "WK_INGEST_PORT": str(free_port()),
         "WK_INGEST_WORKERS": str(workers),
         "WK_INGEST_AUTH_SECRET": secrets.token_urlsafe(32),
         "WK_INGEST_RATE_LIMIT_EVENTS_PER_S": "10000000",
         "WK_INGEST_DEDUP": "true" if dedup else "false",
         "WK_INGEST_LOG_LEVEL": "WARNING",
     }
-    with logs.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.ingest"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                    sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
-                    if sock.recv(64).startswith(b"HTTP/1.1 200"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"ingest did not become ready; see {logs}")
-            time.sleep(0.2)
-        yield port, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with service("ingest", env, logs) as (proc, _url):
+        yield int(env["WK_INGEST_PORT"]), proc.pid
 
 
 def profile(pid: int, out: Path) -> subprocess.Popen[bytes]:

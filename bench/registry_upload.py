@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,8 +26,8 @@ import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from _service import free_port, service  # bench/ helper, beside this script
 
-REPO = Path(__file__).resolve().parent.parent
 SYSTEM_ID = "bench-credit"
 NUMERIC = [f"x{i}" for i in range(8)]
 SYSTEM: dict[str, Any] = {
@@ -89,13 +86,6 @@ def generate(path: Path, target_bytes: int) -> int:
     return rows
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def memory_kb(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -103,38 +93,14 @@ def memory_kb(pid: int, field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/{pid}/status")
 
 
-def start_registry(work: Path, log_file: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
+def registry_env(work: Path) -> dict[str, str]:
+    return {
         "WK_REGISTRY_BUS": "memory",
         "WK_REGISTRY_DATABASE_URL": f"sqlite:///{work / 'registry.db'}",
         "WK_REGISTRY_REFERENCE_DIR": str(work / "references"),
-        "WK_REGISTRY_PORT": str(port),
+        "WK_REGISTRY_PORT": str(free_port()),
         "WK_REGISTRY_LOG_LEVEL": "WARNING",
     }
-    with log_file.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.registry"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"registry exited: {log_file.read_text()[-2000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("registry did not become ready")
 
 
 class RssSampler:
@@ -185,33 +151,31 @@ def main() -> None:
         size = csv_path.stat().st_size
         log(f"  {rows:,} rows, {size / 2**20:,.0f} MiB in {time.perf_counter() - started:.1f}s")
 
-        process, url = start_registry(work, work / "registry.log")
-        try:
-            with httpx.Client(base_url=url, timeout=None) as client:
-                response = client.post("/v1/systems", json=SYSTEM)
-                response.raise_for_status()
-                baseline_kb = memory_kb(process.pid, "VmRSS")
-                startup_peak_kb = memory_kb(process.pid, "VmHWM")
-                log("uploading")
-                sent = [0]
-                with RssSampler(process.pid) as sampler:
-                    started = time.perf_counter()
-                    response = client.post(
-                        f"/v1/systems/{SYSTEM_ID}/references",
-                        params={"filename": csv_path.name},
-                        headers={"Content-Type": "text/csv", "Content-Length": str(size)},
-                        content=file_chunks(csv_path, sent),
-                    )
-                    seconds = time.perf_counter() - started
-                if response.status_code != 201:
-                    raise RuntimeError(f"upload failed: {response.status_code} {response.text}")
-                uploaded = response.json()
-                peak_kb = memory_kb(process.pid, "VmHWM")
-                profile = client.get(f"/v1/references/{uploaded['hash']}")
-                profile.raise_for_status()
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+        with (
+            service("registry", registry_env(work), work / "registry.log") as (process, url),
+            httpx.Client(base_url=url, timeout=None) as client,
+        ):
+            response = client.post("/v1/systems", json=SYSTEM)
+            response.raise_for_status()
+            baseline_kb = memory_kb(process.pid, "VmRSS")
+            startup_peak_kb = memory_kb(process.pid, "VmHWM")
+            log("uploading")
+            sent = [0]
+            with RssSampler(process.pid) as sampler:
+                started = time.perf_counter()
+                response = client.post(
+                    f"/v1/systems/{SYSTEM_ID}/references",
+                    params={"filename": csv_path.name},
+                    headers={"Content-Type": "text/csv", "Content-Length": str(size)},
+                    content=file_chunks(csv_path, sent),
+                )
+                seconds = time.perf_counter() - started
+            if response.status_code != 201:
+                raise RuntimeError(f"upload failed: {response.status_code} {response.text}")
+            uploaded = response.json()
+            peak_kb = memory_kb(process.pid, "VmHWM")
+            profile = client.get(f"/v1/references/{uploaded['hash']}")
+            profile.raise_for_status()
 
         stored = sum(f.stat().st_size for f in (work / "references").glob("*.parquet"))
         figures = {
