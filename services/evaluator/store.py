@@ -5,8 +5,9 @@ and ``evaluator_waiting`` (outcomes whose prediction has not come yet, usually f
 connection holds one open transaction from the first batch after a checkpoint to the next
 checkpoint: join rows, evaluations and their outbox records written by the batches in between
 become durable together with the window state and the consumed offsets, or not at all.
-The hot statements (join inserts, lookups, labels) go straight to the driver with
-``executemany``; the rest use SQLAlchemy Core.
+The hot statements (join inserts, lookups, labels) go straight to the driver, one statement
+per chunk of rows (on SQLite the inserted rows travel as one JSON array; on PostgreSQL they are
+copied); the rest use SQLAlchemy Core.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
@@ -48,11 +50,6 @@ TABLES = [
 CHUNK = 5_000
 SQLITE_CACHE_KIB = 128 * 1024
 
-_INSERT_PREDICTION = (
-    "INSERT INTO evaluator_join (system_id, event_id, ts, arrival_wm, prediction, scores, "
-    "attributes, pred_partition, pred_offset, labelled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (system_id, event_id) DO NOTHING"
-)
 _LABEL_IN = "UPDATE evaluator_join SET labelled = 1 WHERE system_id = ? AND event_id IN ({})"
 _LABEL_ALL = "UPDATE evaluator_join SET labelled = TRUE WHERE system_id = %s AND event_id = ANY(%s)"
 _JOIN_COLUMNS = (
@@ -81,11 +78,6 @@ _LOOKUP = (
     "scores, attributes FROM evaluator_join WHERE system_id = ? AND event_id IN ({})"
 )
 _NOT_FROM = " AND NOT (pred_partition = ? AND pred_offset >= ?)"
-_INSERT_WAITING = (
-    "INSERT INTO evaluator_waiting (system_id, prediction_id, ts, actual, label_time, "
-    "out_partition, out_offset) VALUES (?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (system_id, prediction_id) DO NOTHING"
-)
 _WAITING = (
     "SELECT prediction_id, ts, actual, label_time, out_partition, out_offset "
     "FROM evaluator_waiting WHERE system_id = ? AND prediction_id IN ({})"
@@ -96,6 +88,21 @@ _TAKE_ALL_WAITING = "DELETE FROM evaluator_waiting WHERE system_id = %s AND pred
 _COUNT_WAITING = "SELECT count(*) FROM evaluator_waiting WHERE system_id = ? AND ts < ?"
 _PURGE_WAITING = "DELETE FROM evaluator_waiting WHERE system_id = ? AND ts < ?"
 _PURGE = "DELETE FROM evaluator_join WHERE system_id = ? AND ts < ?"
+
+
+def _insert_json(table: str, columns: Sequence[str], key: str) -> str:
+    """SQLite: insert the rows of one JSON array of arrays (``columns`` in order), skipping
+    those whose ``key`` is taken. One statement runs in SQLite with the GIL released, where
+    ``executemany`` takes the GIL back for every row."""
+    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {values} FROM json_each(?) "
+        f"WHERE true ON CONFLICT ({key}) DO NOTHING"
+    )
+
+
+_INSERT_PREDICTIONS = _insert_json("evaluator_join", _JOIN_COLUMNS, "system_id, event_id")
+_INSERT_WAITING = _insert_json("evaluator_waiting", _WAITING_COLUMNS, "system_id, prediction_id")
 
 
 class Fenced(RuntimeError):
@@ -302,13 +309,19 @@ class EvaluatorStore:
             conn.begin()
         return conn.connection.cursor()
 
-    def _many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
+    def _insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], sqlite: str
+    ) -> int:
+        """Insert rows, skipping those whose key is taken; returns how many were new."""
+        if not rows:
+            return 0
+        if self._postgres:
+            return self._copy_insert(table, columns, rows)
+        cursor = self._cursor()
         changed = 0
-        if rows:
-            cursor = self._cursor()
-            for chunk in _chunks(rows):
-                cursor.executemany(self._sql(sql), chunk)
-                changed += max(cursor.rowcount, 0)
+        for chunk in _chunks(rows):
+            cursor.execute(sqlite, (orjson.dumps(chunk, option=orjson.OPT_SERIALIZE_NUMPY),))
+            changed += max(cursor.rowcount, 0)
         return changed
 
     def _copy_insert(
@@ -345,9 +358,7 @@ class EvaluatorStore:
 
     def insert_predictions(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Insert prediction rows; returns how many were new (the rest conflicted)."""
-        if self._postgres and rows:
-            return self._copy_insert("evaluator_join", _JOIN_COLUMNS, rows)
-        return self._many(_INSERT_PREDICTION, rows)
+        return self._insert("evaluator_join", _JOIN_COLUMNS, rows, _INSERT_PREDICTIONS)
 
     def _select(
         self, sql: str, system_id: str, ids: Sequence[str], extra: tuple[Any, ...] = ()
@@ -394,9 +405,7 @@ class EvaluatorStore:
 
     def insert_waiting(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """File outcomes whose prediction has not come; returns how many were new."""
-        if self._postgres and rows:
-            return self._copy_insert("evaluator_waiting", _WAITING_COLUMNS, rows)
-        return self._many(_INSERT_WAITING, rows)
+        return self._insert("evaluator_waiting", _WAITING_COLUMNS, rows, _INSERT_WAITING)
 
     def take_waiting(self, system_id: str, prediction_ids: Sequence[str]) -> None:
         """Forget the system's waiting outcomes once their predictions came."""
