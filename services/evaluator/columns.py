@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from shared.stats import category_keys
+
 from .decoding import PredictionBatch
 from .windows import FloatArray
 
-__all__ = ["ColumnBatch", "objects"]
+__all__ = ["Coded", "ColumnBatch", "objects"]
 
 
 def objects(values: Sequence[Any]) -> npt.NDArray[Any]:
@@ -19,6 +21,15 @@ def objects(values: Sequence[Any]) -> npt.NDArray[Any]:
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
+
+
+class Coded(NamedTuple):
+    """A categorical column as ``codes`` (-1: null) into distinct values, whose category keys
+    and missing flags are ``keys`` and ``missing``."""
+
+    codes: npt.NDArray[np.int64]
+    keys: npt.NDArray[np.str_]
+    missing: npt.NDArray[np.bool_]
 
 
 class ColumnBatch:
@@ -31,6 +42,7 @@ class ColumnBatch:
         self.ts: FloatArray = batch.ts if rows is None else batch.ts[rows]
         self.offsets: npt.NDArray[np.int64] = batch.offsets if rows is None else batch.offsets[rows]
         self._cache: dict[tuple[str, ...], npt.NDArray[Any]] = {}
+        self._coded: dict[tuple[str, ...], Coded | None] = {}
 
     def _cached(self, key: tuple[str, ...], build: Callable[[], npt.NDArray[Any]]) -> Any:
         found = self._cache.get(key)
@@ -58,6 +70,24 @@ class ColumnBatch:
         if numeric:
             return self._cached(key, lambda: self.batch.feature_numbers(feature))  # type: ignore[no-any-return]
         return self._cached(key, lambda: objects(self.batch.feature(feature)))  # type: ignore[no-any-return]
+
+    def coded(self, name: str) -> Coded | None:
+        """A ``feature:<name>`` column as codes into its distinct values' category keys, when
+        the decoder has it so (None: take ``column``)."""
+        if not name.startswith("feature:"):
+            return None
+        key = ("coded", name)
+        if key not in self._coded:
+            found = self.batch.feature_codes(name.removeprefix("feature:"))
+            if found is None:
+                self._coded[key] = None
+            else:
+                codes, values = found
+                keys, missing = category_keys(objects(values))
+                if self.rows is not None:
+                    codes = codes[self.rows]
+                self._coded[key] = Coded(codes, keys, missing)
+        return self._coded[key]
 
     def predicted(self) -> npt.NDArray[Any]:
         return self.column("prediction", numeric=False)

@@ -428,6 +428,25 @@ class PredictionBatch(_Decoded[PredictionEvent]):
     def feature_numbers(self, name: str) -> FloatArray:
         return self._child_numbers("features", name, lambda e: e.features.get(name))
 
+    def feature_codes(self, name: str) -> tuple[IntArray, list[Any]] | None:
+        """The feature as codes into its distinct values (-1 where null or absent) and those
+        values, when Arrow read every row (None otherwise): categories counted per distinct
+        value, not per row."""
+        if self._events:
+            return None
+
+        def build() -> tuple[IntArray, list[Any]] | None:
+            child = self._child("features", name)
+            if child is None or child.null_count == len(child):
+                return np.full(self.size, -1, dtype=np.int64), []
+            if child.type not in _SCALAR_TYPES:
+                return None
+            encoded = pc.dictionary_encode(child)
+            codes = _np(encoded.indices.fill_null(-1)).astype(np.int64, copy=False)
+            return codes, encoded.dictionary.to_pylist()
+
+        return self._cached(("codes", "features", name), build)  # type: ignore[no-any-return]
+
     def attribute(self, name: str) -> list[Any]:
         return self._child_values("attributes", name, lambda e: e.attributes.get(name))
 

@@ -128,4 +128,8 @@ def _feed(
     elif isinstance(acc, NumericAccumulator):
         acc.update(batch.column(key[1], numeric=True)[rows])
     elif isinstance(acc, CategoricalAccumulator):
-        acc.update(batch.column(key[1], numeric=False)[rows])
+        coded = batch.coded(key[1])
+        if coded is None:
+            acc.update(batch.column(key[1], numeric=False)[rows])
+        else:
+            acc.update_coded(coded.codes[rows], coded.keys, coded.missing)

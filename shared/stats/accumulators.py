@@ -432,6 +432,30 @@ class CategoricalAccumulator:
             return
         self.count += int(present.size)
         uniques, counts = np.unique(present, return_counts=True)
+        self._count(uniques, counts)
+
+    def update_coded(
+        self,
+        codes: npt.NDArray[np.int64],
+        keys: npt.NDArray[np.str_],
+        missing: npt.NDArray[np.bool_],
+    ) -> None:
+        """``update`` of values given as ``codes`` into a list of distinct values (-1: null)
+        whose ``category_keys`` are ``keys`` and ``missing``: the same counts, computed per
+        distinct value instead of per row."""
+        per_value = np.bincount(codes + 1, minlength=keys.size + 1)
+        null, per_value = int(per_value[0]), per_value[1:]
+        self.missing += null + int(per_value[missing].sum())
+        chosen = (per_value > 0) & ~missing
+        if not chosen.any():
+            return
+        uniques, inverse = np.unique(keys[chosen], return_inverse=True)
+        counts = np.zeros(uniques.size, dtype=np.int64)
+        np.add.at(counts, inverse, per_value[chosen])
+        self.count += int(counts.sum())
+        self._count(uniques, counts)
+
+    def _count(self, uniques: npt.NDArray[np.str_], counts: npt.NDArray[np.int64]) -> None:
         if self._known is not None:
             self.unseen += int(counts[~np.isin(uniques, self._known)].sum())
         self._add(uniques.tolist(), counts.tolist())

@@ -209,6 +209,12 @@ def _check_predictions(batch: PredictionBatch, events: list[PredictionEvent]) ->
         assert _numbers_equal(batch.feature_numbers(name), [_number(v) for v in want])
         for got, value in zip(batch.feature(name), want, strict=True):
             assert _same_scalar(got, value), (name, got, value)
+        coded = batch.feature_codes(name)
+        if coded is not None:  # codes into the distinct values give the values back
+            codes, distinct = coded
+            assert len(set(map(repr, distinct))) == len(distinct)
+            for code, value in zip(codes.tolist(), want, strict=True):
+                assert _same_scalar(None if code < 0 else distinct[code], value), (name, value)
     for label in {k for e in events for k in (e.scores or {})} | {"1"}:
         want_scores = [
             math.nan if e.scores is None or label not in e.scores else e.scores[label]
@@ -311,6 +317,10 @@ def test_the_common_shape_is_read_by_arrow() -> None:
     assert not bad
     assert batch._events == []  # no row needed pydantic
     _check_predictions(batch, events)
+    codes, distinct = batch.feature_codes("c") or ([], [])
+    assert distinct == ["a"] and set(codes) == {0}
+    codes, distinct = batch.feature_codes("n") or ([], [])
+    assert distinct == [] and set(codes) == {-1}
 
 
 def test_decode_records_splits_partitions_and_skips_redeliveries() -> None:

@@ -9,7 +9,11 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from shared.stats import (
@@ -23,6 +27,7 @@ from shared.stats import (
     RegressionAccumulator,
     Reservoir,
 )
+from shared.stats._common import category_keys
 from shared.stats.accumulators import OVERFLOW_CATEGORY
 from shared.stats.reference import bin_index, profile_numeric
 
@@ -168,6 +173,46 @@ def test_categorical_keys_match_across_types() -> None:
     acc.update(np.array([True, False]))
     assert acc.counts == {"1": 3, "2": 4, "True": 2, "False": 1}
     assert acc.missing == 2
+
+
+def objects(values: list[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+_CATEGORY_VALUES = {
+    "string": st.sampled_from(["a", "b", "c", "d", "1", "True", ""]),
+    "int64": st.integers(-3, 3),
+    "double": st.sampled_from([0.0, 1.0, 1.5, -2.0, 2.0**60, float("nan")]),
+    "bool": st.booleans(),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(sorted(_CATEGORY_VALUES)).flatmap(
+        lambda kind: st.lists(st.one_of(st.none(), _CATEGORY_VALUES[kind]), max_size=40)
+    ),
+    st.integers(1, 4),
+    st.booleans(),
+)
+def test_counting_coded_values_gives_the_counts_of_the_values(
+    values: list[Any], max_categories: int, with_domain: bool
+) -> None:
+    """What the evaluator counts from Arrow's dictionary codes is what ``update`` counts from
+    the values themselves: the same keys, missing, unseen and overflow, batch after batch."""
+    array = pa.array(values, from_pandas=True) if values else pa.array([], pa.string())
+    encoded = pc.dictionary_encode(array)
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    keys, missing = category_keys(objects(encoded.dictionary.to_pylist()))
+    domain = ["a", "1", "True", "0"] if with_domain else None
+    direct = CategoricalAccumulator(categories=domain, max_categories=max_categories)
+    coded = CategoricalAccumulator(categories=domain, max_categories=max_categories)
+    for part in (slice(0, len(values) // 2), slice(len(values) // 2, None)):
+        direct.update(objects(array.to_pylist())[part])
+        coded.update_coded(codes[part], keys, missing)
+    assert coded.to_state() == direct.to_state()
 
 
 @pytest.mark.parametrize("percentile", [1, 50, 90, 95, 99, 99.9])
