@@ -60,3 +60,16 @@ def service(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def profile(pid: int, out: Path, *, gil: bool = False) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` (and its children) until SIGINT, collapsed stacks into ``out``;
+    with ``gil``, only the samples of the thread holding the GIL (what bounds one process)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    command = [str(spy), "record", "--pid", str(pid), "--subprocesses", "--format", "raw"]
+    command += ["--rate", "250", "--nonblocking", "--output", str(out)]
+    if gil:
+        command.append("--gil")
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the phase starts
+    return proc

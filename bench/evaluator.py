@@ -24,6 +24,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _service import profile  # bench/ helper, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -334,7 +336,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 def throughput(
-    n: int, workdir: Path, *, postgres: bool = False, framed: bool = True
+    n: int,
+    workdir: Path,
+    *,
+    postgres: bool = False,
+    framed: bool = True,
+    profile_to: Path | None = None,
+    gil: bool = False,
 ) -> dict[str, Any]:
     import sqlalchemy as sa
 
@@ -391,6 +399,7 @@ def throughput(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        profiler = profile(proc.pid, profile_to, gil=gil) if profile_to else None
         try:
             # (checkpoint time, events): the rate is taken between the evaluator's own
             # checkpoint timestamps, not when this loop happened to see them
@@ -429,6 +438,9 @@ def throughput(
                     )
                 ).one()
         finally:
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(60)
             proc.terminate()
             proc.wait(timeout=60)
             engine.dispose()
@@ -578,6 +590,14 @@ def main() -> None:
     parser.add_argument(
         "--postgres", action="store_true", help="also measure throughput with PostgreSQL state"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the evaluator during the framed Kafka + SQLite run, collapsed stacks here",
+    )
+    parser.add_argument(
+        "--gil", action="store_true", help="with --profile: only samples holding the GIL"
+    )
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
@@ -590,7 +610,7 @@ def main() -> None:
         try:
             figures.update(in_process(args.events, workdir))
             figures.update(in_process(args.events, workdir, framed=False))
-            figures.update(throughput(args.events, workdir))
+            figures.update(throughput(args.events, workdir, profile_to=args.profile, gil=args.gil))
             figures.update(throughput(args.events, workdir, framed=False))
             if args.postgres:
                 figures.update(throughput(args.events, workdir, postgres=True))

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from _service import free_port, service  # bench/ helper, beside this script
+from _service import free_port, profile, service  # bench/ helper, beside this script
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -223,16 +223,6 @@ def ingest_server(
     }
     with service("ingest", env, logs) as (proc, _url):
         yield int(env["WK_INGEST_PORT"]), proc.pid
-
-
-def profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy sampling ``pid`` (and its children) until SIGINT, collapsed stacks into ``out``."""
-    spy = Path(sys.executable).with_name("py-spy")
-    command = [str(spy), "record", "--pid", str(pid), "--subprocesses", "--format", "raw"]
-    command += ["--rate", "250", "--nonblocking", "--output", str(out)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # attached before the phase starts
-    return proc
 
 
 # -- load ------------------------------------------------------------------------------------
