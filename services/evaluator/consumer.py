@@ -325,6 +325,11 @@ class StreamProcessor:
         for topic, offset in next_offsets.items():
             part.offsets[topic] = max(part.offsets.get(topic, 0), offset)
 
+    def prediction_times(self, partition: int) -> dict[str, float | None]:
+        """Each system's newest prediction time in the partition."""
+        part = self.partitions.get(partition)
+        return {} if part is None else {sid: s.predictions for sid, s in part.systems.items()}
+
     def start_offset(self, topic: str, partition: int) -> int | None:
         """First offset not applied yet (records below it are redeliveries); None if fenced."""
         if partition in self.fenced:

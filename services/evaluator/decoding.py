@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Self, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -306,6 +306,24 @@ class _Decoded(Generic[M]):
         self._events: list[M] = events
         self._slow = slow
         self._cache: dict[tuple[str, ...], Any] = {}
+
+    def rows(self, start: int, stop: int) -> Self:
+        """Rows ``start`` to ``stop`` (partition order) as a batch of their own."""
+        if start <= 0 and stop >= self.size:
+            return self
+        fast_from, fast_to = np.searchsorted(self._fast, [start, stop]).tolist()
+        slow_from, slow_to = np.searchsorted(self._slow, [start, stop]).tolist()
+        table = None
+        if self._table is not None and fast_to > fast_from:
+            table = self._table.slice(fast_from, fast_to - fast_from)
+        return type(self)(
+            offsets=self.offsets[start:stop],
+            ts=self.ts[start:stop],
+            table=table,
+            fast=self._fast[fast_from:fast_to] - start,
+            events=self._events[slow_from:slow_to],
+            slow=self._slow[slow_from:slow_to] - start,
+        )
 
     def _cached(self, key: tuple[str, ...], build: Callable[[], Any]) -> Any:
         found = self._cache.get(key, self)

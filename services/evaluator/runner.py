@@ -51,6 +51,7 @@ from shared.registry_view import RegistryView
 from .consumer import StreamProcessor
 from .decoding import PartitionBatch, decode_records
 from .metrics import EvaluatorMetrics
+from .pacing import OutcomePacer
 from .references import ReferenceCache
 from .settings import Settings
 from .store import Fenced
@@ -111,6 +112,11 @@ class EvaluatorRunner:
         self._changed = False
         self._last_checkpoint = time.monotonic()
         self._generation = 0
+        self._pacer = (
+            OutcomePacer(lead_s=settings.outcome_lead_s, max_held=settings.outcome_hold_max_events)
+            if settings.outcome_hold_max_events
+            else None
+        )
         self.running = False
         self.checkpoints = 0
 
@@ -162,7 +168,8 @@ class EvaluatorRunner:
                     async with self._lock:
                         if polled.generation != self._generation:
                             # polled before a rebalance: its records come again from the
-                            # committed offsets
+                            # committed offsets, and so do the outcomes held back
+                            self._drop_held()
                             await consumer.rewind()
                         elif polled.records:
                             if self._settings.decode_ahead:
@@ -171,6 +178,8 @@ class EvaluatorRunner:
                                     name="evaluator:decode-ahead",
                                 )
                             await self._handle(polled)
+                        elif self._pacer is not None and self._pacer.partitions():
+                            await self._handle(polled)  # no predictions came: let them through
                         await self._idle(consumer, ahead)
                         if self._checkpoint_due():
                             await self._checkpoint(consumer)
@@ -244,6 +253,7 @@ class EvaluatorRunner:
     async def _recover(self, consumer: Consumer, exc: Exception) -> None:
         async with self._lock:
             await asyncio.to_thread(self._processor.abort)
+            self._drop_held()
             if isinstance(exc, Fenced):
                 self._processor.fenced.add(exc.partition)
             self._changed = False
@@ -261,10 +271,45 @@ class EvaluatorRunner:
     def _decode(self, records: Sequence[Record]) -> Decoded:
         return decode_records(records, self._bus.topics, self._processor.start_offset)
 
-    def _apply(self, batch: dict[int, PartitionBatch], systems: dict[str, SystemSnapshot]) -> None:
+    def _apply(
+        self, batch: dict[int, PartitionBatch], systems: dict[str, SystemSnapshot]
+    ) -> tuple[int, int]:
+        """Apply the batch (outcomes through the pacer); returns the (predictions, outcomes)
+        applied."""
+        processor, pacer = self._processor, self._pacer
+        outcomes_topic = self._bus.topics.outcomes
+        applied = [0, 0]
         for partition, part in sorted(batch.items()):
-            self._processor.apply(partition, part.predictions, part.outcomes, systems)
-            self._processor.advance(partition, part.seen)
+            if part.predictions is not None:
+                applied[0] += part.predictions.size
+            if pacer is None:
+                processor.apply(partition, part.predictions, part.outcomes, systems)
+                processor.advance(partition, part.seen)
+                applied[1] += 0 if part.outcomes is None else part.outcomes.size
+                continue
+            processor.apply(partition, part.predictions, None, systems)
+            seen = {t: o for t, o in part.seen.items() if t != outcomes_topic}
+            processor.advance(partition, seen)
+            if outcomes_topic in part.seen:
+                pacer.add(partition, part.outcomes, part.seen[outcomes_topic])
+        if pacer is None:
+            return applied[0], applied[1]
+        came = {
+            p for p, part in batch.items() if part.predictions is not None and part.predictions.size
+        }
+        for partition in pacer.partitions():
+            times = processor.prediction_times(partition)
+            for piece, upto in pacer.due(partition, times, release=partition not in came):
+                if piece is not None:
+                    processor.apply(partition, None, piece, systems)
+                    applied[1] += piece.size
+                if upto is not None:
+                    processor.advance(partition, {outcomes_topic: upto})
+        return applied[0], applied[1]
+
+    def _drop_held(self, partitions: set[int] | None = None) -> None:
+        if self._pacer is not None:
+            self._pacer.drop(partitions)
 
     async def _handle(self, polled: _Polled) -> None:
         started = time.perf_counter()
@@ -283,10 +328,8 @@ class EvaluatorRunner:
         }
         hashes = {systems[s].reference_hash for s in senders if s in systems}
         await self._references.ensure(h for h in hashes if h is not None)
-        if batch:
-            await asyncio.to_thread(self._apply, batch, systems)
-            n_pred = sum(p.predictions.size for p in batch.values() if p.predictions)
-            n_out = sum(p.outcomes.size for p in batch.values() if p.outcomes)
+        if batch or (self._pacer is not None and self._pacer.partitions()):
+            n_pred, n_out = await asyncio.to_thread(self._apply, batch, systems)
             self._metrics.events.labels("prediction").inc(n_pred)
             self._metrics.events.labels("outcome").inc(n_out)
             self._changed = True
@@ -302,10 +345,14 @@ class EvaluatorRunner:
         )
         if not candidates:
             return
-        busy: set[str] | None = set()
-        if ahead is not None:  # its records are not applied yet: their systems are not idle
-            busy = (await ahead).systems()
-        if busy is None or await consumer.lag() > 0:
+        # systems with records polled ahead or outcomes held back are not idle
+        busy = set() if self._pacer is None else self._pacer.systems()
+        if ahead is not None:
+            polled = (await ahead).systems()
+            if polled is None:
+                return
+            busy |= polled
+        if await consumer.lag() > 0:
             return
         advanced = await asyncio.to_thread(
             self._processor.advance_idle,
@@ -375,6 +422,7 @@ class EvaluatorRunner:
                 except Exception:
                     log.exception("evaluator: checkpoint on revoke failed; the new owner replays")
                     await asyncio.to_thread(self._processor.abort)
+            self._drop_held(revoked)
             for partition in revoked:
                 self._processor.drop(partition)
             self._metrics.partitions.set(len(self._processor.partitions))

@@ -48,6 +48,18 @@ class Settings(CommonSettings):
         default=True,
         description="Poll and decode the next batch while the current one is applied.",
     )
+    outcome_lead_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="In a backlog, outcomes more than this far (event time) ahead of their "
+        "system's newest prediction wait in memory until the predictions catch up, so they "
+        "join their predictions in memory instead of through the store.",
+    )
+    outcome_hold_max_events: int = Field(
+        default=200_000,
+        ge=0,
+        description="Most outcome events held back per partition (0: never hold any).",
+    )
     max_empty_windows: int = Field(
         default=1_000,
         ge=0,

@@ -9,6 +9,7 @@ Both must refuse the same records, and give the same values for the others.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from typing import Any
@@ -264,6 +265,23 @@ def test_predictions_decode_as_pydantic_does(values: list[bytes | None]) -> None
     kept = [i for i in range(len(values)) if i not in refused]
     assert batch.offsets.tolist() == [100 + i for i in kept]
     _check_predictions(batch, events)
+
+
+@SETTINGS
+@given(st.lists(raw(outcome()), min_size=1, max_size=12), st.data())
+def test_a_batch_split_into_row_ranges_reads_as_its_rows(
+    values: list[bytes | None], data: st.DataObject
+) -> None:
+    """Outcomes held back in part are applied later as ``rows(start, stop)``: every column of
+    each range equals those rows of the whole batch, whichever path read them."""
+    batch, _ = decode_outcomes(values, np.arange(len(values), dtype=np.int64))
+    events, _ = _reference(OutcomeEvent, values)
+    cuts = sorted(data.draw(st.lists(st.integers(0, batch.size), max_size=3)))
+    bounds = [0, *cuts, batch.size]
+    for start, stop in itertools.pairwise(bounds):
+        part = batch.rows(start, stop)
+        assert part.offsets.tolist() == batch.offsets[start:stop].tolist()
+        _check_outcomes(part, events[start:stop])
 
 
 @SETTINGS
