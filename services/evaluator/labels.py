@@ -33,6 +33,7 @@ from shared.stats import (
     RegressionAccumulator,
     accuracy,
     brier,
+    category_keys,
     equal_opportunity_difference,
     expected_calibration_error,
     f1,
@@ -120,6 +121,7 @@ class LabelBatch:
             "attributes": attributes,
         }
         self._parsed: dict[str, list[Any]] = {}
+        self._keys: dict[str, tuple[npt.NDArray[np.str_], npt.NDArray[np.bool_]]] = {}
         self.delay_s = delay_s
         self.partitions = partitions
         self.offsets = offsets
@@ -132,12 +134,22 @@ class LabelBatch:
             found = self._parsed[name] = list(orjson.loads("[" + body + "]"))
         return found
 
+    def keys(self, name: str) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.bool_]]:
+        """``category_keys`` of a parsed column (keys, missing), computed once."""
+        found = self._keys.get(name)
+        if found is None:
+            found = self._keys[name] = category_keys(objects(self.parsed(name)))
+        return found
+
     def prepare(self, needs: Sequence[NeedKey]) -> None:
         """Parse (once, for the whole batch) the columns ``needs`` read."""
         if not needs:
             return
         self.parsed("predicted")
         self.parsed("actual")
+        if any(k[0] == "confusion" for k in needs):
+            self.keys("predicted")
+            self.keys("actual")
         if any(k[0] == "confusion" and len(k) > 1 for k in needs):
             self.parsed("scores")
         if any(k[0] == "fairness" for k in needs):
@@ -159,6 +171,8 @@ class LabelBatch:
         )
         for name, values in self._parsed.items():
             taken._parsed[name] = [values[i] for i in chosen]
+        for name, (keys, missing) in self._keys.items():
+            taken._keys[name] = (keys[rows], missing[rows])
         return taken
 
 
@@ -188,8 +202,6 @@ class LabelSet:
             span[1] = max(span[1], high)
         if not needs:
             return
-        predicted = objects(labels.parsed("predicted"))
-        actual = objects(labels.parsed("actual"))
         for key in needs:
             acc = self.accumulators.get(key)
             if acc is None:
@@ -204,9 +216,11 @@ class LabelSet:
                 groups = objects(
                     [None if a is None else a.get(attribute) for a in labels.parsed("attributes")]
                 )
-                acc.update_labelled(groups, predicted, actual)
+                acc.update_labelled(
+                    groups, objects(labels.parsed("predicted")), objects(labels.parsed("actual"))
+                )
             elif acc.positive_label is None:
-                acc.update(actual, predicted)
+                acc.update_keys(labels.keys("actual"), labels.keys("predicted"))
             else:
                 label = key[1]
                 scores = np.fromiter(
@@ -217,7 +231,7 @@ class LabelSet:
                     dtype=np.float64,
                     count=labels.size,
                 )
-                acc.update(actual, predicted, scores)
+                acc.update_keys(labels.keys("actual"), labels.keys("predicted"), scores)
 
     def merge(self, other: LabelSet) -> None:
         self.n += other.n

@@ -581,8 +581,17 @@ class ConfusionAccumulator:
         self, actual: npt.ArrayLike, predicted: npt.ArrayLike, scores: npt.ArrayLike | None = None
     ) -> None:
         """``scores``: probability of ``positive_label`` per row (NaN where unknown)."""
-        actual_keys, actual_missing = category_keys(actual)
-        predicted_keys, predicted_missing = category_keys(predicted)
+        self.update_keys(category_keys(actual), category_keys(predicted), scores)
+
+    def update_keys(
+        self,
+        actual: tuple[npt.NDArray[np.str_], npt.NDArray[np.bool_]],
+        predicted: tuple[npt.NDArray[np.str_], npt.NDArray[np.bool_]],
+        scores: npt.ArrayLike | None = None,
+    ) -> None:
+        """``update`` with the values' ``category_keys`` (keys, missing) computed already."""
+        actual_keys, actual_missing = actual
+        predicted_keys, predicted_missing = predicted
         if actual_keys.shape != predicted_keys.shape:
             raise ValueError("actual and predicted differ in length")
         valid = ~(actual_missing | predicted_missing)
