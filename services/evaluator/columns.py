@@ -43,6 +43,7 @@ class ColumnBatch:
         self.offsets: npt.NDArray[np.int64] = batch.offsets if rows is None else batch.offsets[rows]
         self._cache: dict[tuple[str, ...], npt.NDArray[Any]] = {}
         self._coded: dict[tuple[str, ...], Coded | None] = {}
+        self._keyed: dict[tuple[str, ...], tuple[npt.NDArray[np.str_], npt.NDArray[np.bool_]]] = {}
 
     def _cached(self, key: tuple[str, ...], build: Callable[[], npt.NDArray[Any]]) -> Any:
         found = self._cache.get(key)
@@ -72,13 +73,16 @@ class ColumnBatch:
         return self._cached(key, lambda: objects(self.batch.feature(feature)))  # type: ignore[no-any-return]
 
     def coded(self, name: str) -> Coded | None:
-        """A ``feature:<name>`` column as codes into its distinct values' category keys, when
-        the decoder has it so (None: take ``column``)."""
-        if not name.startswith("feature:"):
-            return None
+        """``prediction`` or a ``feature:<name>`` column as codes into its distinct values'
+        category keys, when the decoder has it so (None: take ``column``)."""
         key = ("coded", name)
         if key not in self._coded:
-            found = self.batch.feature_codes(name.removeprefix("feature:"))
+            if name == "prediction":
+                found = self.batch.prediction_codes()
+            elif name.startswith("feature:"):
+                found = self.batch.feature_codes(name.removeprefix("feature:"))
+            else:
+                found = None
             if found is None:
                 self._coded[key] = None
             else:
@@ -88,6 +92,24 @@ class ColumnBatch:
                     codes = codes[self.rows]
                 self._coded[key] = Coded(codes, keys, missing)
         return self._coded[key]
+
+    def keys(self, name: str) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.bool_]]:
+        """``category_keys`` of a column (keys, missing), from its codes when it has them."""
+
+        def build() -> tuple[npt.NDArray[np.str_], npt.NDArray[np.bool_]]:
+            coded = self.coded(name)
+            if coded is None:
+                return category_keys(self.column(name, numeric=False))
+            if coded.keys.size == 0:
+                return np.full(coded.codes.size, "", dtype=np.str_), coded.codes < 0
+            known = np.maximum(coded.codes, 0)
+            return coded.keys[known], (coded.codes < 0) | coded.missing[known]
+
+        key = ("keys", name)
+        found = self._keyed.get(key)
+        if found is None:
+            found = self._keyed[key] = build()
+        return found
 
     def predicted(self) -> npt.NDArray[Any]:
         return self.column("prediction", numeric=False)

@@ -450,20 +450,29 @@ class PredictionBatch(_Decoded[PredictionEvent]):
         """The feature as codes into its distinct values (-1 where null or absent) and those
         values, when Arrow read every row (None otherwise): categories counted per distinct
         value, not per row."""
+        return self._codes(("features", name), lambda: self._child("features", name))
+
+    def prediction_codes(self) -> tuple[IntArray, list[Any]] | None:
+        """The predictions as ``feature_codes`` gives a feature."""
+        return self._codes(("prediction",), lambda: self._column("prediction"))
+
+    def _codes(
+        self, key: tuple[str, ...], column: Callable[[], pa.Array | None]
+    ) -> tuple[IntArray, list[Any]] | None:
         if self._events:
             return None
 
         def build() -> tuple[IntArray, list[Any]] | None:
-            child = self._child("features", name)
-            if child is None or child.null_count == len(child):
+            array = column()
+            if array is None or array.null_count == len(array):
                 return np.full(self.size, -1, dtype=np.int64), []
-            if child.type not in _SCALAR_TYPES:
+            if array.type not in _SCALAR_TYPES:
                 return None
-            encoded = pc.dictionary_encode(child)
+            encoded = pc.dictionary_encode(array)
             codes = _np(encoded.indices.fill_null(-1)).astype(np.int64, copy=False)
             return codes, encoded.dictionary.to_pylist()
 
-        return self._cached(("codes", "features", name), build)  # type: ignore[no-any-return]
+        return self._cached(("codes", *key), build)  # type: ignore[no-any-return]
 
     def attribute(self, name: str) -> list[Any]:
         return self._child_values("attributes", name, lambda e: e.attributes.get(name))

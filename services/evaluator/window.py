@@ -122,7 +122,8 @@ def _feed(
     if isinstance(acc, OperationsAccumulator):
         acc.update_predictions(batch.latency()[rows])
     elif isinstance(acc, ExpectedConfusionAccumulator):
-        acc.update(batch.predicted()[rows], batch.scores(key[1])[rows])
+        keys, missing = batch.keys("prediction")
+        acc.update_keys((keys[rows], missing[rows]), batch.scores(key[1])[rows])
     elif isinstance(acc, FairnessAccumulator):
         acc.update(batch.attribute(key[1])[rows], batch.predicted()[rows])
     elif isinstance(acc, NumericAccumulator):

@@ -805,7 +805,13 @@ class ExpectedConfusionAccumulator:
 
     def update(self, predicted: npt.ArrayLike, scores: npt.ArrayLike) -> None:
         """``scores``: probability of ``positive_label`` per prediction."""
-        keys, missing = category_keys(predicted)
+        self.update_keys(category_keys(predicted), scores)
+
+    def update_keys(
+        self, predicted: tuple[npt.NDArray[np.str_], npt.NDArray[np.bool_]], scores: npt.ArrayLike
+    ) -> None:
+        """``update`` with the predictions' ``category_keys`` (keys, missing) computed already."""
+        keys, missing = predicted
         p = as_float_array(scores)
         if p.shape != keys.shape:
             raise ValueError("predicted and scores differ in length")

@@ -19,6 +19,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.evaluator.columns import ColumnBatch, objects
 from services.evaluator.decoding import (
     OutcomeBatch,
     PredictionBatch,
@@ -29,7 +30,7 @@ from services.evaluator.decoding import (
 from shared.bus import Record, Topics
 from shared.bus.framing import frame
 from shared.contracts import OutcomeEvent, PredictionEvent, decode, encode
-from shared.stats._common import category_key
+from shared.stats._common import category_key, category_keys
 
 IDS = st.one_of(
     st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,20}", fullmatch=True),
@@ -193,6 +194,17 @@ def _number(value: Any) -> float:
     return float(value) if type(value) is int or type(value) is float else math.nan
 
 
+def _check_keys(batch: PredictionBatch, name: str, values: list[Any]) -> None:
+    """The category keys the evaluator counts (from codes when it has them) are those of the
+    values, row by row, for the whole batch and for a part of it."""
+    for rows in (None, np.arange(0, batch.size, 2)):
+        chosen = values if rows is None else [values[i] for i in rows.tolist()]
+        keys, missing = ColumnBatch(batch, rows).keys(name)
+        want_keys, want_missing = category_keys(objects(chosen))
+        assert missing.tolist() == want_missing.tolist(), (name, chosen)
+        assert keys[~missing].tolist() == want_keys[~want_missing].tolist(), (name, chosen)
+
+
 def _check_predictions(batch: PredictionBatch, events: list[PredictionEvent]) -> None:
     assert batch.size == len(events)
     assert batch.event_ids == [e.event_id for e in events]
@@ -201,6 +213,7 @@ def _check_predictions(batch: PredictionBatch, events: list[PredictionEvent]) ->
     assert batch.ts.tolist() == [e.timestamp.timestamp() for e in events]
     for got, event in zip(batch.predictions, events, strict=True):
         assert _same_scalar(got, event.prediction), (got, event.prediction)
+    _check_keys(batch, "prediction", [e.prediction for e in events])
     for got_text, event in zip(batch.prediction_texts(), events, strict=True):
         assert _same_scalar(orjson.loads(got_text), event.prediction)
     assert _numbers_equal(batch.prediction_numbers(), [_number(e.prediction) for e in events])
@@ -210,6 +223,7 @@ def _check_predictions(batch: PredictionBatch, events: list[PredictionEvent]) ->
         assert _numbers_equal(batch.feature_numbers(name), [_number(v) for v in want])
         for got, value in zip(batch.feature(name), want, strict=True):
             assert _same_scalar(got, value), (name, got, value)
+        _check_keys(batch, f"feature:{name}", want)
         coded = batch.feature_codes(name)
         if coded is not None:  # codes into the distinct values give the values back
             codes, distinct = coded
