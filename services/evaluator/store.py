@@ -6,18 +6,19 @@ connection holds one open transaction from the first batch after a checkpoint to
 checkpoint: join rows, evaluations and their outbox records written by the batches in between
 become durable together with the window state and the consumed offsets, or not at all.
 The hot statements (join inserts, lookups, labels) go straight to the driver, one statement
-per chunk of rows (on SQLite the inserted rows travel as one JSON array; on PostgreSQL they are
+per chunk of rows (on SQLite a multi-row ``INSERT ... VALUES``; on PostgreSQL they are
 copied); the rest use SQLAlchemy Core.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any, NamedTuple
 
-import orjson
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
@@ -90,19 +91,23 @@ _PURGE_WAITING = "DELETE FROM evaluator_waiting WHERE system_id = ? AND ts < ?"
 _PURGE = "DELETE FROM evaluator_join WHERE system_id = ? AND ts < ?"
 
 
-def _insert_json(table: str, columns: Sequence[str], key: str) -> str:
-    """SQLite: insert the rows of one JSON array of arrays (``columns`` in order), skipping
-    those whose ``key`` is taken. One statement runs in SQLite with the GIL released, where
-    ``executemany`` takes the GIL back for every row."""
-    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {values} FROM json_each(?) "
-        f"WHERE true ON CONFLICT ({key}) DO NOTHING"
-    )
+_KEYS = {"evaluator_join": "system_id, event_id", "evaluator_waiting": "system_id, prediction_id"}
+SQLITE_MAX_ROWS = 4_096
+"""Most rows one SQLite insert statement carries (fewer if the variable limit says so)."""
 
 
-_INSERT_PREDICTIONS = _insert_json("evaluator_join", _JOIN_COLUMNS, "system_id, event_id")
-_INSERT_WAITING = _insert_json("evaluator_waiting", _WAITING_COLUMNS, "system_id, prediction_id")
+def _sqlite_sizes(n: int, most: int) -> Iterator[int]:
+    """Statement sizes for ``n`` rows: ``most`` while enough are left, then powers of two, so
+    that few distinct statements are compiled and the driver's statement cache reuses them."""
+    while n >= most:
+        yield most
+        n -= most
+    size = 1 << max(n.bit_length() - 1, 0)
+    while n:
+        if size <= n:
+            yield size
+            n -= size
+        size >>= 1
 
 
 class Fenced(RuntimeError):
@@ -162,6 +167,7 @@ class EvaluatorStore:
         self.stream = stream
         self._conn: Connection | None = None
         self._postgres = db.engine.dialect.name == "postgresql"
+        self._variables: int | None = None
         self._staged: set[str] = set()
         """Stage tables created on the current connection (PostgreSQL temp tables)."""
 
@@ -309,20 +315,34 @@ class EvaluatorStore:
             conn.begin()
         return conn.connection.cursor()
 
-    def _insert(
-        self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], sqlite: str
-    ) -> int:
-        """Insert rows, skipping those whose key is taken; returns how many were new."""
+    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert rows, skipping those whose key is taken; returns how many were new.
+
+        SQLite: thousands of rows per ``INSERT ... VALUES`` statement, stepped once with the
+        GIL released (``executemany`` takes the GIL back for every row). PostgreSQL: COPY."""
         if not rows:
             return 0
         if self._postgres:
             return self._copy_insert(table, columns, rows)
         cursor = self._cursor()
-        changed = 0
-        for chunk in _chunks(rows):
-            cursor.execute(sqlite, (orjson.dumps(chunk, option=orjson.OPT_SERIALIZE_NUMPY),))
+        most = max(1, min(SQLITE_MAX_ROWS, self._variable_limit() // len(columns)))
+        one = "(" + ", ".join("?" * len(columns)) + ")"
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        tail = f" ON CONFLICT ({_KEYS[table]}) DO NOTHING"
+        changed = start = 0
+        for size in _sqlite_sizes(len(rows), most):
+            chunk = rows[start : start + size]
+            start += size
+            cursor.execute(head + ", ".join([one] * size) + tail, list(chain.from_iterable(chunk)))
             changed += max(cursor.rowcount, 0)
         return changed
+
+    def _variable_limit(self) -> int:
+        """SQLite's most ``?`` per statement on this connection (999 before SQLite 3.32)."""
+        if self._variables is None:
+            raw = self.conn.connection.dbapi_connection
+            self._variables = int(raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))  # type: ignore[union-attr]
+        return self._variables
 
     def _copy_insert(
         self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
@@ -358,7 +378,7 @@ class EvaluatorStore:
 
     def insert_predictions(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Insert prediction rows; returns how many were new (the rest conflicted)."""
-        return self._insert("evaluator_join", _JOIN_COLUMNS, rows, _INSERT_PREDICTIONS)
+        return self._insert("evaluator_join", _JOIN_COLUMNS, rows)
 
     def _select(
         self, sql: str, system_id: str, ids: Sequence[str], extra: tuple[Any, ...] = ()
@@ -405,7 +425,7 @@ class EvaluatorStore:
 
     def insert_waiting(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """File outcomes whose prediction has not come; returns how many were new."""
-        return self._insert("evaluator_waiting", _WAITING_COLUMNS, rows, _INSERT_WAITING)
+        return self._insert("evaluator_waiting", _WAITING_COLUMNS, rows)
 
     def take_waiting(self, system_id: str, prediction_ids: Sequence[str]) -> None:
         """Forget the system's waiting outcomes once their predictions came."""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from services.evaluator.app import MIGRATIONS
-from services.evaluator.store import EvaluatorStore, JoinInfo, Waiting
+from services.evaluator.store import EvaluatorStore, JoinInfo, Waiting, _sqlite_sizes
 from shared.db import Database
 from shared.migrations import OUTBOX, upgrade
 from tests.deployments import fresh_database
@@ -86,3 +86,10 @@ def test_waiting_rows_come_back_exactly(store: EvaluatorStore) -> None:
     assert store.insert_waiting(rows[:10]) == 0
     found = store.waiting("sys", [f"p{i}" for i in range(n)])
     assert found == {row[1]: Waiting(*row[1:]) for row in rows}
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 3276, 3277, 12_345])
+def test_sqlite_statement_sizes_cover_every_row_with_few_distinct_statements(n: int) -> None:
+    sizes = list(_sqlite_sizes(n, 3276))
+    assert sum(sizes) == n and all(size > 0 for size in sizes)
+    assert set(sizes) <= {3276} | {1 << k for k in range(12)}
