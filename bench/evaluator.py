@@ -125,6 +125,7 @@ class ArrayBatch(ColumnBatch):
         self.offsets = np.arange(self.size)
         self._versions = ["m1"] * self.size
         self._cache = {}
+        self._keyed = {}
         for name in NUMERIC:
             self._cache[("column", f"feature:{name}", "1")] = data[name].to_numpy(np.float64)
         for name in CATEGORICAL:
@@ -133,6 +134,11 @@ class ArrayBatch(ColumnBatch):
 
     def model_versions(self) -> list[str]:
         return self._versions
+
+    def coded(self, name: str) -> None:
+        """No dictionary codes: categories are counted from the object columns (the decoder's
+        Arrow codes would spare that work; the drift window is timed without them)."""
+        return None
 
 
 # --- 1. one drift window against Evidently -------------------------------------------------
