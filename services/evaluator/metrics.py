@@ -70,6 +70,11 @@ class EvaluatorMetrics:
             "Stream partitions this instance owns",
             registry=registry,
         )
+        self.outcomes_held = Gauge(
+            "watchkeeper_evaluator_outcomes_held",
+            "Outcome events read but held back until their predictions catch up",
+            registry=registry,
+        )
 
     def record(self, result: EvaluationResult) -> None:
         labels = (result.system_id, result.objective_id, result.metric)

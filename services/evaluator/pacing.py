@@ -27,9 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .decoding import OutcomeBatch
+from shared.contracts import SystemSnapshot
 
-__all__ = ["OutcomePacer", "Piece"]
+from .consumer import StreamProcessor
+from .decoding import OutcomeBatch, PartitionBatch
+
+__all__ = ["OutcomePacer", "Piece", "apply_batch"]
 
 
 @dataclass(slots=True)
@@ -143,3 +146,41 @@ def _record_end(batch: OutcomeBatch, start: int, rows: int) -> int:
     """Rows from ``start`` to the end of the record holding row ``start + rows - 1``."""
     offsets = batch.offsets[start:]
     return int(np.searchsorted(offsets, offsets[rows - 1], side="right"))
+
+
+def apply_batch(
+    processor: StreamProcessor,
+    pacer: OutcomePacer | None,
+    batch: Mapping[int, PartitionBatch],
+    systems: Mapping[str, SystemSnapshot],
+) -> tuple[int, int]:
+    """Apply a polled batch, its outcomes through ``pacer`` (None: as they come); returns the
+    (predictions, outcomes) applied. An empty batch lets everything held through."""
+    outcomes_topic = processor.topics.outcomes
+    applied = [0, 0]
+    for partition, part in sorted(batch.items()):
+        if part.predictions is not None:
+            applied[0] += part.predictions.size
+        if pacer is None:
+            processor.apply(partition, part.predictions, part.outcomes, systems)
+            processor.advance(partition, part.seen)
+            applied[1] += 0 if part.outcomes is None else part.outcomes.size
+            continue
+        processor.apply(partition, part.predictions, None, systems)
+        processor.advance(partition, {t: o for t, o in part.seen.items() if t != outcomes_topic})
+        if outcomes_topic in part.seen:
+            pacer.add(partition, part.outcomes, part.seen[outcomes_topic])
+    if pacer is None:
+        return applied[0], applied[1]
+    came = {
+        p for p, part in batch.items() if part.predictions is not None and part.predictions.size
+    }
+    for partition in pacer.partitions():
+        times = processor.prediction_times(partition)
+        for piece, upto in pacer.due(partition, times, release=partition not in came):
+            if piece is not None:
+                processor.apply(partition, None, piece, systems)
+                applied[1] += piece.size
+            if upto is not None:
+                processor.advance(partition, {outcomes_topic: upto})
+    return applied[0], applied[1]

@@ -33,7 +33,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from shared.bus import (
     Bus,
@@ -51,7 +50,7 @@ from shared.registry_view import RegistryView
 from .consumer import StreamProcessor
 from .decoding import PartitionBatch, decode_records
 from .metrics import EvaluatorMetrics
-from .pacing import OutcomePacer
+from .pacing import OutcomePacer, apply_batch
 from .references import ReferenceCache
 from .settings import Settings
 from .store import Fenced
@@ -274,42 +273,12 @@ class EvaluatorRunner:
     def _apply(
         self, batch: dict[int, PartitionBatch], systems: dict[str, SystemSnapshot]
     ) -> tuple[int, int]:
-        """Apply the batch (outcomes through the pacer); returns the (predictions, outcomes)
-        applied."""
-        processor, pacer = self._processor, self._pacer
-        outcomes_topic = self._bus.topics.outcomes
-        applied = [0, 0]
-        for partition, part in sorted(batch.items()):
-            if part.predictions is not None:
-                applied[0] += part.predictions.size
-            if pacer is None:
-                processor.apply(partition, part.predictions, part.outcomes, systems)
-                processor.advance(partition, part.seen)
-                applied[1] += 0 if part.outcomes is None else part.outcomes.size
-                continue
-            processor.apply(partition, part.predictions, None, systems)
-            seen = {t: o for t, o in part.seen.items() if t != outcomes_topic}
-            processor.advance(partition, seen)
-            if outcomes_topic in part.seen:
-                pacer.add(partition, part.outcomes, part.seen[outcomes_topic])
-        if pacer is None:
-            return applied[0], applied[1]
-        came = {
-            p for p, part in batch.items() if part.predictions is not None and part.predictions.size
-        }
-        for partition in pacer.partitions():
-            times = processor.prediction_times(partition)
-            for piece, upto in pacer.due(partition, times, release=partition not in came):
-                if piece is not None:
-                    processor.apply(partition, None, piece, systems)
-                    applied[1] += piece.size
-                if upto is not None:
-                    processor.advance(partition, {outcomes_topic: upto})
-        return applied[0], applied[1]
+        return apply_batch(self._processor, self._pacer, batch, systems)
 
     def _drop_held(self, partitions: set[int] | None = None) -> None:
         if self._pacer is not None:
             self._pacer.drop(partitions)
+            self._metrics.outcomes_held.set(self._pacer.held())
 
     async def _handle(self, polled: _Polled) -> None:
         started = time.perf_counter()
@@ -330,6 +299,8 @@ class EvaluatorRunner:
         await self._references.ensure(h for h in hashes if h is not None)
         if batch or (self._pacer is not None and self._pacer.partitions()):
             n_pred, n_out = await asyncio.to_thread(self._apply, batch, systems)
+            if self._pacer is not None:
+                self._metrics.outcomes_held.set(self._pacer.held())
             self._metrics.events.labels("prediction").inc(n_pred)
             self._metrics.events.labels("outcome").inc(n_out)
             self._changed = True
@@ -432,12 +403,6 @@ class EvaluatorRunner:
     async def _dead_letter(self, record: Record, error: str) -> None:
         await dead_letter(self._bus, record, error, consumer="evaluator")
         self._metrics.dead_lettered.inc()
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "partitions": sorted(self._processor.partitions),
-            "checkpoints": self.checkpoints,
-        }
 
 
 async def _dropped(ahead: asyncio.Task[_Polled] | None) -> None:

@@ -24,6 +24,7 @@ from services.evaluator.app import MIGRATIONS
 from services.evaluator.consumer import ProcessorConfig, StreamProcessor
 from services.evaluator.decoding import decode_records
 from services.evaluator.models import EvaluationRow
+from services.evaluator.pacing import OutcomePacer, apply_batch
 from services.evaluator.references import ReferenceCache, StaticReferenceSource
 from services.evaluator.store import EvaluatorStore
 from shared.bus import Record, Topics
@@ -244,6 +245,7 @@ class Harness:
         *,
         config: ProcessorConfig | None = None,
         name: str = "run",
+        pacer: OutcomePacer | None = None,
     ) -> None:
         self.topics = Topics()
         self.db = Database(f"sqlite:///{tmp_path / (name + '.db')}")
@@ -253,6 +255,9 @@ class Harness:
         self.cache = ReferenceCache(StaticReferenceSource(profiles), self.db)
         self.config = config or ProcessorConfig(lateness_s=5.0, label_wait_s=1e9)
         self.processor = self._processor()
+        self.pacer = pacer
+        """Outcomes through the runner's pacer (None: applied as they come)."""
+        self.most_held = 0
 
     def _processor(self) -> StreamProcessor:
         return StreamProcessor(
@@ -287,9 +292,11 @@ class Harness:
         """One polled batch (any mix of topics and partitions), as the runner applies it."""
         batches, bad = decode_records(batch, self.topics, self.processor.start_offset)
         assert not bad, bad
-        for partition, part in sorted(batches.items()):
-            self.processor.apply(partition, part.predictions, part.outcomes, self.systems)
-            self.processor.advance(partition, part.seen)
+        if self.pacer is not None:
+            self.most_held = max(self.most_held, self.pacer.held())
+        apply_batch(self.processor, self.pacer, batches, self.systems)
+        if self.pacer is not None:
+            self.most_held = max(self.most_held, self.pacer.held())
 
     def checkpoint(self) -> None:
         self.processor.checkpoint(self.systems)
@@ -298,6 +305,8 @@ class Harness:
         """kill -9: everything since the last checkpoint is gone; a new process resumes."""
         self.processor.abort()
         self.processor = self._processor()
+        if self.pacer is not None:
+            self.pacer.drop()  # held outcomes come again with the rest
 
     def run(
         self,
@@ -349,6 +358,7 @@ class Harness:
                 continue
             if batches % checkpoint_every == 0:
                 self.checkpoint()
+        self.feed([])  # an empty poll: whatever is held goes
         self.checkpoint()
 
     def evaluations(self) -> dict[str, dict[str, Any]]:
