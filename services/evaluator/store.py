@@ -20,7 +20,8 @@ from itertools import chain
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import SQLModel
 
 from shared.contracts import EvaluationResult, encode
@@ -203,40 +204,42 @@ class EvaluatorStore:
     # --- partitions ----------------------------------------------------------------------
 
     def claim(self, partition: int) -> Claim:
-        """Take the partition over: bump its epoch (fencing the previous owner), load it."""
+        """Take the partition over: bump its epoch (fencing the previous owner), load it.
+
+        Normally in a transaction of its own, committed at once. On SQLite while this store's
+        transaction is open (a partition loaded between two checkpoints) a second connection
+        would wait for this one's write lock: the claim then joins the open transaction and is
+        committed with the next checkpoint (SQLite has one writer, so no other instance writes
+        before that either)."""
+        if not self._postgres and self._conn is not None and self._conn.in_transaction():
+            return self._claim(self._conn, partition)
+        with self._db.engine.connect() as conn:
+            claim = self._claim(conn, partition)
+            conn.commit()
+        return claim
+
+    def _claim(self, conn: Connection, partition: int) -> Claim:
         table = _table("evaluator_partition")
         key = (table.c.stream == self.stream) & (table.c.partition == partition)
-        with self._db.engine.connect() as conn:
-            for _ in range(3):
-                bumped = conn.execute(
-                    update(table).where(key).values(epoch=table.c.epoch + 1)
-                ).rowcount
-                if bumped:
-                    break
-                try:
-                    conn.execute(
-                        insert(table).values(
-                            stream=self.stream,
-                            partition=partition,
-                            epoch=1,
-                            offsets={},
-                            state={},
-                            updated_at=datetime.now(UTC),
-                        )
-                    )
-                    break
-                except IntegrityError:
-                    conn.rollback()
-            row = conn.execute(
-                select(table.c.epoch, table.c.offsets, table.c.state).where(key)
-            ).one()
-            wt = _table("evaluator_window")
-            windows = conn.execute(
-                select(wt.c.system_id, wt.c.size, wt.c.start, wt.c.state).where(
-                    (wt.c.stream == self.stream) & (wt.c.partition == partition)
-                )
-            ).all()
-            conn.commit()
+        fresh = (postgresql_insert if self._postgres else sqlite_insert)(table).values(
+            stream=self.stream,
+            partition=partition,
+            epoch=1,
+            offsets={},
+            state={},
+            updated_at=datetime.now(UTC),
+        )
+        bumped = conn.execute(update(table).where(key).values(epoch=table.c.epoch + 1)).rowcount
+        if not bumped and not conn.execute(fresh.on_conflict_do_nothing()).rowcount:
+            # another instance created the row meanwhile: take it over from that one
+            conn.execute(update(table).where(key).values(epoch=table.c.epoch + 1))
+        row = conn.execute(select(table.c.epoch, table.c.offsets, table.c.state).where(key)).one()
+        wt = _table("evaluator_window")
+        windows = conn.execute(
+            select(wt.c.system_id, wt.c.size, wt.c.start, wt.c.state).where(
+                (wt.c.stream == self.stream) & (wt.c.partition == partition)
+            )
+        ).all()
         return Claim(
             epoch=int(row.epoch),
             offsets={str(k): int(v) for k, v in (row.offsets or {}).items()},

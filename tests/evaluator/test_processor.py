@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from services.evaluator.consumer import MaybeWaiting, ProcessorConfig
+from services.evaluator.pacing import OutcomePacer
 from services.evaluator.store import EvaluatorStore
 from shared.bus.framing import frame
 from shared.contracts import OutcomeEvent, Task, encode
@@ -114,21 +116,31 @@ def _framed_offsets(
 async def test_results_do_not_depend_on_batching_interleaving_framing_or_crashes(
     make_harness: Any,
 ) -> None:
-    """The same evaluations whatever the polls, crashes and events per record; with several
+    """The same evaluations whatever the polls, crashes, events per record and pacing of the
+    outcomes; with several
     events per record the evidence names record offsets (the events' records)."""
     profile, systems, streams = _stream_setup()
     reference: dict[str, dict[str, Any]] | None = None
-    for seed, crashes, max_events in (
-        (0, 0, 1),
-        (1, 0, 1),
-        (2, 3, 1),
-        (3, 5, 1),
-        (4, 0, 7),
-        (5, 3, 40),
+    for seed, crashes, max_events, lead in (
+        (0, 0, 1, None),
+        (1, 0, 1, None),
+        (2, 3, 1, None),
+        (3, 5, 1, None),
+        (4, 0, 7, None),
+        (5, 3, 40, None),
+        (6, 0, 1, 0.0),
+        (7, 4, 1, 10.0),
+        (8, 3, 40, 2.0),
     ):
-        harness: Harness = make_harness(systems, [profile])
+        # lead: outcomes paced as the runner paces them (held back while more than `lead`
+        # seconds ahead of their predictions, at most 300 events per partition)
+        pacer = None if lead is None else OutcomePacer(lead_s=lead, max_held=300)
+        harness: Harness = make_harness(systems, [profile], pacer=pacer)
         await harness.ready()
         harness.run(streams, seed=seed, crashes=crashes, max_events=max_events)
+        if pacer is not None:
+            assert harness.most_held > 0, "outcomes ran ahead and were held"
+            assert pacer.held() == 0
         results = harness.evaluations()
         if reference is None:
             reference = results
@@ -351,3 +363,25 @@ def test_the_waiting_filter_finds_every_id_added_and_few_others() -> None:
     assert not maybe.full
     maybe.add(added[2000:])
     assert maybe.full and all(maybe.maybe(added))
+
+
+async def test_a_partition_first_seen_between_checkpoints_is_taken_over_at_once(
+    make_harness: Any,
+) -> None:
+    """On SQLite a second connection would wait for the open transaction's write lock (30 s,
+    then fail): a partition that first appears after another one's rows were written joins
+    that transaction, and the checkpoint makes both durable."""
+    profile, systems, streams = _stream_setup()
+    harness: Harness = make_harness(systems, [profile])
+    await harness.ready()
+    first, _ = harness.records(streams[0], 0)
+    second, _ = harness.records(streams[1], 1)
+    harness.feed(first[:100])  # partition 0's join rows, not committed yet
+    started = time.monotonic()
+    harness.feed(second[:100])
+    assert time.monotonic() - started < 5
+    harness.checkpoint()
+    harness.crash()  # a restart reads both partitions back from the checkpoint
+    for partition in (0, 1):
+        state = harness.processor.partition(partition)
+        assert state.epoch == 2 and state.offsets == {harness.topics.predictions: 100}
