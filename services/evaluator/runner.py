@@ -180,7 +180,7 @@ class EvaluatorRunner:
                         elif self._pacer is not None and self._pacer.partitions():
                             await self._handle(polled)  # no predictions came: let them through
                         await self._idle(consumer, ahead)
-                        if self._checkpoint_due():
+                        if self._checkpoint_due(caught_up=not polled.records):
                             await self._checkpoint(consumer)
                     failed = False
                 except asyncio.CancelledError:
@@ -243,11 +243,16 @@ class EvaluatorRunner:
 
         return start
 
-    def _checkpoint_due(self) -> bool:
+    def _checkpoint_due(self, *, caught_up: bool = False) -> bool:
+        """Every ``checkpoint_interval_s`` or ``checkpoint_max_records``, and as soon as a poll
+        comes back empty (``caught_up``): what was applied becomes durable and its results go
+        out now, not up to an interval later."""
         if self._processor.records_since_checkpoint >= self._settings.checkpoint_max_records:
             return True
+        if not self._changed:
+            return False
         elapsed = time.monotonic() - self._last_checkpoint
-        return self._changed and elapsed >= self._settings.checkpoint_interval_s
+        return caught_up or elapsed >= self._settings.checkpoint_interval_s
 
     async def _recover(self, consumer: Consumer, exc: Exception) -> None:
         async with self._lock:
