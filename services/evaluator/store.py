@@ -340,6 +340,10 @@ class EvaluatorStore:
             changed += max(cursor.rowcount, 0)
         return changed
 
+    def _ids_per_statement(self, other_parameters: int) -> int:
+        """Ids per ``IN (...)`` statement on SQLite, within its variable limit."""
+        return max(1, min(CHUNK, self._variable_limit() - other_parameters))
+
     def _variable_limit(self) -> int:
         """SQLite's most ``?`` per statement on this connection (999 before SQLite 3.32)."""
         if self._variables is None:
@@ -376,7 +380,7 @@ class EvaluatorStore:
         if self._postgres:
             cursor.execute(postgres, (system_id, list(ids)))
             return
-        for chunk in _chunks(ids):
+        for chunk in _chunks(ids, self._ids_per_statement(1)):
             cursor.execute(sqlite.format(", ".join("?" * len(chunk))), (system_id, *chunk))
 
     def insert_predictions(self, rows: Sequence[tuple[Any, ...]]) -> int:
@@ -393,7 +397,7 @@ class EvaluatorStore:
                 self._sql(sql.format("SELECT unnest(?::text[])")), (system_id, list(ids), *extra)
             )
             return list(cursor.fetchall())
-        for chunk in _chunks(ids):
+        for chunk in _chunks(ids, self._ids_per_statement(1 + len(extra))):
             cursor.execute(
                 self._sql(sql.format(", ".join("?" * len(chunk)))), (system_id, *chunk, *extra)
             )

@@ -6,6 +6,7 @@ times are floats that must survive either trip bit for bit (windows are cut on t
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,30 @@ def test_sqlite_statement_sizes_cover_every_row_with_few_distinct_statements(n: 
     sizes = list(_sqlite_sizes(n, 3276))
     assert sum(sizes) == n and all(size > 0 for size in sizes)
     assert set(sizes) <= {3276} | {1 << k for k in range(12)}
+
+
+def test_sqlite_before_3_32_with_its_999_variables_works_alike(tmp_path: Path) -> None:
+    """SQLite before 3.32 allows 999 ``?`` per statement (Debian's 3.40 allows 32,766): the
+    store sizes its statements by the connection's limit."""
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(db.engine, OUTBOX)
+    upgrade(db.engine, MIGRATIONS)
+    store = EvaluatorStore(db, stream="p")
+    try:
+        raw = store.conn.connection.dbapi_connection
+        raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # type: ignore[union-attr]
+        n = 3_000
+        rows = [("s", f"e{i}", 1.5 + i, None, "1", None, None, 0, i, False) for i in range(n)]
+        assert store.insert_predictions(rows) == n
+        ids = [f"e{i}" for i in range(n)]
+        store.label("s", ids)
+        found = store.lookup("s", ids, not_from=(0, 10_000))
+        assert len(found) == n and all(info.labelled for info in found.values())
+        waiting = [("s", f"p{i}", 2.5, "0", 3.5, 1, i) for i in range(n)]
+        assert store.insert_waiting(waiting) == n
+        assert len(store.waiting("s", [f"p{i}" for i in range(n)])) == n
+        store.take_waiting("s", [f"p{i}" for i in range(n)])
+        assert store.waiting_ids("s") == []
+    finally:
+        store.close()
+        db.dispose()
