@@ -42,8 +42,8 @@ class ColumnBatch:
         self.ts: FloatArray = batch.ts if rows is None else batch.ts[rows]
         self.offsets: npt.NDArray[np.int64] = batch.offsets if rows is None else batch.offsets[rows]
         self._cache: dict[tuple[str, ...], npt.NDArray[Any]] = {}
-        self._coded: dict[tuple[str, ...], Coded | None] = {}
-        self._keyed: dict[tuple[str, ...], tuple[npt.NDArray[np.str_], npt.NDArray[np.bool_]]] = {}
+        self._coded: dict[str, Coded | None] = {}
+        self._keyed: dict[str, tuple[npt.NDArray[np.str_], npt.NDArray[np.bool_]]] = {}
 
     def _cached(self, key: tuple[str, ...], build: Callable[[], npt.NDArray[Any]]) -> Any:
         found = self._cache.get(key)
@@ -75,8 +75,7 @@ class ColumnBatch:
     def coded(self, name: str) -> Coded | None:
         """``prediction`` or a ``feature:<name>`` column as codes into its distinct values'
         category keys, when the decoder has it so (None: take ``column``)."""
-        key = ("coded", name)
-        if key not in self._coded:
+        if name not in self._coded:
             if name == "prediction":
                 found = self.batch.prediction_codes()
             elif name.startswith("feature:"):
@@ -84,14 +83,14 @@ class ColumnBatch:
             else:
                 found = None
             if found is None:
-                self._coded[key] = None
+                self._coded[name] = None
             else:
                 codes, values = found
                 keys, missing = category_keys(objects(values))
                 if self.rows is not None:
                     codes = codes[self.rows]
-                self._coded[key] = Coded(codes, keys, missing)
-        return self._coded[key]
+                self._coded[name] = Coded(codes, keys, missing)
+        return self._coded[name]
 
     def keys(self, name: str) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.bool_]]:
         """``category_keys`` of a column (keys, missing), from its codes when it has them."""
@@ -105,10 +104,9 @@ class ColumnBatch:
             known = np.maximum(coded.codes, 0)
             return coded.keys[known], (coded.codes < 0) | coded.missing[known]
 
-        key = ("keys", name)
-        found = self._keyed.get(key)
+        found = self._keyed.get(name)
         if found is None:
-            found = self._keyed[key] = build()
+            found = self._keyed[name] = build()
         return found
 
     def predicted(self) -> npt.NDArray[Any]:

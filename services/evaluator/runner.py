@@ -177,7 +177,7 @@ class EvaluatorRunner:
                                     name="evaluator:decode-ahead",
                                 )
                             await self._handle(polled)
-                        elif self._pacer is not None and self._pacer.partitions():
+                        elif self._holding():
                             await self._handle(polled)  # no predictions came: let them through
                         await self._idle(consumer, ahead)
                         if self._checkpoint_due(caught_up=not polled.records):
@@ -280,6 +280,10 @@ class EvaluatorRunner:
     ) -> tuple[int, int]:
         return apply_batch(self._processor, self._pacer, batch, systems)
 
+    def _holding(self) -> bool:
+        """Outcomes are held back (see ``pacing``)."""
+        return self._pacer is not None and bool(self._pacer.partitions())
+
     def _drop_held(self, partitions: set[int] | None = None) -> None:
         if self._pacer is not None:
             self._pacer.drop(partitions)
@@ -302,7 +306,7 @@ class EvaluatorRunner:
         }
         hashes = {systems[s].reference_hash for s in senders if s in systems}
         await self._references.ensure(h for h in hashes if h is not None)
-        if batch or (self._pacer is not None and self._pacer.partitions()):
+        if batch or self._holding():
             n_pred, n_out = await asyncio.to_thread(self._apply, batch, systems)
             if self._pacer is not None:
                 self._metrics.outcomes_held.set(self._pacer.held())

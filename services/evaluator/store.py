@@ -92,7 +92,6 @@ _PURGE_WAITING = "DELETE FROM evaluator_waiting WHERE system_id = ? AND ts < ?"
 _PURGE = "DELETE FROM evaluator_join WHERE system_id = ? AND ts < ?"
 
 
-_KEYS = {"evaluator_join": "system_id, event_id", "evaluator_waiting": "system_id, prediction_id"}
 SQLITE_MAX_ROWS = 4_096
 """Most rows one SQLite insert statement carries (fewer if the variable limit says so)."""
 
@@ -331,7 +330,7 @@ class EvaluatorStore:
         most = max(1, min(SQLITE_MAX_ROWS, self._variable_limit() // len(columns)))
         one = "(" + ", ".join("?" * len(columns)) + ")"
         head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-        tail = f" ON CONFLICT ({_KEYS[table]}) DO NOTHING"
+        tail = " ON CONFLICT DO NOTHING"
         changed = start = 0
         for size in _sqlite_sizes(len(rows), most):
             chunk = rows[start : start + size]
