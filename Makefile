@@ -7,7 +7,7 @@ DURATION ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo up test lint system-deps schemas check-schemas bench-ingest \
+.PHONY: install demo up up-real down-real test lint system-deps schemas check-schemas bench-ingest \
         bench-evaluator bench-registry kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
 
 install: $(STAMP)
@@ -24,6 +24,15 @@ demo: install
 
 up: install
 	$(BIN)/watchkeeper up
+
+## The real deployment: Kafka + PostgreSQL (KAFKA_BOOTSTRAP / DATABASE_URL, else started under
+## .run/), the four services as separate processes; prints the URLs; Ctrl-C stops the services.
+up-real: install
+	@$(BIN)/watchkeeper up --kafka
+
+## Stops what up-real left: services, then the local Kafka and PostgreSQL (data kept; `make clean` purges).
+down-real:
+	@$(BIN)/watchkeeper down --servers
 
 ## The real servers the integration tests need (Java + Maven for Kafka, PostgreSQL from Debian).
 system-deps:

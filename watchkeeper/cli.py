@@ -37,13 +37,51 @@ def up(
     data_dir: Annotated[Path, typer.Option(help="Where the SQLite databases live")] = Path(
         ".run/embedded"
     ),
+    kafka: Annotated[
+        bool,
+        typer.Option(
+            "--kafka",
+            help="The real deployment: Kafka, PostgreSQL (KAFKA_BOOTSTRAP / DATABASE_URL, or "
+            "started locally) and the four services as separate processes (make up-real)",
+        ),
+    ] = False,
+    base_port: Annotated[
+        int, typer.Option(help="With --kafka: registry's port; ingest +1, evaluator +2, alerts +3")
+    ] = 8001,
+    topic_prefix: Annotated[str, typer.Option(help="With --kafka: Kafka topic prefix")] = "wk.",
+    state_dir: Annotated[
+        Path | None, typer.Option(help="With --kafka: logs and pids (default .run/real)")
+    ] = None,
 ) -> None:
-    """Run all four services in one process on the in-process bus and SQLite."""
+    """Run all four services in one process on the in-process bus and SQLite (or, with
+    --kafka, as separate processes on Kafka and PostgreSQL)."""
+    if kafka:
+        from .real import RealOptions, run_real
+
+        options = RealOptions(base_port=base_port, host=host, topic_prefix=topic_prefix)
+        if state_dir is not None:
+            options.state_dir = state_dir.resolve()
+        raise typer.Exit(run_real(options))
+
     from .embedded import EmbeddedOptions, create_embedded_app
 
     application = create_embedded_app(EmbeddedOptions.for_data_dir(data_dir))
     err.print(f"Watchkeeper embedded on http://{host}:{port}  (UI: /, docs: /<service>/docs)")
     uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+@app.command()
+def down(
+    servers: Annotated[
+        bool, typer.Option(help="Also stop the local Kafka and PostgreSQL (data is kept)")
+    ] = False,
+    state_dir: Annotated[Path | None, typer.Option(help="As given to up --kafka")] = None,
+) -> None:
+    """Stop what `up --kafka` left running (make down-real)."""
+    from .real import REPO_ROOT
+    from .real import down as stop
+
+    raise typer.Exit(stop(state_dir or REPO_ROOT / ".run" / "real", servers=servers))
 
 
 @app.command()
