@@ -8,6 +8,7 @@ reached Kafka, then stops it with SIGINT as Ctrl-C would and checks every servic
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -95,14 +96,14 @@ async def predictions_of(bootstrap: str, prefix: str, system_id: str, want: int)
         deadline = time.monotonic() + 30
         while seen < want and time.monotonic() < deadline:
             for record in await consumer.poll(timeout_s=0.5):
-                seen += record.value.count(f'"system_id":"{system_id}"'.encode())
+                seen += (record.value or b"").count(f'"system_id":"{system_id}"'.encode())
     finally:
         await consumer.stop()
         await bus.stop()
     return seen
 
 
-async def test_up_real_then_readme_apply_and_sdk(
+def test_up_real_then_readme_apply_and_sdk(
     kafka_bootstrap: str, database_url: str, tmp_path: Path
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}."
@@ -111,10 +112,10 @@ async def test_up_real_then_readme_apply_and_sdk(
     state_dir = tmp_path / "real"
     env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap, "DATABASE_URL": database}
     with (tmp_path / "up.err").open("w") as errors:
-        await run_up_real(env, base, prefix, state_dir, errors, kafka_bootstrap, tmp_path)
+        run_up_real(env, base, prefix, state_dir, errors, kafka_bootstrap, tmp_path)
 
 
-async def run_up_real(
+def run_up_real(
     env: dict[str, str],
     base: int,
     prefix: str,
@@ -134,7 +135,7 @@ async def run_up_real(
             prefix,
             "--state-dir",
             str(state_dir),
-        ],  # fmt: skip
+        ],
         cwd=REPO_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -180,7 +181,7 @@ async def run_up_real(
             timeout=120,
         )
         assert sent.returncode == 0, sent.stderr
-        assert await predictions_of(kafka_bootstrap, prefix, "loan-approval", 200) == 200
+        assert asyncio.run(predictions_of(kafka_bootstrap, prefix, "loan-approval", 200)) == 200
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         code = proc.wait(timeout=60)
