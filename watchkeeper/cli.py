@@ -67,7 +67,9 @@ def up(
 
     application = create_embedded_app(EmbeddedOptions.for_data_dir(data_dir))
     err.print(f"Watchkeeper embedded on http://{host}:{port}  (UI: /, docs: /<service>/docs)")
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    from shared.serve import log_config
+
+    uvicorn.run(application, host=host, port=port, log_level="info", log_config=log_config())
 
 
 @app.command()

@@ -43,6 +43,48 @@ __all__ = ["DeliveryIncomplete", "KafkaBus", "Outcome"]
 
 log = logging.getLogger(__name__)
 
+TRANSIENT_ERRORS = (
+    "NotLeaderForPartitionError",
+    "LeaderNotAvailableError",
+    "GroupCoordinatorNotAvailableError",
+    "CoordinatorNotAvailableError",
+    "NotCoordinatorForGroupError",
+    "CoordinatorLoadInProgressError",
+    "RebalanceInProgressError",
+)
+"""Errors aiokafka retries by itself while a broker elects leaders or loads a group
+coordinator (a new topic, a broker or service restart)."""
+
+AIOKAFKA_LOGGERS = (
+    "aiokafka.client",
+    "aiokafka.cluster",
+    "aiokafka.conn",
+    "aiokafka.consumer.fetcher",
+    "aiokafka.consumer.group_coordinator",
+    "aiokafka.producer.sender",
+)
+
+
+class TransientErrorsAsWarnings(logging.Filter):
+    """aiokafka logs those retried errors at ERROR, which alarms whoever reads a fresh start's
+    log: they become WARNING (a persistent condition shows in readiness and metrics)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR:
+            message = record.getMessage()
+            if any(name in message for name in TRANSIENT_ERRORS):
+                record.levelno = logging.WARNING
+                record.levelname = logging.getLevelName(logging.WARNING)
+        return True
+
+
+def quiet_transient_errors() -> None:
+    """Install TransientErrorsAsWarnings on aiokafka's loggers (once)."""
+    for name in AIOKAFKA_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, TransientErrorsAsWarnings) for f in logger.filters):
+            logger.addFilter(TransientErrorsAsWarnings())
+
 
 def _tp(tp: KafkaTP) -> TopicPartition:
     return TopicPartition(tp.topic, tp.partition)
@@ -517,6 +559,7 @@ class KafkaBus:
         self._topics_ready = False
 
     async def start(self) -> None:
+        quiet_transient_errors()
         await self._producer.start()
         with contextlib.suppress(BusUnavailable):
             await self.ensure_topics(self.topics.specs())
