@@ -3,7 +3,9 @@
 
 Each service is the same app it is when deployed alone, mounted under its name
 (/registry, /ingest, /evaluator, /alerts) and sharing one ``MemoryBus``; this process owns the
-bus and runs each app's lifespan, registry first, ingest last.
+bus and runs each app's lifespan, registry first, ingest last. The bus is durable (its log is
+``bus.db`` in the data dir), so a restart, clean or ``kill -9``, keeps every acknowledged
+record and committed offset, as Kafka would.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from services.ingest.app import create_app as create_ingest
 from services.ingest.settings import Settings as IngestSettings
 from services.registry.app import create_app as create_registry
 from services.registry.settings import Settings as RegistrySettings
+from shared.auth import service_headers
 from shared.bus import MemoryBus, Topics
 
 __all__ = ["EmbeddedOptions", "create_embedded_app"]
@@ -45,6 +48,11 @@ class EmbeddedOptions:
         write transaction (SQLite has one writer per file)."""
         return f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}"
 
+    @property
+    def bus_path(self) -> Path:
+        """The in-process bus's durable log (topics, records, committed offsets)."""
+        return self.data_dir / "bus.db"
+
     @staticmethod
     def for_data_dir(data_dir: Path, **overrides: float) -> EmbeddedOptions:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -53,24 +61,27 @@ class EmbeddedOptions:
 
 def create_embedded_app(options: EmbeddedOptions | None = None) -> FastAPI:
     options = options or EmbeddedOptions.for_data_dir(Path(".run/embedded"))
-    bus = MemoryBus(topics=Topics())
+    # durable: a 202 from ingest means the record is in this file (docs/architecture.md)
+    bus = MemoryBus(topics=Topics(), path=options.bus_path)
     url = options.database_url
     registry = create_registry(RegistrySettings(database_url=url("registry")), bus=bus)
+    evaluator_settings = EvaluatorSettings(
+        database_url=url("evaluator"),
+        allowed_lateness_s=options.allowed_lateness_s,
+        idle_close_s=options.idle_close_s,
+        tick_s=options.tick_s,
+    )
+    secret = evaluator_settings.auth_secret
     # the evaluator fetches reference profiles from the registry over its HTTP API, here
-    # in-process (no socket, no port to know)
-    references = HttpReferenceSource("http://registry", transport=httpx.ASGITransport(app=registry))
+    # in-process (no socket, no port to know), with the same service token as when deployed
+    references = HttpReferenceSource(
+        "http://registry",
+        headers=lambda: service_headers(secret, "evaluator"),
+        transport=httpx.ASGITransport(app=registry),
+    )
     apps: dict[str, FastAPI] = {
         "registry": registry,
-        "evaluator": create_evaluator(
-            EvaluatorSettings(
-                database_url=url("evaluator"),
-                allowed_lateness_s=options.allowed_lateness_s,
-                idle_close_s=options.idle_close_s,
-                tick_s=options.tick_s,
-            ),
-            bus=bus,
-            references=references,
-        ),
+        "evaluator": create_evaluator(evaluator_settings, bus=bus, references=references),
         "alerts": create_alerts(AlertsSettings(database_url=url("alerts")), bus=bus),
         "ingest": create_ingest(IngestSettings(database_url=url("ingest")), bus=bus),
     }
