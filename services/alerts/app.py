@@ -24,7 +24,20 @@ from shared.registry_view import RegistryView
 from .api import router
 from .consumer import apply_evaluation
 from .metrics import AlertsMetrics
-from .models import AlertState, Nonconformity, ProcessedEvaluation
+from .models import (
+    AlertState,
+    CorrectiveAction,
+    Inhibition,
+    LogEntry,
+    LogHead,
+    Nonconformity,
+    Occurrence,
+    ProcessedEvaluation,
+    ReferenceCounter,
+    SeenObjective,
+    Silence,
+    WindowVerdict,
+)
 from .settings import Settings
 
 __all__ = ["MIGRATIONS", "create_app"]
@@ -33,7 +46,21 @@ MIGRATIONS = MigrationChain(
     "alerts",
     Path(__file__).parent / "migrations",
     tables=tuple(
-        str(model.__tablename__) for model in (Nonconformity, AlertState, ProcessedEvaluation)
+        str(model.__tablename__)
+        for model in (
+            Nonconformity,
+            AlertState,
+            ProcessedEvaluation,
+            CorrectiveAction,
+            Occurrence,
+            WindowVerdict,
+            Inhibition,
+            Silence,
+            ReferenceCounter,
+            LogHead,
+            LogEntry,
+            SeenObjective,
+        )
     ),
 )
 """The alerts service's tables; the outbox table comes from shared.migrations.OUTBOX."""
