@@ -1,8 +1,10 @@
 """The bus contract (shared/bus/base.py), checked on the in-process bus and on real Kafka.
 
-Every test runs twice: ``[memory]`` on a ``MemoryBus`` and ``[kafka]`` on a ``KafkaBus`` against
-the session's broker, each test under its own topic prefix and group ids so no test sees
-another's data.
+Every test runs three times: ``[memory]`` on a ``MemoryBus``, ``[sqlite]`` on a durable
+``MemoryBus`` (its log in a SQLite file, as the embedded platform runs it) and ``[kafka]`` on a
+``KafkaBus`` against the session's broker, each test under its own topic prefix and group ids
+so no test sees another's data. The durability tests restart the bus on the same storage
+(``[sqlite]``: the same file; ``[kafka]``: a new client of the same broker).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -37,7 +40,7 @@ SETTLE_S = 20.0
 QUIET_S = 1.0
 
 
-@pytest.fixture(params=["memory", "kafka"])
+@pytest.fixture(params=["memory", "sqlite", "kafka"])
 def bus_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     if kind == "kafka":
@@ -45,14 +48,23 @@ def bus_kind(request: pytest.FixtureRequest) -> str:
     return kind
 
 
-@pytest.fixture
-async def bus(bus_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
+BusFactory = Callable[[], Bus]
+
+
+def bus_factory(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> BusFactory:
+    """New buses over one storage: each call is a restart of the same bus."""
     topics = Topics(prefix=f"t{uuid4().hex[:8]}.", partitions=3)
-    the_bus: Bus
-    if bus_kind == "memory":
-        the_bus = MemoryBus(topics=topics)
-    else:
-        the_bus = KafkaBus(request.getfixturevalue("kafka_bootstrap"), topics, send_timeout_s=10)
+    if kind == "memory":
+        return lambda: MemoryBus(topics=topics)
+    if kind == "sqlite":
+        return lambda: MemoryBus(topics=topics, path=tmp_path / "bus.db")
+    bootstrap = request.getfixturevalue("kafka_bootstrap")
+    return lambda: KafkaBus(bootstrap, topics, send_timeout_s=10)
+
+
+@pytest.fixture
+async def bus(bus_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bus]:
+    the_bus = bus_factory(bus_kind, request, tmp_path)()
     await the_bus.start()
     try:
         assert await the_bus.ready()
@@ -432,3 +444,84 @@ async def test_a_batch_in_hand_is_committed_before_its_partitions_move(bus: Bus)
             )
             await asyncio.sleep(QUIET_S)
     assert sorted(handled["a"] + handled["b"]) == sorted(ids), "a record was handled twice"
+
+
+@contextlib.asynccontextmanager
+async def started(make: BusFactory) -> AsyncIterator[Bus]:
+    the_bus = make()
+    await the_bus.start()
+    try:
+        assert await the_bus.ready()
+        yield the_bus
+    finally:
+        await the_bus.stop()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "kafka"])
+async def test_records_and_committed_offsets_survive_a_restart_of_the_bus(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    make = bus_factory(kind, request, tmp_path)
+    async with started(make) as first:
+        topic = first.topics.outcomes
+        sent = await first.producer.send_many(
+            topic, [(f"k{i % 5}".encode(), b"v%d" % i) for i in range(40)]
+        )
+        sent.append(await first.producer.send(topic, b"h", key=b"k0", headers=[("h", b"\x00")]))
+        async with running(first.consumer([topic], group_id=group(first))) as consumer:
+            records = await poll_until(consumer, len(sent))
+            half = {r.tp: r.offset for r in records if r.offset == 3}
+            assert half, "the keys should spread over partitions"
+            await consumer.commit(half)
+
+    async with started(make) as second:
+        async with running(second.consumer([topic], group_id=None)) as reader:
+            everything = await poll_until(reader, len(sent))
+            everything += await poll_quiet(reader, 0.3)
+        # every acknowledged record is there, at the offset its acknowledgement named
+        assert where(everything) == sorted((m.partition, m.offset) for m in sent)
+        by_place = {(r.partition, r.offset): r for r in records}
+        for record in everything:
+            before = by_place[(record.partition, record.offset)]
+            assert (record.key, record.value, record.headers) == (
+                before.key,
+                before.value,
+                before.headers,
+            )
+        # the group resumes at its committed offsets
+        expected = [r for r in records if r.offset >= half.get(r.tp, 0)]
+        async with running(second.consumer([topic], group_id=group(second))) as consumer:
+            again = await poll_until(consumer, len(expected))
+            again += await poll_quiet(consumer, 0.3)
+        assert where(again) == where(expected)
+        # new records continue the offsets; none lands below one acknowledged before
+        more = await second.producer.send_many(topic, [(b"k1", b"after")])
+        last = max(m.offset for m in sent if m.partition == more[0].partition)
+        assert more[0].offset == last + 1
+
+
+async def test_a_compacted_topic_keeps_the_latest_record_per_key_across_a_restart(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    make = bus_factory("sqlite", request, tmp_path)
+    async with started(make) as first:
+        topic = first.topics.registry  # compacted (Topics.specs)
+        sent = await first.producer.send_many(
+            topic, [(b"s1", b"s1-v1"), (b"s2", b"s2-v1"), (b"s1", b"s1-v2"), (b"s3", None)]
+        )
+        sent += await first.producer.send_many(topic, [(b"s1", b"s1-v3"), (b"s2", b"s2-v2")])
+        ends = {m.partition: m.offset + 1 for m in sent}
+
+    async with started(make) as second:
+        async with running(second.consumer([topic], group_id=None)) as reader:
+            records = await poll_until(reader, 3)
+            records += await poll_quiet(reader, 0.3)
+            assert await reader.lag() == 0  # at the end, although offsets were compacted away
+        latest = {r.key: r.value for r in records}
+        assert latest == {b"s1": b"s1-v3", b"s2": b"s2-v2", b"s3": None}
+        assert len(records) == 3
+        # the records that stay keep their offsets, and new ones continue after the old end
+        kept = {m.offset for m in sent[-2:]}
+        assert {r.offset for r in records if r.key in (b"s1", b"s2")} == kept
+        more = await second.producer.send(topic, b"s1-v4", key=b"s1")
+        assert more.offset == ends[more.partition]
