@@ -53,6 +53,7 @@ class FakeIngest:
         self.rule: Callable[[list[dict[str, Any]]], Scripted | None] | None = None
         self.reject: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None
         self.down = False
+        self.api_keys = {API_KEY}  # keys ingest knows (a test may add one "once propagated")
         self.gate: threading.Event | None = None
         self.started = 0
         self._seen: set[str] = set()
@@ -90,7 +91,7 @@ class FakeIngest:
             events = orjson.loads(body)
         with self.lock:
             answer: Scripted | None = None
-            if headers.get("authorization") != f"Bearer {API_KEY}":
+            if headers.get("authorization") not in {f"Bearer {key}" for key in self.api_keys}:
                 answer = (401, {}, {"detail": "unknown API key"})
             elif path not in PATHS:
                 answer = (404, {}, {"detail": "not found"})

@@ -208,21 +208,6 @@ def test_422_is_reported_to_on_error_counted_and_not_retried(
     assert (stats.rejected, stats.sent, stats.retried, stats.dropped) == (2, 1, 0, 0)
 
 
-def test_401_wrong_key_is_reported_not_retried(
-    make_client: MakeClient, ingest: FakeIngest, caplog: pytest.LogCaptureFixture
-) -> None:
-    errors: list[DeliveryError] = []
-    client = make_client(api_key="wrong", on_error=errors.append)
-
-    client.log_prediction({"a": 1}, 0)
-
-    assert client.flush(timeout=5)
-    assert [attempt.status for attempt in ingest.attempts] == [401]
-    assert errors[0].status_code == 401
-    assert "unknown API key" in caplog.text  # a warning in the application's log too
-    assert client.stats().rejected == 1
-
-
 def test_events_refused_inside_a_202_are_reported_with_their_field(
     make_client: MakeClient, ingest: FakeIngest
 ) -> None:

@@ -18,7 +18,7 @@ from shared.auth import generate_api_key
 from tests.factories import unique
 from tests.ingest.server import ingest_server
 from tests.sdk.topics import topic_event_ids
-from watchkeeper_sdk import DeliveryError, Watchkeeper
+from watchkeeper_sdk import ConfigurationError, DeliveryError, Watchkeeper
 
 AUTH_SECRET = "sdk-test-secret-0123456789-0123456789"
 FEATURES = {"income": 52_000.0, "region": "north", "existing_customer": True}
@@ -111,17 +111,38 @@ def test_refused_events_reach_on_error_with_the_field(real_ingest: Setup, tmp_pa
 
 
 @pytest.mark.parametrize(("api_key", "status"), [("wk_wrong", 401), ("other", 403)])
-def test_keys_are_refused_with_401_and_403(
+def test_wrong_keys_keep_the_events_and_are_reported(
     real_ingest: Setup, tmp_path: Path, api_key: str, status: int
 ) -> None:
+    """401/403 may only mean the key has not reached ingest yet: kept, retried, reported."""
     errors: list[DeliveryError] = []
     key = real_ingest.key("other") if api_key == "other" else api_key
     with client(real_ingest, "main", tmp_path, api_key=key, on_error=errors.append) as wk:
-        wk.log_prediction(FEATURES, prediction=1)
-        assert wk.flush(timeout=30)
-        assert wk.stats().rejected == 1
-    assert [e.status_code for e in errors] == [status]
-    assert ("Authorization" if status == 401 else "system_id") in str(errors[0])
+        event_id = wk.log_prediction(FEATURES, prediction=1)
+        with pytest.raises(ConfigurationError, match=str(status)):
+            wk.flush(timeout=1)
+        stats = wk.stats()
+        assert (stats.rejected, stats.dropped) == (0, 0)
+        assert stats.held >= 1
+    assert errors == []
+    assert wk.stats().spooled == 1  # kept on disk for a client with the right key
+    with client(real_ingest, "main", tmp_path) as fixed:
+        assert fixed.flush(timeout=30)
+    assert event_id in real_ingest.event_ids("predictions")
+
+
+def test_check_tells_a_wrong_key_and_a_wrong_url(real_ingest: Setup, tmp_path: Path) -> None:
+    with client(real_ingest, "main", tmp_path / "a") as wk:
+        wk.check(timeout=10)
+    with client(real_ingest, "main", tmp_path / "b", api_key="wk_wrong") as wk:
+        with pytest.raises(ConfigurationError, match="401") as raised:
+            wk.check(timeout=10)
+        assert raised.value.cause == "unauthorized"
+    wrong_url = Setup(real_ingest.url + "/api", "", "", real_ingest.systems)
+    with client(wrong_url, "main", tmp_path / "c", api_key=real_ingest.key("main")) as wk:
+        with pytest.raises(ConfigurationError, match="404") as raised:
+            wk.check(timeout=10)
+        assert raised.value.cause == "not_found"
 
 
 def test_batches_over_the_limit_are_split(real_ingest: Setup, tmp_path: Path) -> None:

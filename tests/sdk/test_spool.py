@@ -20,8 +20,8 @@ def drain(spool: Spool, limit: int = 100) -> list[str]:
     """Read and commit everything readable now, returning event ids in replay order."""
     ids: list[str] = []
     while (head := spool.read_head(limit)) is not None:
-        ids += [event["event_id"] for event in head.events]
-        spool.commit(head, len(head.events))
+        ids += [event["event_id"] for _, event in head.records]
+        spool.commit(head, len(head.records))
     return ids
 
 
@@ -52,16 +52,20 @@ def test_a_delivered_ticket_is_released_and_frees_the_queue(tmp_path: Path) -> N
     spool.close()
 
 
-def test_each_read_is_a_run_of_one_kind_in_order(tmp_path: Path) -> None:
+def test_a_read_keeps_the_logging_order_with_up_to_limit_events_of_each_kind(
+    tmp_path: Path,
+) -> None:
     spool = Spool(tmp_path)
-    spool.write(spool.reserve(), [prediction(1), prediction(2), outcome(1), prediction(3)])
+    records = [prediction(1), outcome(1), prediction(2), outcome(2), prediction(3), outcome(3)]
+    spool.write(spool.reserve(), [*records, prediction(4)])
 
-    kinds = []
-    while (head := spool.read_head(10)) is not None:
-        kinds.append((head.kind, [event["event_id"] for event in head.events]))
-        spool.commit(head, len(head.events))
+    reads = []
+    while (head := spool.read_head(2)) is not None:
+        reads.append([event["event_id"] for _, event in head.records])
+        spool.commit(head, len(head.records))
 
-    assert kinds == [("prediction", ["p1", "p2"]), ("outcome", ["o1"]), ("prediction", ["p3"])]
+    # interleaved kinds are read together (not one event per read), two of each at most
+    assert reads == [["p1", "o1", "p2", "o2"], ["p3", "o3", "p4"]]
     spool.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from watchkeeper_sdk._backoff import Backoff
@@ -45,12 +46,40 @@ def test_retryable_statuses(status: int) -> None:
     assert (reply.action, reply.retry_after) == (Action.RETRY, 2.0)
 
 
-@pytest.mark.parametrize("status", [301, 400, 401, 403, 404, 422])
+@pytest.mark.parametrize("status", [400, 415, 422])
 def test_refusals_are_final_and_carry_the_detail(status: int) -> None:
     reply = classify(status, {}, b'{"detail": "nope"}', EVENTS)
     assert reply.action is Action.REJECT
     assert reply.detail == "nope"
     assert [r.event_id for r in reply.rejected] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("status", "cause"),
+    [(301, "not_found"), (401, "unauthorized"), (403, "forbidden"), (404, "not_found")],
+)
+def test_setup_problems_hold_the_events(status: int, cause: str) -> None:
+    reply = classify(status, {}, b'{"detail": "nope"}', EVENTS)
+    assert (reply.action, reply.cause, reply.rejected) == (Action.HOLD, cause, ())
+
+
+@pytest.mark.parametrize("key", ["detail", "rejected"])
+def test_a_whole_batch_422_drops_invalid_events_and_holds_unknown_systems(key: str) -> None:
+    entries = [
+        {"index": 0, "field": "features.x", "reason": "must be a number"},
+        {"index": 1, "field": "system_id", "reason": "unknown AI system"},
+    ]
+    body = orjson.dumps({key: entries, "accepted": 0})
+
+    reply = classify(422, {}, body, EVENTS)
+
+    (rejected,) = reply.rejected
+    assert (rejected.event_id, rejected.field, rejected.reason) == (
+        "a",
+        "features.x",
+        "must be a number",
+    )
+    assert (reply.held, reply.cause) == ((1,), "unknown_system")
 
 
 def test_too_large_splits_until_one_event_is_left() -> None:

@@ -17,6 +17,7 @@ from watchkeeper_sdk._client import Watchkeeper, default_spool_dir
 from watchkeeper_sdk._engine import Stats
 from watchkeeper_sdk._errors import (
     ClientClosedError,
+    ConfigurationError,
     DeliveryError,
     EventKind,
     InvalidEventError,
@@ -30,6 +31,7 @@ from watchkeeper_sdk._version import __version__
 __all__ = [
     "AsyncWatchkeeper",
     "ClientClosedError",
+    "ConfigurationError",
     "DeliveryError",
     "EventKind",
     "FeatureValue",

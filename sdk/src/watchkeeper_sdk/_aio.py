@@ -18,7 +18,7 @@ import httpx
 
 from watchkeeper_sdk._client import BaseClient
 from watchkeeper_sdk._engine import Engine, ErrorCallback, Inbox, Stats
-from watchkeeper_sdk._errors import ClientClosedError, SpoolError
+from watchkeeper_sdk._errors import ClientClosedError, ConfigurationError, SpoolError
 from watchkeeper_sdk._events import FeatureValue, Scalar
 from watchkeeper_sdk._frames import FrameColumns
 from watchkeeper_sdk._spool import Record
@@ -245,8 +245,31 @@ class AsyncWatchkeeper(BaseClient):
 
     # -- flushing and closing --------------------------------------------------------------------
 
+    async def check(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - mirrors the sync API
+        """Check the URL and the API key (see :meth:`Watchkeeper.check`)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._engine.probe(self._transport)
+        except TimeoutError:
+            raise ConfigurationError(
+                "unreachable",
+                None,
+                f"no answer within {timeout} s",
+                f"ingest at {self._options.base_url} did not answer within {timeout} s: "
+                "unreachable",
+            ) from None
+
     async def flush(self, timeout: float | None = 30.0) -> bool:  # noqa: ASYNC109 - mirrors the sync API
-        """Wait until every event logged before this call is delivered (or refused by ingest)."""
+        """Wait until every event logged before this call is delivered (or refused by ingest).
+
+        Like :meth:`Watchkeeper.flush`, raises :class:`ConfigurationError` instead of returning
+        False when a setup problem holds the events up."""
+        delivered = await self._flush(timeout)
+        if not delivered and self._engine.problem is not None:
+            raise self._engine.problem.copy()
+        return delivered
+
+    async def _flush(self, timeout: float | None) -> bool:  # noqa: ASYNC109
         target = self._inbox.accepted
         engine = self._engine
         if engine.settled >= target:

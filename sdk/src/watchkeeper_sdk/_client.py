@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
@@ -22,7 +23,7 @@ import httpx
 
 from watchkeeper_sdk import _version
 from watchkeeper_sdk._engine import Counters, Engine, ErrorCallback, Inbox, Options, Stats
-from watchkeeper_sdk._errors import InvalidEventError, SpoolError
+from watchkeeper_sdk._errors import ConfigurationError, InvalidEventError, SpoolError
 from watchkeeper_sdk._events import (
     FeatureValue,
     Scalar,
@@ -431,11 +432,29 @@ class Watchkeeper(BaseClient):
 
     # -- flushing and closing --------------------------------------------------------------------
 
+    def check(self, timeout: float = 10.0) -> None:
+        """Check that ``url`` leads to ingest and that it knows the API key (an empty batch;
+        no event is sent). Raises :class:`ConfigurationError` naming the problem."""
+        future = asyncio.run_coroutine_threadsafe(self._engine.probe(self._transport), self._loop)
+        try:
+            future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ConfigurationError(
+                "unreachable",
+                None,
+                f"no answer within {timeout} s",
+                f"ingest at {self._options.base_url} did not answer within {timeout} s: "
+                "unreachable",
+            ) from None
+
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until every event logged before this call is delivered (or refused by ingest).
 
         Returns False if that did not happen within ``timeout`` seconds (None: no limit);
-        undelivered events stay queued or spooled and are still sent later.
+        undelivered events stay queued or spooled and are still sent later. Raises
+        :class:`ConfigurationError` instead when what holds them up is a setup problem
+        (wrong URL, key or system not known to ingest yet); they are still kept.
         """
         target = self._inbox.accepted
         engine = self._engine
@@ -447,15 +466,19 @@ class Watchkeeper(BaseClient):
             with self._progress:
                 while engine.settled < target:
                     if engine.stopped:
-                        return False
+                        break
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
-                        return False
+                        break
                     self._progress.wait(remaining)
-                return True
+                else:
+                    return True
         finally:
             with self._progress:
                 engine.flush_waiters -= 1
+        if engine.problem is not None:
+            raise engine.problem.copy()
+        return False
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting events, deliver what is queued, spool what could not be delivered.

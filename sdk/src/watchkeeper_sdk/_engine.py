@@ -12,17 +12,23 @@ Two modes:
   new events are appended to the spool too (so nothing overtakes it) while the sender replays
   the spool head in order, with backoff between failed attempts. When the spool is empty the
   sender goes back to direct mode.
+
+Either way a batch is up to ``batch_size`` events *of each kind* taken in logging order; its
+predictions are sent before its outcomes, so an outcome never overtakes its prediction.
+Answers that mean "not yet" (wrong URL, key or system not known to ingest yet) keep the events
+like a 503 does, and are reported once per cause (``Stats.problem``, ``flush()``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,13 +38,14 @@ import orjson
 from watchkeeper_sdk._backoff import Backoff
 from watchkeeper_sdk._errors import (
     ClientClosedError,
+    ConfigurationError,
     DeliveryError,
     EventKind,
     RejectedEvent,
     SpoolError,
 )
 from watchkeeper_sdk._spool import Head, Record, Spool
-from watchkeeper_sdk._wire import PATHS, Action, classify, encode_batch
+from watchkeeper_sdk._wire import PATHS, Action, Cause, Reply, classify, encode_batch
 
 __all__ = ["Counters", "Engine", "Inbox", "Options", "Stats"]
 
@@ -77,6 +84,11 @@ class Stats:
     to the disk spool and ``replayed`` events settled from it (including a dead client's);
     ``unreadable`` spool records that could not be decoded (only after a crash mid-write or
     disk corruption); ``dropped`` is always 0: the SDK never discards an event it accepted.
+    ``held`` counts events ingest did not take because of a setup problem (wrong URL, key or
+    system not known yet), each time it happened, and ``held_by_cause`` splits it by cause
+    (``not_found``, ``unauthorized``, ``forbidden``, ``unknown_system``); those events are
+    kept and retried. ``problem`` describes the setup problem that still blocks delivery
+    (None once ingest takes events again).
     """
 
     queued: int
@@ -89,6 +101,9 @@ class Stats:
     unreadable: int
     spool_backlog_bytes: int
     dropped: int = 0
+    held: int = 0
+    held_by_cause: Mapping[str, int] = field(default_factory=dict)
+    problem: str | None = None
 
 
 class Counters:
@@ -101,6 +116,8 @@ class Counters:
         self.spooled = 0
         self.replayed = 0
         self.unreadable = 0
+        self.held = 0
+        self.held_by_cause: dict[str, int] = {}
 
 
 class Inbox:
@@ -122,6 +139,7 @@ class Inbox:
         self.lock = threading.Lock()
         self.not_full = threading.Condition(self.lock)
         self.items: deque[Record] = deque()
+        self.outcomes = 0  # of the queued items (the rest are predictions)
         self.max_size = max_size
         self.batch_size = batch_size
         self.spool = spool
@@ -143,11 +161,26 @@ class Inbox:
                 return False
             items.append(record)
             self.accepted += 1
+            if record[0] == "outcome":
+                self.outcomes += 1
+                same_kind = self.outcomes
+            else:
+                same_kind = size + 1 - self.outcomes
             if size == 0:
                 self.first_at = time.monotonic()
-        if size == 0 or size + 1 == self.batch_size:
+        if size == 0 or same_kind == self.batch_size:
             self.wake()
         return True
+
+    def full_batch(self) -> bool:
+        """A whole batch of one kind is queued."""
+        outcomes = self.outcomes
+        return max(outcomes, len(self.items) - outcomes) >= self.batch_size
+
+    def push_front(self, records: list[Record]) -> None:
+        """Give back records taken off the queue, ahead of the rest (caller holds the lock)."""
+        self.items.extendleft(reversed(records))
+        self.outcomes += sum(1 for kind, _ in records if kind == "outcome")
 
     def put_many(self, records: list[Record]) -> int:
         """Queue as many of ``records`` as fit; returns how many were taken."""
@@ -159,18 +192,32 @@ class Inbox:
             if taken and not self.items:
                 self.first_at = time.monotonic()
             self.items.extend(taken)
+            self.outcomes += sum(1 for kind, _ in taken if kind == "outcome")
             self.accepted += len(taken)
         if taken:
             self.wake()
         return len(taken)
 
     def take(self, limit: int) -> tuple[int, list[Record]] | None:
-        """Up to ``limit`` oldest records and their ticket, unless the spool must go first."""
+        """The oldest records, up to ``limit`` of each kind, and their ticket, unless the
+        spool must go first."""
         with self.lock:
             if not self.items or self.spool.pending():
                 return None
             items = self.items
-            records = [items.popleft() for _ in range(min(limit, len(items)))]
+            records: list[Record] = []
+            predictions = outcomes = 0
+            while items:
+                if items[0][0] == "outcome":
+                    if outcomes >= limit:
+                        break
+                    outcomes += 1
+                elif predictions >= limit:
+                    break
+                else:
+                    predictions += 1
+                records.append(items.popleft())
+            self.outcomes -= outcomes
             ticket = self.spool.reserve()
             if items:
                 self.first_at = time.monotonic()
@@ -185,6 +232,7 @@ class Inbox:
         with self.lock:
             records = list(self.items)
             self.items.clear()
+            self.outcomes = 0
             if extra is not None:
                 records.append(extra)
             if not records:
@@ -203,7 +251,7 @@ class Inbox:
         except BaseException:  # SpoolError, or the caller interrupted during the write
             # give back what was queued before; the caller's own event was not accepted
             with self.lock:
-                self.items.extendleft(reversed(records[:-1]))
+                self.push_front(records[:-1])
             self.spool.release(ticket)
             raise
         with self.lock:
@@ -215,8 +263,31 @@ class Inbox:
 
 @dataclass(frozen=True, slots=True)
 class _Progress:
-    done: int  # leading events settled (accepted, duplicate or rejected)
+    remaining: list[int]  # indexes of the events still to deliver (none: all settled)
     retry_after: float | None = None
+
+
+@dataclass(slots=True)
+class _Replay:
+    """A spool head being replayed: which of its events are settled, how many are committed."""
+
+    head: Head
+    settled: list[bool]
+    committed: int = 0
+
+
+_ADVICE = {
+    Cause.NOT_FOUND: "check the client's url (the ingest base URL)",
+    Cause.UNAUTHORIZED: "check the API key, or wait until a new key has reached ingest",
+    Cause.FORBIDDEN: "the API key is not valid for this AI system (yet)",
+    Cause.UNKNOWN_SYSTEM: "register the AI system, or wait until registry has told ingest",
+    Cause.UNREACHABLE: "check the url and that ingest is running",
+}
+
+
+def problem_message(url: str, cause: str, status: int | None, detail: str) -> str:
+    answer = f"answered HTTP {status}" if status is not None else "did not answer"
+    return f"ingest at {url} {answer} ({detail[:300]}): {_ADVICE.get(cause, cause)}"
 
 
 class Engine:
@@ -249,6 +320,9 @@ class Engine:
         self._last_drain = 0.0
         self._gave_up = False
         self._spooling_logged = False
+        self._replaying: _Replay | None = None
+        self.problem: ConfigurationError | None = None  # the setup problem blocking delivery
+        self._logged_causes: set[str] = set()
         self._inflight: tuple[int, list[Record]] | None = None
         self._inflight_parts: list[tuple[EventKind, list[dict[str, Any]]]] = []
         self._last_io: concurrent.futures.Future[Any] | None = None
@@ -265,9 +339,9 @@ class Engine:
 
     # -- main loop -------------------------------------------------------------------------
 
-    async def main(self, transport: httpx.AsyncBaseTransport | None) -> None:
+    def _http_client(self, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
         options = self.options
-        async with httpx.AsyncClient(
+        return httpx.AsyncClient(
             base_url=options.base_url,
             headers={
                 "Authorization": f"Bearer {options.api_key}",
@@ -275,7 +349,10 @@ class Engine:
             },
             timeout=options.timeout,
             transport=transport,
-        ) as http:
+        )
+
+    async def main(self, transport: httpx.AsyncBaseTransport | None) -> None:
+        async with self._http_client(transport) as http:
             self.http = http
             try:
                 await self.run()
@@ -354,9 +431,7 @@ class Engine:
                 await self._io(self.spool.adopt_orphans)
             return True
         await self._wait_until(
-            lambda: (
-                len(inbox.items) >= options.batch_size or self._urgent() or self.spool.pending()
-            ),
+            lambda: inbox.full_batch() or self._urgent() or self.spool.pending(),
             inbox.first_at + options.linger,
         )
         taken = inbox.take(options.batch_size)
@@ -378,13 +453,14 @@ class Engine:
         while parts:
             kind, events = parts[0]
             progress = await self._send(kind, events)
-            if progress.done:
-                self._settle(progress.done)
-                events = events[progress.done :]
-                parts[0] = (kind, events)
-                if not events:
-                    parts.pop(0)
-                    continue
+            done = len(events) - len(progress.remaining)
+            if done:
+                self._settle(done)
+            if not progress.remaining:
+                parts.pop(0)
+                continue
+            if done:
+                parts[0] = (kind, [events[i] for i in progress.remaining])
             failures += 1
             delay = self._backoff.next_delay(progress.retry_after)
             deadline = time.monotonic() + delay
@@ -408,7 +484,7 @@ class Engine:
         if self._inflight_parts:
             records = self._inflight_records()
         with self.inbox.lock:
-            self.inbox.items.extendleft(reversed(records))
+            self.inbox.push_front(records)
         self.spool.release(ticket)
         self._inflight = None
         self._inflight_parts = []
@@ -452,8 +528,9 @@ class Engine:
     # -- sending ---------------------------------------------------------------------------
 
     async def _send(self, kind: EventKind, events: list[dict[str, Any]]) -> _Progress:
-        """POST one homogeneous batch; splits on 413 and reports refusals."""
+        """POST one homogeneous batch; splits on 413, reports refusals and setup problems."""
         assert self.http is not None
+        everything = list(range(len(events)))
         try:
             body, headers = encode_batch(events, compress=self.options.compress)
         except (orjson.JSONEncodeError, TypeError) as exc:
@@ -463,46 +540,56 @@ class Engine:
         except httpx.HTTPError as exc:
             logger.debug("watchkeeper: POST %s failed: %r", PATHS[kind], exc)
             self._count_retry()
-            return _Progress(0)
+            return _Progress(everything)
         except Exception:  # a broken custom transport: retry rather than lose the batch
             logger.exception("watchkeeper: POST %s failed unexpectedly", PATHS[kind])
             self._count_retry()
-            return _Progress(0)
+            return _Progress(everything)
         reply = classify(response.status_code, response.headers, response.content, events)
         if reply.action is Action.RETRY:
             logger.debug("watchkeeper: ingest answered %s, retrying later", reply.status_code)
             self._count_retry()
-            return _Progress(0, reply.retry_after)
+            return _Progress(everything, reply.retry_after)
         if reply.action is Action.SPLIT:
-            half = len(events) // 2
-            first = await self._send(kind, events[:half])
-            if first.done < half:
-                return first
-            second = await self._send(kind, events[half:])
-            return _Progress(half + second.done, second.retry_after)
+            return await self._halves(kind, events)
+        if reply.action is Action.HOLD:
+            self._hold(reply, len(events))
+            return _Progress(everything, reply.retry_after)
         refused = len(reply.rejected)
         with self.counters.lock:
-            self.counters.sent += len(events) - refused
+            self.counters.sent += len(events) - refused - len(reply.held)
             self.counters.duplicates += reply.duplicates
             self.counters.rejected += refused
         if refused:
-            detail = reply.detail or "; ".join(
+            detail = reply.detail if reply.action is Action.REJECT else ""
+            detail = detail or "; ".join(
                 f"{r.event_id}: {r.field + ': ' if r.field else ''}{r.reason}"
                 for r in reply.rejected[:5]
             )
             self._report(DeliveryError(kind, reply.status_code, detail, reply.rejected))
-        return _Progress(len(events))
+        if reply.held:
+            if reply.cause is not None:
+                self._hold(reply, len(reply.held))
+            else:  # only not taken because others were refused: send them again
+                self._count_retry()
+        else:
+            self._resolved()
+        return _Progress(list(reply.held), reply.retry_after)
+
+    async def _halves(self, kind: EventKind, events: list[dict[str, Any]]) -> _Progress:
+        """Send the first half, then (if it all went) the second; in order either way."""
+        half = len(events) // 2
+        first = await self._send(kind, events[:half])
+        if first.remaining:
+            return _Progress(first.remaining + list(range(half, len(events))), first.retry_after)
+        second = await self._send(kind, events[half:])
+        return _Progress([half + i for i in second.remaining], second.retry_after)
 
     async def _unencodable(
         self, kind: EventKind, events: list[dict[str, Any]], reason: str
     ) -> _Progress:
         if len(events) > 1:
-            half = len(events) // 2
-            first = await self._send(kind, events[:half])
-            if first.done < half:
-                return first
-            second = await self._send(kind, events[half:])
-            return _Progress(half + second.done, second.retry_after)
+            return await self._halves(kind, events)
         with self.counters.lock:
             self.counters.rejected += 1
         self._report(
@@ -510,7 +597,69 @@ class Engine:
                 kind, None, f"not JSON-serialisable: {reason}", [RejectedEvent(events[0], reason)]
             )
         )
-        return _Progress(1)
+        return _Progress([])
+
+    def _hold(self, reply: Reply, count: int) -> None:
+        """Events kept because of a setup problem: count them, say so once per cause."""
+        cause = reply.cause or Cause.NOT_FOUND
+        with self.counters.lock:
+            self.counters.held += count
+            self.counters.held_by_cause[cause] = self.counters.held_by_cause.get(cause, 0) + count
+            self.counters.retried += 1
+        message = problem_message(self.options.base_url, cause, reply.status_code, reply.detail)
+        self.problem = ConfigurationError(
+            cause,
+            reply.status_code,
+            reply.detail,
+            f"events are kept and retried, not delivered: {message}",
+        )
+        if cause not in self._logged_causes:
+            self._logged_causes.add(cause)
+            logger.error("watchkeeper: %s; events are kept (spooled) and retried", message)
+
+    def _resolved(self) -> None:
+        if self.problem is not None:
+            self.problem = None
+            self._logged_causes.clear()
+            logger.warning("watchkeeper: ingest takes events again; delivering the kept ones")
+
+    async def probe(self, transport: httpx.AsyncBaseTransport | None) -> None:
+        """POST an empty batch: ingest checks the key and answers 202 taking nothing.
+
+        Raises :class:`ConfigurationError` unless the URL leads to ingest and the key is known.
+        """
+        options = self.options
+        url = options.base_url
+
+        def unreachable(detail: str) -> ConfigurationError:
+            message = problem_message(url, Cause.UNREACHABLE, None, detail)
+            return ConfigurationError(Cause.UNREACHABLE, None, detail, f"{message}; unreachable")
+
+        async with contextlib.AsyncExitStack() as stack:
+            http = self.http
+            if http is None:
+                http = await stack.enter_async_context(self._http_client(transport))
+            try:
+                response = await http.post(
+                    PATHS["prediction"], content=b"[]", headers={"Content-Type": "application/json"}
+                )
+            except httpx.HTTPError as exc:
+                raise unreachable(repr(exc)) from None
+        reply = classify(response.status_code, response.headers, response.content, [])
+        if reply.action is Action.HOLD:
+            assert reply.cause is not None
+            message = problem_message(url, reply.cause, reply.status_code, reply.detail)
+            raise ConfigurationError(reply.cause, reply.status_code, reply.detail, message)
+        if reply.action is Action.RETRY:
+            raise unreachable(f"HTTP {reply.status_code}: {reply.detail}")
+        try:
+            answer = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not (200 <= response.status_code < 300 and isinstance(answer, dict)):
+            detail = f"not an ingest answer: HTTP {response.status_code}"
+            message = problem_message(url, Cause.NOT_FOUND, response.status_code, detail)
+            raise ConfigurationError(Cause.NOT_FOUND, response.status_code, detail, message)
 
     def _count_retry(self) -> None:
         with self.counters.lock:
@@ -537,9 +686,13 @@ class Engine:
             await self._drain_inbox()
             return False
         if now >= self._next_attempt:
-            head = await self._io(lambda: self.spool.read_head(options.batch_size))
-            if head is not None:
-                await self._replay(head)
+            replay = self._replaying
+            if replay is None:
+                head = await self._io(lambda: self.spool.read_head(options.batch_size))
+                if head is not None:
+                    replay = _Replay(head, [False] * len(head.records))
+            if replay is not None:
+                await self._replay(replay)
                 return True
             if not self.spool.pending():
                 self._left_spool_mode()
@@ -570,27 +723,51 @@ class Engine:
         except SpoolError as exc:
             logger.error("watchkeeper: could not spool queued events: %s", exc)
             with self.inbox.lock:
-                self.inbox.items.extendleft(reversed(records))
+                self.inbox.push_front(records)
             self.spool.release(ticket)
             self._inflight = None
             return
         with self.counters.lock:
             self.counters.spooled += len(records)
 
-    async def _replay(self, head: Head) -> None:
-        progress = await self._send(head.kind, head.events)
-        if progress.done:
-            await self._io(lambda: self.spool.commit(head, progress.done))
+    async def _replay(self, replay: _Replay) -> None:
+        """Send a head's unsettled predictions, then (all of them settled) its outcomes;
+        commit the settled prefix. A head not fully settled is kept for the next attempt."""
+        head, settled = replay.head, replay.settled
+        failed: _Progress | None = None
+        newly = 0
+        for kind in ("prediction", "outcome"):
+            indexes = [i for i, (k, _) in enumerate(head.records) if k == kind and not settled[i]]
+            if not indexes:
+                continue
+            progress = await self._send(kind, [head.records[i][1] for i in indexes])
+            kept = {indexes[j] for j in progress.remaining}
+            for i in indexes:
+                if i not in kept:
+                    settled[i] = True
+                    newly += 1
+            if kept:
+                failed = progress
+                break
+        prefix = replay.committed
+        while prefix < len(settled) and settled[prefix]:
+            prefix += 1
+        if prefix > replay.committed:
+            await self._io(lambda: self.spool.commit(head, prefix))
+            replay.committed = prefix
+        if newly:
             with self.counters.lock:
-                self.counters.replayed += progress.done
+                self.counters.replayed += newly
             if head.own:
-                self._settle(progress.done)
-        if progress.done < len(head.events):
-            delay = self._backoff.next_delay(progress.retry_after)
+                self._settle(newly)
+        if failed is not None:
+            self._replaying = replay
+            delay = self._backoff.next_delay(failed.retry_after)
             self._next_attempt = time.monotonic() + delay
             if self.closing:
                 self._gave_up = True
         else:
+            self._replaying = None
             self._backoff.reset()
             self._next_attempt = 0.0
 
@@ -642,4 +819,7 @@ class Engine:
                 replayed=counters.replayed,
                 unreadable=counters.unreadable,
                 spool_backlog_bytes=self.spool.backlog_bytes,
+                held=counters.held,
+                held_by_cause=dict(counters.held_by_cause),
+                problem=None if self.problem is None else str(self.problem),
             )

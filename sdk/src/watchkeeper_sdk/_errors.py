@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 __all__ = [
     "ClientClosedError",
+    "ConfigurationError",
     "DeliveryError",
     "EventKind",
     "InvalidEventError",
@@ -74,3 +75,25 @@ class DeliveryError(WatchkeeperError):
         self.status_code = status_code
         self.detail = detail
         self.rejected: tuple[RejectedEvent, ...] = tuple(rejected)
+
+
+class ConfigurationError(WatchkeeperError):
+    """Ingest cannot take events yet because of the client's setup or a change still on its
+    way: wrong URL (404), unknown key (401), key not valid for the system (403), or a system
+    ingest does not know yet (422 "unknown AI system"). The events are kept, spooled and
+    retried with backoff; this error only reports the problem.
+
+    Raised by ``check()``, and by ``flush()`` when it times out while the problem lasts.
+    ``cause`` is one of ``not_found``, ``unauthorized``, ``forbidden``, ``unknown_system``,
+    ``unreachable`` (``check()`` only).
+    """
+
+    def __init__(self, cause: str, status_code: int | None, detail: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.status_code = status_code
+        self.detail = detail
+
+    def copy(self) -> ConfigurationError:
+        """A fresh exception with the same problem (to raise again without a growing trace)."""
+        return ConfigurationError(self.cause, self.status_code, self.detail, str(self))

@@ -87,11 +87,11 @@ class _Orphan:
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """The next run of same-kind events to replay, and where each one ends in its segment."""
+    """The next spooled events to replay, in logging order, at most ``limit`` of each kind,
+    and where each one ends in its segment."""
 
     segment: _Segment
-    kind: EventKind
-    events: list[dict[str, Any]]
+    records: list[Record]
     ends: list[int]
 
     @property
@@ -407,7 +407,8 @@ class Spool:
         return None
 
     def read_head(self, limit: int) -> Head | None:
-        """Up to ``limit`` oldest spooled events of one kind, or None if none may be read now."""
+        """The oldest spooled events, up to ``limit`` of each kind (predictions and outcomes
+        interleaved as logged), or None if none may be read now."""
         while True:
             with self._book:
                 if self._closed:
@@ -422,7 +423,7 @@ class Spool:
             # only unreadable records there: they were skipped, look again
 
     def _read(self, segment: _Segment, start: int, size: int, limit: int) -> Head | None:
-        want = min(size - start, 1 << 20)
+        want = min(size - start, 4 << 20)
         with open(segment.path, "rb") as file:
             while True:
                 file.seek(start)
@@ -431,11 +432,11 @@ class Spool:
                 if complete or want >= size - start:
                     break
                 want = min(size - start, want * 4)
-        kind: EventKind | None = None
-        events: list[dict[str, Any]] = []
+        records: list[Record] = []
         ends: list[int] = []
+        counts = {"prediction": 0, "outcome": 0}
         position = 0
-        while len(events) < limit:
+        while True:
             newline = data.find(b"\n", position)
             if newline < 0:
                 break
@@ -443,28 +444,26 @@ class Spool:
             record = self._decode(line)
             if record is None:
                 self._unreadable(segment, start + position, line)
-                if not events:
+                if not records:
                     self._skip(segment, start + newline + 1)
                     return None
                 ends[-1] = start + newline + 1  # skip it together with the previous event
                 position = newline + 1
                 continue
-            if kind is None:
-                kind = record[0]
-            elif record[0] != kind:
-                break
-            events.append(record[1])
+            if counts[record[0]] >= limit:
+                break  # a full batch of that kind: replay up to here first
+            counts[record[0]] += 1
+            records.append(record)
             ends.append(start + newline + 1)
             position = newline + 1
-        if not events:
+        if not records:
             tail = data[position:]
             if tail and start + len(data) >= size and segment is not self._open:
                 # torn last line of a segment whose writer died mid-write
                 self._unreadable(segment, start + position, tail)
                 self._skip(segment, size)
             return None
-        assert kind is not None
-        return Head(segment, kind, events, ends)
+        return Head(segment, records, ends)
 
     @staticmethod
     def _decode(line: bytes) -> Record | None:
