@@ -11,6 +11,7 @@ runs a service's database migrations without starting it.
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -79,7 +80,21 @@ def _fail(response: httpx.Response) -> NoReturn:
     raise typer.Exit(1)
 
 
+def _as_json(value: Any) -> Any:
+    """``value`` with NaN and infinities as text ("nan", "inf"): JSON has no such numbers
+    (httpx refuses them), and the registry refuses the text naming the field."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _as_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_json(v) for v in value]
+    return value
+
+
 def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    if "json" in kwargs:
+        kwargs["json"] = _as_json(kwargs["json"])
     try:
         response = client.request(method, path, **kwargs)
     except httpx.TransportError as exc:

@@ -8,12 +8,15 @@ objective; with it, who is the token's subject.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
 
@@ -45,7 +48,7 @@ from .schemas import (
 )
 from .settings import Settings
 
-__all__ = ["conflict_handler", "problem_handler", "router"]
+__all__ = ["conflict_handler", "problem_handler", "router", "validation_handler"]
 
 router = APIRouter(prefix="/v1", tags=["registry"])
 
@@ -76,6 +79,27 @@ def problem_handler(_request: Request, exc: Exception) -> JSONResponse:
     loc: list[str] = ["body", *exc.field.split(".")]
     return JSONResponse(
         {"detail": [{"loc": loc, "msg": f"{exc.field}: {exc.reason}", "type": "value_error"}]},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """The error details with non-finite numbers (the refused input) as text: JSON has none."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def validation_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 for a body the models refuse, also when the refused value is NaN or
+    infinite (its own handler fails to encode those and answers 500)."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(
+        {"detail": _json_safe(jsonable_encoder(exc.errors()))},
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
     )
 

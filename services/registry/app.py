@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import IntegrityError
 
@@ -20,7 +21,7 @@ from shared.metrics import metrics_router
 from shared.migrations import OUTBOX, MigrationChain, migrated_database
 from shared.outbox import OutboxRelay
 
-from .api import conflict_handler, problem_handler, router
+from .api import conflict_handler, problem_handler, router, validation_handler
 from .crud import Problem
 from .metrics import RegistryMetrics
 from .settings import Settings
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.state.metrics = metrics
     app.add_exception_handler(Problem, problem_handler)
     app.add_exception_handler(IntegrityError, conflict_handler)
+    app.add_exception_handler(RequestValidationError, validation_handler)
     app.include_router(router)
     app.state.readiness = {"bus": the_bus.ready, "database": db.ready}
     app.include_router(health_router("registry", app.state.readiness))

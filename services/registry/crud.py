@@ -7,6 +7,7 @@ commits; a refused change (:class:`Problem`) leaves the session for the caller t
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from .schemas import (
     ObjectiveCreate,
     ObjectiveUpdate,
     Outcome,
+    SystemBase,
     SystemCreate,
     SystemPublic,
     SystemUpdate,
@@ -108,6 +110,8 @@ def _float_parameter(name: str, value: str, low: float | None, high: float | Non
         number = float(value)
     except ValueError:
         raise Problem(f"parameters.{name}", f"{value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise Problem(f"parameters.{name}", f"{value!r} is not a finite number")
     if (low is not None and number < low) or (high is not None and number > high):
         raise Problem(f"parameters.{name}", f"{value} is outside [{low}, {high}]")
 
@@ -308,10 +312,10 @@ def _change_system(
 
 
 def _system_unchanged(system: AISystem, data: SystemUpdate) -> bool:
-    current = SystemUpdate.model_validate(
-        _system_fields_of(system) | {"status": system.status}
-    ).model_dump(mode="json")
-    return current == data.model_dump(mode="json")
+    # SystemBase, not SystemUpdate: a definition stored before a bound existed still compares
+    current = SystemBase.model_validate(_system_fields_of(system)).model_dump(mode="json")
+    wanted = data.model_dump(mode="json", exclude={"status"})
+    return system.status == data.status.value and current == wanted
 
 
 def _system_fields_of(system: AISystem) -> dict[str, Any]:

@@ -18,6 +18,10 @@ from shared.contracts import (
 )
 
 __all__ = [
+    "MAX_ALERT_WINDOWS",
+    "MAX_LABEL_HORIZON_SECONDS",
+    "MAX_MIN_SAMPLES",
+    "MAX_WINDOW_SECONDS",
     "ApplyResult",
     "Declaration",
     "DeclaredObjective",
@@ -27,6 +31,7 @@ __all__ = [
     "ModelVersionCreate",
     "ModelVersionPublic",
     "ObjectiveCreate",
+    "ObjectiveInput",
     "ObjectivePublic",
     "ObjectiveUpdate",
     "PredictionSchema",
@@ -34,6 +39,7 @@ __all__ = [
     "ReferenceSelect",
     "RiskLevel",
     "SystemCreate",
+    "SystemInput",
     "SystemPublic",
     "SystemStatus",
     "SystemUpdate",
@@ -41,6 +47,17 @@ __all__ = [
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Actor = Annotated[str, Field(min_length=1, max_length=200)]
+
+DAY_SECONDS = 86_400
+MAX_WINDOW_SECONDS = 366 * DAY_SECONDS
+"""An objective's evaluation window: at most a (leap) year."""
+MAX_LABEL_HORIZON_SECONDS = 731 * DAY_SECONDS
+"""How long outcomes may follow their predictions: at most two years."""
+MAX_MIN_SAMPLES = 1_000_000_000
+MAX_ALERT_WINDOWS = 1_000
+"""Consecutive windows before raising (``pending_windows``) or clearing (``clearing_windows``)."""
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class RiskLevel(StrEnum):
@@ -116,11 +133,20 @@ class SystemBase(BaseModel):
         return self
 
 
-class SystemCreate(SystemBase):
+class SystemInput(SystemBase):
+    """What a client sends: the stored shape, with numbers bounded (records stored before a
+    bound existed stay readable through ``SystemBase``)."""
+
+    label_horizon_seconds: Annotated[int, Field(ge=1, le=MAX_LABEL_HORIZON_SECONDS)] = (
+        7 * DAY_SECONDS
+    )
+
+
+class SystemCreate(SystemInput):
     id: Identifier
 
 
-class SystemUpdate(SystemBase):
+class SystemUpdate(SystemInput):
     """The whole new definition (PUT); ``status: retired`` retires the system."""
 
     status: SystemStatus = SystemStatus.ACTIVE
@@ -154,14 +180,26 @@ class ObjectiveBase(BaseModel):
     status: ObjectiveStatus = ObjectiveStatus.ACTIVE
 
 
-class ObjectiveCreate(ObjectiveBase):
+class ObjectiveInput(ObjectiveBase):
+    """What a client sends: finite threshold, bounded counts and durations (versions stored
+    before a bound existed stay readable through ``ObjectiveBase``)."""
+
+    parameters: dict[str, Annotated[str, Field(max_length=200)]] = Field(default_factory=dict)
+    threshold: FiniteFloat
+    window_seconds: Annotated[int, Field(ge=1, le=MAX_WINDOW_SECONDS)]
+    min_samples: Annotated[int, Field(ge=1, le=MAX_MIN_SAMPLES)] = 1
+    pending_windows: Annotated[int, Field(ge=1, le=MAX_ALERT_WINDOWS)] = 1
+    clearing_windows: Annotated[int, Field(ge=1, le=MAX_ALERT_WINDOWS)] = 1
+
+
+class ObjectiveCreate(ObjectiveInput):
     id: Identifier
     changed_by: Actor | None = None
     """Who: required without authentication; else the token's subject (must match if given)."""
     change_reason: str = "created"
 
 
-class ObjectiveUpdate(ObjectiveBase):
+class ObjectiveUpdate(ObjectiveInput):
     changed_by: Actor | None = None
     change_reason: Annotated[str, Field(min_length=1)]
 
@@ -238,7 +276,7 @@ class IngestKeyCreated(IngestKeyPublic):
     """The key itself: shown in this response only, never again."""
 
 
-class DeclaredObjective(ObjectiveBase):
+class DeclaredObjective(ObjectiveInput):
     id: Identifier
     reason: Annotated[str, Field(min_length=1)] | None = None
     """Why this version: recorded as the change reason when the objective changes."""

@@ -155,6 +155,22 @@ def test_apply_refuses_an_unknown_metric(run: Run, tmp_path: Path) -> None:
     assert "objectives" in result.stderr
 
 
+def test_apply_names_the_field_of_a_number_out_of_range(run: Run, tmp_path: Path) -> None:
+    cases = [
+        ("threshold", float("nan"), "objectives.0.threshold: Input should be a finite number"),
+        ("threshold", float("-inf"), "objectives.0.threshold: Input should be a finite number"),
+        ("window_seconds", 2**63, "objectives.0.window_seconds: Input should be less than or"),
+    ]
+    for field, value, line in cases:
+        file = write(tmp_path / "bad.yaml", declaration(unique("loan"), **{field: value}))
+        result = run("apply", str(file), code=1)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (
+            result.exception
+        )
+        assert "422" in result.stderr
+        assert line in result.stderr, result.stderr
+
+
 def test_systems_objectives_references_and_keys(run: Run, tmp_path: Path) -> None:
     system_id = unique("loan")
     document = declaration(system_id)
