@@ -1,107 +1,394 @@
 """Applying one evaluation to the nonconformity records, in one transaction.
 
-The evaluation is marked processed, the alert counters and the nonconformity are updated and
-the NonconformityChanged record is put in the outbox in the same commit; the StreamWorker
-commits the offset after that. A redelivered evaluation is recognised and changes nothing.
+The evaluation is marked processed, the window's verdict, the alert counters, the record, its
+occurrence, the improvement-log entry and the NonconformityChanged outbox record are written
+in the same commit; the StreamWorker commits the offset after that. A redelivered evaluation
+(same id) or an older-or-equal revision of a window already judged changes nothing, so
+replaying the whole evaluations topic changes nothing.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from shared.contracts import (
     EvaluationResult,
+    EvaluationStatus,
     NonconformityChange,
     NonconformityChanged,
     Objective,
     Severity,
-    encode,
 )
-from shared.outbox import enqueue
 
-from .models import AlertState, Nonconformity, ProcessedEvaluation
-from .semantics import AlertCounters, Decision, decide, fingerprint
+from .crud import DEFAULT_DUE_DAYS, active_silences, append_log, next_reference, publish, snapshot
+from .models import (
+    AlertState,
+    Inhibition,
+    Nonconformity,
+    Occurrence,
+    ProcessedEvaluation,
+    WindowVerdict,
+)
+from .semantics import (
+    AlertCounters,
+    Decision,
+    RevisionEffect,
+    State,
+    decide,
+    fingerprint,
+    inhibits,
+    is_performance_metric,
+    revision_effect,
+    silence_matches,
+)
 
-__all__ = ["apply_evaluation"]
+__all__ = ["ACTOR", "apply_evaluation"]
 
-_CHANGE = {
-    Decision.RAISE: NonconformityChange.RAISED,
-    Decision.OCCURRENCE: NonconformityChange.OCCURRENCE,
-    Decision.CLEAR: NonconformityChange.CLEARED,
-}
+ACTOR = "alerts"
+"""The actor of the decisions the service takes by itself."""
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def apply_evaluation(
-    *, session: Session, result: EvaluationResult, objective: Objective | None, topic: str
+    *,
+    session: Session,
+    result: EvaluationResult,
+    objective: Objective | None,
+    topic: str,
+    due_days: dict[str, int] | None = None,
 ) -> NonconformityChanged | None:
     if session.get(ProcessedEvaluation, result.id) is not None:
         return None
     session.add(ProcessedEvaluation(evaluation_id=result.id))
-    print_ = fingerprint(result.system_id, result.objective_id, result.parameters)
-    state = session.get(AlertState, print_) or AlertState(fingerprint=print_)
-    nc = session.exec(
-        select(Nonconformity).where(
-            Nonconformity.fingerprint == print_,
-            Nonconformity.open == True,  # noqa: E712
+    step = _Step(session, result, objective, topic, due_days or DEFAULT_DUE_DAYS)
+    change = step.run()
+    session.commit()
+    return change
+
+
+class _Step:
+    def __init__(
+        self,
+        session: Session,
+        result: EvaluationResult,
+        objective: Objective | None,
+        topic: str,
+        due_days: dict[str, int],
+    ) -> None:
+        self.session = session
+        self.result = result
+        self.objective = objective
+        self.topic = topic
+        self.due_days = due_days
+        self.print = fingerprint(result.system_id, result.objective_id, result.parameters)
+        self.window = result.window_start
+
+    def run(self) -> NonconformityChanged | None:
+        result, session = self.result, self.session
+        if inhibits(result.status, result.metric) and (
+            session.get(Inhibition, (result.system_id, self.window)) is None
+        ):
+            session.add(
+                Inhibition(
+                    system_id=result.system_id,
+                    window_start=self.window,
+                    evaluation_id=result.id,
+                    reason=f"{result.metric} {result.status.value}",
+                )
+            )
+            session.flush()
+        verdict = session.get(WindowVerdict, (self.print, self.window))
+        if verdict is None:
+            session.add(
+                WindowVerdict(
+                    fingerprint=self.print,
+                    window_start=self.window,
+                    evaluation_id=result.id,
+                    revision=result.revision,
+                    status=result.status.value,
+                )
+            )
+            return self._new_window()
+        effect = revision_effect(
+            applied_revision=verdict.revision,
+            applied_status=EvaluationStatus(verdict.status),
+            revision=result.revision,
+            status=result.status,
         )
-    ).first()
-    counters = AlertCounters(state.consecutive_breaches, state.consecutive_passes)
-    decision = decide(
-        counters,
-        result.status,
-        open_nonconformity=nc is not None,
-        condition_cleared=nc.condition_cleared if nc is not None else False,
-        pending_windows=objective.pending_windows if objective else 1,
-        clearing_windows=objective.clearing_windows if objective else 1,
-    )
-    state.consecutive_breaches = counters.consecutive_breaches
-    state.consecutive_passes = counters.consecutive_passes
-    session.add(state)
-    now = datetime.now(UTC)
-    if decision is Decision.RAISE:
+        if effect is RevisionEffect.IGNORE:
+            return None
+        verdict.revision, verdict.status = result.revision, result.status.value
+        verdict.evaluation_id = result.id
+        session.add(verdict)
+        return self._revision(effect)
+
+    # --- a window seen for the first time ---------------------------------------------------
+
+    def _open(self) -> Nonconformity | None:
+        return self.session.exec(
+            select(Nonconformity).where(
+                Nonconformity.fingerprint == self.print,
+                Nonconformity.open == True,  # noqa: E712
+            )
+        ).first()
+
+    def _new_window(self) -> NonconformityChanged | None:
+        result, session, objective = self.result, self.session, self.objective
+        state = session.get(AlertState, self.print) or AlertState(fingerprint=self.print)
+        nc = self._open()
+        counters = AlertCounters(state.consecutive_breaches, state.consecutive_passes)
+        decision = decide(
+            counters,
+            result.status,
+            open_nonconformity=nc is not None,
+            condition_cleared=nc.condition_cleared if nc is not None else False,
+            pending_windows=objective.pending_windows if objective else 1,
+            clearing_windows=objective.clearing_windows if objective else 1,
+        )
+        state.consecutive_breaches = counters.consecutive_breaches
+        state.consecutive_passes = counters.consecutive_passes
+        session.add(state)
+        if decision is Decision.RAISE:
+            return self._raise(by_revision=False)
+        if decision is Decision.OCCURRENCE and nc is not None:
+            return self._occurrence(nc, by_revision=False)
+        if decision is Decision.CLEAR and nc is not None:
+            before = snapshot(nc)
+            nc.condition_cleared = True
+            nc.last_evaluation_id = result.id
+            nc.updated_at = datetime.now(UTC)
+            session.add(nc)
+            self._log("cleared", nc, before, {"passing_windows": counters.consecutive_passes})
+            return publish(
+                session=session,
+                nc=nc,
+                change=NonconformityChange.CLEARED,
+                topic=self.topic,
+                evaluation_id=result.id,
+            )
+        return None
+
+    # --- revisions ----------------------------------------------------------------------------
+
+    def _revision(self, effect: RevisionEffect) -> NonconformityChanged | None:
+        result, session = self.result, self.session
+        occurrence = session.exec(
+            select(Occurrence)
+            .join(Nonconformity, col(Nonconformity.id) == col(Occurrence.nonconformity_id))
+            .where(
+                Nonconformity.fingerprint == self.print,
+                Nonconformity.open == True,  # noqa: E712
+                Occurrence.window_start == self.window,
+                Occurrence.withdrawn == False,  # noqa: E712
+            )
+        ).first()
+        if effect is RevisionEffect.SAME:
+            if occurrence is not None:  # newer evidence for the same verdict
+                occurrence.evaluation_id = result.id
+                occurrence.revision = result.revision
+                occurrence.value = result.value
+                session.add(occurrence)
+            return None
+        if effect is RevisionEffect.NOW_BREACH:
+            nc = self._open()
+            if nc is not None:
+                return self._occurrence(nc, by_revision=True)
+            if self._pending_met():
+                return self._raise(by_revision=True)
+            return None
+        # NO_LONGER_BREACH: withdraw that window's occurrence
+        if occurrence is None:
+            return None
+        nc = session.get(Nonconformity, occurrence.nonconformity_id)
+        assert nc is not None
+        before = snapshot(nc)
+        occurrence.withdrawn = True
+        session.add(occurrence)
+        nc.occurrences = max(nc.occurrences - 1, 0)
+        nc.updated_at = datetime.now(UTC)
+        detail = {
+            "window_start": _utc(self.window).isoformat(),
+            "evaluation_id": result.id,
+            "revision": result.revision,
+        }
+        if nc.occurrences == 0 and nc.status == State.RAISED.value:
+            nc.status = State.WITHDRAWN.value
+            nc.open = False
+            nc.closed_at = nc.updated_at
+            session.add(nc)
+            self._log("withdrawn", nc, before, {**detail, "why": "its only breach was revised"})
+            change = NonconformityChange.STATUS_CHANGED
+        else:
+            session.add(nc)
+            self._log("occurrence_withdrawn", nc, before, detail)
+            change = NonconformityChange.OCCURRENCE
+        return publish(
+            session=session, nc=nc, change=change, topic=self.topic, evaluation_id=result.id
+        )
+
+    def _pending_met(self) -> bool:
+        """A window revised into a breach raises when it ends a run of pending breaches."""
+        pending = self.objective.pending_windows if self.objective else 1
+        if pending <= 1:
+            return True
+        earlier = self.session.exec(
+            select(WindowVerdict.status)
+            .where(
+                WindowVerdict.fingerprint == self.print,
+                col(WindowVerdict.window_start) < self.window,
+            )
+            .order_by(col(WindowVerdict.window_start).desc())
+            .limit(pending - 1)
+        ).all()
+        return len(earlier) == pending - 1 and all(s == "breach" for s in earlier)
+
+    # --- effects ------------------------------------------------------------------------------
+
+    def _suppressed(self, severity: str) -> tuple[str, dict[str, object]] | None:
+        """Why a raise is held back: an inhibition of the system's window, or a silence."""
+        result, session = self.result, self.session
+        if is_performance_metric(result.metric):
+            inhibition = session.get(Inhibition, (result.system_id, self.window))
+            if inhibition is not None:
+                return "raise_inhibited", {
+                    "by_evaluation": inhibition.evaluation_id,
+                    "because": inhibition.reason,
+                }
+        labels = {
+            "system_id": result.system_id,
+            "objective_id": result.objective_id,
+            "metric": result.metric,
+            "severity": severity,
+        }
+        for silence in active_silences(session=session, at=result.window_end):
+            if silence_matches(silence.matchers, labels):
+                return "raise_silenced", {"silence_id": silence.id, "reason": silence.reason}
+        return None
+
+    def _raise(self, *, by_revision: bool) -> NonconformityChanged | None:
+        result, session, objective = self.result, self.session, self.objective
+        severity = (objective.severity if objective else Severity.MINOR).value
+        suppressed = self._suppressed(severity)
+        if suppressed is not None:
+            kind, why = suppressed
+            append_log(
+                session=session,
+                actor=ACTOR,
+                kind=kind,
+                subject=f"fingerprint:{self.print}",
+                before=None,
+                after={**self._evidence(), **why},
+            )
+            return None
+        previous = session.exec(
+            select(Nonconformity)
+            .where(
+                Nonconformity.fingerprint == self.print,
+                Nonconformity.status == State.CLOSED.value,
+            )
+            .order_by(col(Nonconformity.closed_at).desc())
+        ).first()
+        now = datetime.now(UTC)
         nc = Nonconformity(
             id=uuid.uuid4().hex,
-            fingerprint=print_,
+            fingerprint=self.print,
             system_id=result.system_id,
             objective_id=result.objective_id,
             objective_version=result.objective_version,
             metric=result.metric,
-            severity=(objective.severity if objective else Severity.MINOR).value,
+            severity=severity,
+            classification=severity,
             first_evaluation_id=result.id,
             last_evaluation_id=result.id,
             last_value=result.value,
             threshold=result.threshold,
             comparator=result.comparator.value,
+            reference=next_reference(session=session, year=now.year),
+            title=f"{result.system_id}: {result.objective_id} ({result.metric}) breached",
+            owner=objective.owner if objective else None,
+            due_at=now + timedelta(days=self.due_days[severity]),
+            recurrence_of=previous.id if previous is not None else None,
+            raised_at=now,
+            updated_at=now,
         )
-    elif decision is Decision.OCCURRENCE and nc is not None:
+        session.add(nc)
+        session.add(self._occurrence_row(nc))
+        self._log(
+            "raised",
+            nc,
+            None,
+            {"by_revision": by_revision, "recurrence_of": nc.recurrence_of},
+        )
+        return publish(
+            session=session,
+            nc=nc,
+            change=NonconformityChange.RAISED,
+            topic=self.topic,
+            evaluation_id=result.id,
+        )
+
+    def _occurrence(self, nc: Nonconformity, *, by_revision: bool) -> NonconformityChanged:
+        result, session = self.result, self.session
+        before = snapshot(nc)
         nc.occurrences += 1
         nc.condition_cleared = False
         nc.last_evaluation_id = result.id
         nc.last_value = result.value
-        nc.updated_at = now
-    elif decision is Decision.CLEAR and nc is not None:
-        nc.condition_cleared = True
-        nc.last_evaluation_id = result.id
-        nc.updated_at = now
-    change: NonconformityChanged | None = None
-    if decision is not Decision.NONE and nc is not None:
+        nc.updated_at = datetime.now(UTC)
         session.add(nc)
-        change = NonconformityChanged(
-            nonconformity_id=nc.id,
-            fingerprint=nc.fingerprint,
-            system_id=nc.system_id,
-            objective_id=nc.objective_id,
-            objective_version=nc.objective_version,
-            severity=Severity(nc.severity),
-            status=nc.status,
-            change=_CHANGE[decision],
-            occurrences=nc.occurrences,
+        session.add(self._occurrence_row(nc))
+        self._log("occurrence", nc, before, {"by_revision": by_revision})
+        return publish(
+            session=session,
+            nc=nc,
+            change=NonconformityChange.OCCURRENCE,
+            topic=self.topic,
             evaluation_id=result.id,
-            occurred_at=now,
         )
-        enqueue(session, service="alerts", topic=topic, key=nc.id.encode(), value=encode(change))
-    session.commit()
-    return change
+
+    def _occurrence_row(self, nc: Nonconformity) -> Occurrence:
+        result = self.result
+        return Occurrence(
+            nonconformity_id=nc.id,
+            evaluation_id=result.id,
+            objective_version=result.objective_version,
+            window_start=result.window_start,
+            window_end=result.window_end,
+            revision=result.revision,
+            value=result.value,
+        )
+
+    def _evidence(self) -> dict[str, object]:
+        result = self.result
+        return {
+            "evaluation_id": result.id,
+            "system_id": result.system_id,
+            "objective_id": result.objective_id,
+            "objective_version": result.objective_version,
+            "window_start": _utc(result.window_start).isoformat(),
+            "window_end": _utc(result.window_end).isoformat(),
+            "revision": result.revision,
+            "value": result.value,
+        }
+
+    def _log(
+        self,
+        kind: str,
+        nc: Nonconformity,
+        before: dict[str, object] | None,
+        extra: dict[str, object],
+    ) -> None:
+        append_log(
+            session=self.session,
+            actor=ACTOR,
+            kind=kind,
+            subject=nc.id,
+            before=before,
+            after={**snapshot(nc), **self._evidence(), **extra},
+        )

@@ -217,6 +217,7 @@ class RecordFacts:
     """What the guards look at, read from the record before the transition."""
 
     state: State
+    containment: bool = False
     root_cause: bool = False
     actions_open: int = 0
     """Actions planned or in progress (not implemented, not cancelled)."""
@@ -246,6 +247,8 @@ def check_transition(facts: RecordFacts, target: State, *, reason: str = "") -> 
             f"cannot go from {current.value} to {target.value}; allowed next: "
             + ", ".join(sorted(s.value for s in allowed))
         )
+    if target is State.CONTAINED and not facts.containment:
+        raise TransitionError("missing step: containment (what was done to contain it)")
     if target is State.CAUSE_ANALYSED and not facts.root_cause:
         raise TransitionError("missing step: root cause analysis (method and text) is required")
     if target is State.ACTION_PLANNED and (not facts.root_cause or facts.actions_live == 0):

@@ -7,6 +7,8 @@ Revises: 0001
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -24,7 +26,7 @@ def _text(name: str, *, nullable: bool = False, length: int | None = None) -> sa
     return sa.Column(name, sa.String(length=length), nullable=nullable)
 
 
-_NONCONFORMITY_COLUMNS: list[tuple[str, sa.types.TypeEngine[object], bool, str | None]] = [
+_NONCONFORMITY_COLUMNS: list[tuple[str, sa.types.TypeEngine[Any], bool, str | None]] = [
     ("reference", sa.String(length=32), True, None),
     ("source", sa.String(), False, "monitoring"),
     ("title", sa.String(), False, ""),
@@ -154,6 +156,13 @@ def upgrade() -> None:
         _text("hash", length=64),
         sa.PrimaryKeyConstraint("seq"),
     )
+    head = sa.table(
+        "alerts_log_head",
+        sa.column("id", sa.Integer()),
+        sa.column("seq", sa.Integer()),
+        sa.column("hash", sa.String()),
+    )
+    op.bulk_insert(head, [{"id": 1, "seq": 0, "hash": "0" * 64}])  # the chain's genesis
     op.create_index("ix_alerts_log_kind", "alerts_log", ["kind"])
     op.create_index("ix_alerts_log_subject", "alerts_log", ["subject"])
     op.create_table(

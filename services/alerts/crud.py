@@ -1,0 +1,524 @@
+"""Writes to nonconformity records, their actions, silences and the improvement log.
+
+Every function takes the caller's session and leaves the commit to it, so a change, its log
+entry and its outbox record land in one transaction. ``actor`` is the token's subject (the
+service's own name for decisions the consumer takes).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlmodel import Session, col, func, select
+
+from shared.contracts import NonconformityChange, NonconformityChanged, Severity, encode
+from shared.outbox import enqueue
+
+from .models import (
+    CorrectiveAction,
+    LogEntry,
+    LogHead,
+    Nonconformity,
+    ReferenceCounter,
+    Silence,
+)
+from .semantics import (
+    GENESIS,
+    SILENCE_MATCHERS,
+    RecordFacts,
+    State,
+    TransitionError,
+    canonical_entry,
+    chain_hash,
+    check_transition,
+)
+
+__all__ = [
+    "DEFAULT_DUE_DAYS",
+    "LogVerification",
+    "NotFound",
+    "add_action",
+    "append_log",
+    "create_nonconformity",
+    "create_silence",
+    "expire_silence",
+    "next_reference",
+    "publish",
+    "reclassify",
+    "snapshot",
+    "transition",
+    "update_action",
+    "verify_log",
+]
+
+DEFAULT_DUE_DAYS = {"major": 30, "minor": 60, "observation": 90}
+"""Days from raising to the due date of a record, by classification (settings override)."""
+
+ACTION_STATUSES = ("planned", "in_progress", "implemented", "cancelled")
+
+
+class NotFound(LookupError):
+    pass
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _json(value: Any) -> Any:
+    """The JSON form of a before/after value, as it reads back from the database."""
+    return orjson.loads(orjson.dumps(value)) if value is not None else None
+
+
+def _at_text(at: datetime) -> str:
+    return _utc(at).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+# --- the continual improvement log ----------------------------------------------------------
+
+
+def append_log(
+    *, session: Session, actor: str, kind: str, subject: str, before: Any, after: Any
+) -> LogEntry:
+    """Append one hash-chained entry. The head row is locked (SELECT ... FOR UPDATE on
+    PostgreSQL), so concurrent writers append one after the other, never fork the chain."""
+    head = session.get(LogHead, 1, with_for_update=True)
+    if head is None:
+        head = LogHead(id=1, seq=0, hash=GENESIS)
+    at = datetime.now(UTC)
+    entry = LogEntry(
+        seq=head.seq + 1,
+        at=at,
+        actor=actor,
+        kind=kind,
+        subject=subject,
+        before=_json(before),
+        after=_json(after),
+        prev_hash=head.hash,
+        hash="",
+    )
+    entry.hash = chain_hash(head.hash, _canonical(entry))
+    head.seq, head.hash = entry.seq, entry.hash
+    session.add(head)
+    session.add(entry)
+    return entry
+
+
+def _canonical(entry: LogEntry) -> bytes:
+    return canonical_entry(
+        seq=entry.seq,
+        at=_at_text(entry.at),
+        actor=entry.actor,
+        kind=entry.kind,
+        subject=entry.subject,
+        before=entry.before,
+        after=entry.after,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogVerification:
+    ok: bool
+    entries: int
+    first_broken_seq: int | None = None
+    reason: str | None = None
+
+
+def verify_log(*, session: Session, page: int = 5000) -> LogVerification:
+    """Recompute the chain from the genesis; report the first entry that does not fit."""
+    previous, expected, checked = GENESIS, 1, 0
+    while True:
+        rows = session.exec(
+            select(LogEntry)
+            .where(col(LogEntry.seq) >= expected)
+            .order_by(col(LogEntry.seq))
+            .limit(page)
+        ).all()
+        for entry in rows:
+            if entry.seq != expected:
+                return LogVerification(False, checked, expected, f"entry {expected} is missing")
+            if entry.prev_hash != previous:
+                return LogVerification(
+                    False, checked, entry.seq, "its previous hash does not match the entry before"
+                )
+            if chain_hash(previous, _canonical(entry)) != entry.hash:
+                return LogVerification(
+                    False, checked, entry.seq, "its content does not match its hash"
+                )
+            previous, expected, checked = entry.hash, expected + 1, checked + 1
+        if len(rows) < page:
+            break
+    head = session.get(LogHead, 1)
+    if head is not None and head.seq != checked:
+        return LogVerification(
+            False, checked, checked + 1, f"the head says {head.seq} entries, {checked} found"
+        )
+    return LogVerification(True, checked)
+
+
+# --- records --------------------------------------------------------------------------------
+
+
+def next_reference(*, session: Session, year: int) -> str:
+    counter = session.get(ReferenceCounter, year, with_for_update=True)
+    if counter is None:
+        counter = ReferenceCounter(year=year, last=0)
+    counter.last += 1
+    session.add(counter)
+    return f"NC-{year}-{counter.last:04d}"
+
+
+def snapshot(nc: Nonconformity) -> dict[str, Any]:
+    """What the log keeps of a record before and after a change."""
+    return {
+        "reference": nc.reference,
+        "status": nc.status,
+        "classification": nc.classification,
+        "occurrences": nc.occurrences,
+        "condition_cleared": nc.condition_cleared,
+        "owner": nc.owner,
+        "open": nc.open,
+    }
+
+
+def publish(
+    *,
+    session: Session,
+    nc: Nonconformity,
+    change: NonconformityChange,
+    topic: str,
+    evaluation_id: str | None = None,
+) -> NonconformityChanged:
+    """Put the record's NonconformityChanged in the outbox (sent after the commit)."""
+    message = NonconformityChanged(
+        nonconformity_id=nc.id,
+        fingerprint=nc.fingerprint,
+        system_id=nc.system_id,
+        objective_id=nc.objective_id,
+        objective_version=nc.objective_version,
+        severity=Severity(nc.classification),
+        status=nc.status,
+        change=change,
+        occurrences=nc.occurrences,
+        evaluation_id=evaluation_id,
+        occurred_at=datetime.now(UTC),
+    )
+    enqueue(session, service="alerts", topic=topic, key=nc.id.encode(), value=encode(message))
+    return message
+
+
+def find(*, session: Session, nc_id: str) -> Nonconformity:
+    """A record by id or by reference number."""
+    nc = session.get(Nonconformity, nc_id)
+    if nc is None:
+        nc = session.exec(select(Nonconformity).where(Nonconformity.reference == nc_id)).first()
+    if nc is None:
+        raise NotFound(f"no nonconformity {nc_id!r}")
+    return nc
+
+
+def create_nonconformity(
+    *,
+    session: Session,
+    data: dict[str, Any],
+    actor: str,
+    topic: str,
+    due_days: dict[str, int],
+) -> Nonconformity:
+    """A record raised by hand (source audit, incident or complaint)."""
+    now = datetime.now(UTC)
+    nc_id = uuid.uuid4().hex
+    classification = str(data["classification"])
+    nc = Nonconformity(
+        id=nc_id,
+        fingerprint=f"manual-{nc_id}",
+        system_id=data["system_id"],
+        objective_id=data.get("objective_id") or "-",
+        objective_version=0,
+        metric="-",
+        severity=classification,
+        first_evaluation_id="",
+        last_evaluation_id="",
+        threshold=0.0,
+        comparator="",
+        reference=next_reference(session=session, year=now.year),
+        source=data["source"],
+        title=data["title"],
+        description=data.get("description", ""),
+        classification=classification,
+        owner=data.get("owner"),
+        due_at=data.get("due_at") or now + timedelta(days=due_days[classification]),
+        created_by=actor,
+        raised_at=now,
+        updated_at=now,
+    )
+    session.add(nc)
+    append_log(
+        session=session,
+        actor=actor,
+        kind="manual_record",
+        subject=nc.id,
+        before=None,
+        after={**snapshot(nc), "source": nc.source, "title": nc.title},
+    )
+    publish(session=session, nc=nc, change=NonconformityChange.RAISED, topic=topic)
+    return nc
+
+
+def actions_of(*, session: Session, nc_id: str) -> Sequence[CorrectiveAction]:
+    return session.exec(
+        select(CorrectiveAction)
+        .where(CorrectiveAction.nonconformity_id == nc_id)
+        .order_by(col(CorrectiveAction.created_at))
+    ).all()
+
+
+_TRANSITION_FIELDS = (
+    "owner",
+    "containment",
+    "consequences",
+    "root_cause_method",
+    "root_cause",
+    "contributing_causes",
+    "review_method",
+    "review_criteria",
+    "review_windows",
+    "reviewer",
+    "review_result",
+)
+
+
+def transition(
+    *,
+    session: Session,
+    nc: Nonconformity,
+    target: State,
+    data: dict[str, Any],
+    actor: str,
+    topic: str,
+) -> Nonconformity:
+    """Move a record one step; the fields the step needs come with it. TransitionError when
+    the step is illegal or its guard fails (nothing is written then)."""
+    before = snapshot(nc)
+    fields = {k: data[k] for k in _TRANSITION_FIELDS if data.get(k) is not None}
+    merged = {k: fields.get(k, getattr(nc, k)) for k in _TRANSITION_FIELDS}
+    actions = actions_of(session=session, nc_id=nc.id)
+    live = [a for a in actions if a.status != "cancelled"]
+    reason = str(data.get("reason") or "")
+    facts = RecordFacts(
+        state=State(nc.status),
+        containment=bool(merged["containment"]),
+        root_cause=bool(merged["root_cause_method"] and merged["root_cause"]),
+        actions_open=sum(1 for a in live if a.status != "implemented"),
+        actions_live=len(live),
+        action_owners=frozenset(a.owner for a in live),
+        review_result=merged["review_result"],
+        reviewer=merged["reviewer"],
+        evidence_breached=bool(nc.review_evidence.get("breached")),
+    )
+    if target is State.REJECTED:
+        if data.get("rejection") not in ("false_positive", "duplicate") or not reason.strip():
+            raise TransitionError(
+                "rejecting needs rejection (false_positive or duplicate) and a reason"
+            )
+        if data["rejection"] == "duplicate" and not data.get("duplicate_of"):
+            raise TransitionError("rejecting as a duplicate needs duplicate_of")
+    check_transition(facts, target, reason=reason)
+    for name, value in fields.items():
+        setattr(nc, name, value)
+    now = datetime.now(UTC)
+    if target is State.TRIAGED:
+        nc.triage_decision = "accepted"
+    elif target is State.REJECTED:
+        nc.triage_decision = f"rejected_{data['rejection']}"
+        nc.rejection_reason = reason
+        nc.duplicate_of = data.get("duplicate_of")
+        nc.open = False
+        nc.closed_at = now
+    elif target is State.CLOSED:
+        nc.open = False
+        nc.closed_at = now
+    elif target is State.CAUSE_ANALYSED and nc.status == State.EFFECTIVENESS_REVIEW:
+        # not effective: the review is kept in the log, the record starts a new analysis
+        nc.review_result = None
+        nc.review_evidence = {}
+    nc.status = target.value
+    nc.updated_at = now
+    session.add(nc)
+    append_log(
+        session=session,
+        actor=actor,
+        kind="transition",
+        subject=nc.id,
+        before=before,
+        after={**snapshot(nc), **fields, "reason": reason or None},
+    )
+    publish(session=session, nc=nc, change=NonconformityChange.STATUS_CHANGED, topic=topic)
+    return nc
+
+
+def reclassify(
+    *, session: Session, nc: Nonconformity, classification: str, reason: str, actor: str, topic: str
+) -> Nonconformity:
+    before = snapshot(nc)
+    nc.classification = classification
+    nc.updated_at = datetime.now(UTC)
+    session.add(nc)
+    append_log(
+        session=session,
+        actor=actor,
+        kind="classification",
+        subject=nc.id,
+        before=before,
+        after={**snapshot(nc), "reason": reason},
+    )
+    publish(session=session, nc=nc, change=NonconformityChange.STATUS_CHANGED, topic=topic)
+    return nc
+
+
+_ACTION_STATES = frozenset({State.CAUSE_ANALYSED, State.ACTION_PLANNED})
+
+
+def add_action(
+    *, session: Session, nc: Nonconformity, data: dict[str, Any], actor: str
+) -> CorrectiveAction:
+    if State(nc.status) not in _ACTION_STATES:
+        raise TransitionError(
+            f"the record is {nc.status}: corrective actions are planned after the root cause "
+            "analysis (state cause_analysed or action_planned)"
+        )
+    action = CorrectiveAction(
+        id=uuid.uuid4().hex,
+        nonconformity_id=nc.id,
+        description=data["description"],
+        type=data.get("type", "corrective"),
+        owner=data["owner"],
+        due_at=data["due_at"],
+        evidence_links=list(data.get("evidence_links") or []),
+        created_by=actor,
+    )
+    session.add(action)
+    append_log(
+        session=session,
+        actor=actor,
+        kind="action_planned",
+        subject=nc.id,
+        before=None,
+        after=_action_view(action),
+    )
+    return action
+
+
+def _action_view(action: CorrectiveAction) -> dict[str, Any]:
+    return {
+        "action_id": action.id,
+        "description": action.description,
+        "type": action.type,
+        "owner": action.owner,
+        "due_at": _utc(action.due_at).isoformat(),
+        "status": action.status,
+        "evidence_links": list(action.evidence_links),
+    }
+
+
+def update_action(
+    *, session: Session, action: CorrectiveAction, data: dict[str, Any], actor: str
+) -> CorrectiveAction:
+    if action.status in ("implemented", "cancelled"):
+        raise TransitionError(f"the action is {action.status}: it can no longer change")
+    before = _action_view(action)
+    for name in ("description", "owner", "due_at", "status"):
+        if data.get(name) is not None:
+            setattr(action, name, data[name])
+    if data.get("evidence_links"):
+        action.evidence_links = [*action.evidence_links, *data["evidence_links"]]
+    if action.status == "implemented" and not action.evidence_links:
+        raise TransitionError("an implemented action needs at least one evidence link")
+    action.updated_at = datetime.now(UTC)
+    session.add(action)
+    append_log(
+        session=session,
+        actor=actor,
+        kind="action_updated",
+        subject=action.nonconformity_id,
+        before=before,
+        after=_action_view(action),
+    )
+    return action
+
+
+# --- silences -------------------------------------------------------------------------------
+
+
+def create_silence(*, session: Session, data: dict[str, Any], actor: str) -> Silence:
+    matchers = {k: str(v) for k, v in data["matchers"].items()}
+    unknown = sorted(set(matchers) - set(SILENCE_MATCHERS))
+    if unknown or not matchers:
+        raise ValueError(
+            f"matchers: use one or more of {', '.join(SILENCE_MATCHERS)}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    starts_at = data.get("starts_at") or datetime.now(UTC)
+    if _utc(data["expires_at"]) <= _utc(starts_at):
+        raise ValueError("expires_at: must be after starts_at")
+    silence = Silence(
+        id=uuid.uuid4().hex,
+        matchers=matchers,
+        author=actor,
+        reason=data["reason"],
+        starts_at=starts_at,
+        expires_at=data["expires_at"],
+    )
+    session.add(silence)
+    append_log(
+        session=session,
+        actor=actor,
+        kind="silence_created",
+        subject=f"silence:{silence.id}",
+        before=None,
+        after=_silence_view(silence),
+    )
+    return silence
+
+
+def _silence_view(silence: Silence) -> dict[str, Any]:
+    return {
+        "matchers": silence.matchers,
+        "reason": silence.reason,
+        "starts_at": _utc(silence.starts_at).isoformat(),
+        "expires_at": _utc(silence.expires_at).isoformat(),
+    }
+
+
+def expire_silence(*, session: Session, silence: Silence, actor: str) -> Silence:
+    now = datetime.now(UTC)
+    if _utc(silence.expires_at) <= now:
+        raise TransitionError("the silence has already expired")
+    before = _silence_view(silence)
+    silence.expires_at = now
+    silence.expired_by = actor
+    session.add(silence)
+    append_log(
+        session=session,
+        actor=actor,
+        kind="silence_expired",
+        subject=f"silence:{silence.id}",
+        before=before,
+        after=_silence_view(silence),
+    )
+    return silence
+
+
+def active_silences(*, session: Session, at: datetime) -> Sequence[Silence]:
+    return session.exec(
+        select(Silence).where(col(Silence.starts_at) <= at, col(Silence.expires_at) > at)
+    ).all()
+
+
+def count(session: Session, stmt: Any) -> int:
+    return int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
