@@ -99,6 +99,9 @@ def create_app(
     async def consuming() -> bool:
         return runner.running and view.loaded
 
+    async def partitions() -> bool:
+        return runner.partitions_assigned
+
     app = FastAPI(title="Watchkeeper evaluator", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.bus = the_bus
@@ -106,7 +109,12 @@ def create_app(
     app.state.runner = runner
     app.state.processor = processor
     app.include_router(router)
-    app.state.readiness = {"bus": the_bus.ready, "database": db.ready, "consumer": consuming}
+    app.state.readiness = {
+        "bus": the_bus.ready,
+        "database": db.ready,
+        "consumer": consuming,
+        "partitions": partitions,
+    }
     app.include_router(health_router("evaluator", app.state.readiness))
     app.include_router(metrics_router(registry))
     return app

@@ -117,6 +117,9 @@ class EvaluatorRunner:
             else None
         )
         self.running = False
+        self.partitions_assigned = False
+        """True once the group handed this instance its share of the partitions (possibly
+        none, with more instances than partitions); False again while a rebalance moves them."""
         self.checkpoints = 0
 
     async def start(self) -> None:
@@ -204,6 +207,7 @@ class EvaluatorRunner:
         finally:
             await _dropped(ahead)
             self.running = False
+            self.partitions_assigned = False
             self._consumer = None
             with contextlib.suppress(Exception):
                 await consumer.stop()
@@ -384,6 +388,7 @@ class EvaluatorRunner:
         return {tp.partition for tp in tps if tp.topic in (topics.predictions, topics.outcomes)}
 
     async def _on_assign(self, tps: set[TopicPartition]) -> None:
+        self.partitions_assigned = True
         self._generation += 1
         async with self._lock:
             for partition in sorted(self._stream_partitions(tps)):
@@ -393,6 +398,7 @@ class EvaluatorRunner:
 
     async def _on_revoke(self, tps: set[TopicPartition]) -> None:
         """Hand the partitions over: checkpoint them (and commit) before another owner loads."""
+        self.partitions_assigned = False
         self._generation += 1
         async with self._lock:
             revoked = self._stream_partitions(tps)

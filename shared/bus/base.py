@@ -112,6 +112,8 @@ class Topics:
 
 
 PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
+"""on_assign runs after every completed group join, with the partitions newly assigned (on
+Kafka possibly none: more members than partitions); on_revoke before a rebalance moves any."""
 
 
 class Producer(Protocol):

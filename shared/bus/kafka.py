@@ -393,7 +393,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._on_revoke({_tp(tp) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        if self._on_assign is not None and assigned:
+        # also when empty: a member of a group with more members than partitions owns none,
+        # and the callback tells it that the join completed all the same
+        if self._on_assign is not None:
             await self._on_assign({_tp(tp) for tp in assigned})
 
 
