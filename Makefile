@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: install demo up up-real down-real test lint system-deps schemas check-schemas bench-ingest \
-        bench-evaluator bench-registry kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
+        bench-evaluator bench-registry bench-sdk kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
 
 install: $(STAMP)
 
@@ -54,6 +54,12 @@ schemas: install
 ## KAFKA_BOOTSTRAP / DATABASE_URL are set). BENCH_ARGS="--workers 1" etc. Ends with one JSON line.
 bench-ingest: install
 	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+
+## The SDK end to end: one process logging 200,000 interleaved predictions and outcomes to
+## ingest on Kafka (+ registry), beside ingest's batch path posted directly. Own Kafka and
+## PostgreSQL unless KAFKA_BOOTSTRAP / DATABASE_URL are set. Ends with one JSON line.
+bench-sdk: install
+	$(BIN)/python bench/sdk.py $(BENCH_ARGS)
 
 kafka-up: install
 	@$(BIN)/python deploy/local/kafka.py up
