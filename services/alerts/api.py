@@ -1,17 +1,32 @@
-"""Alerts HTTP routes: nonconformities for quality managers, as JSON and as a page."""
+"""Alerts HTTP routes: nonconformity records, their lifecycle and actions, silences and the
+continual improvement log. Quality managers and admins write; every role reads."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
-from shared.auth import Principal, require_roles
+from shared.auth import Principal, Role, require_roles
 from shared.db import SessionDep
 
-from .models import Nonconformity
+from . import crud
+from .models import CorrectiveAction, LogEntry, Nonconformity, Occurrence, Silence
+from .schemas import (
+    ActionCreate,
+    ActionUpdate,
+    ClassificationChange,
+    NonconformityCreate,
+    SilenceCreate,
+    TransitionRequest,
+)
+from .semantics import State, TransitionError
 
 __all__ = ["router"]
 
@@ -19,31 +34,283 @@ router = APIRouter(tags=["alerts"])
 
 Reader = Annotated[Principal, Depends(require_roles())]
 """Every role may read nonconformities (auditors and SREs included)."""
+Writer = Annotated[Principal, Depends(require_roles(Role.QUALITY_MANAGER, Role.ADMIN))]
+"""Only quality managers and admins change records, actions and silences."""
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+def _actor(user: Principal) -> str:
+    return user.subject or "anonymous"
+
+
+@contextlib.contextmanager
+def _writing(request: Request, session: Session) -> Iterator[None]:
+    """One write transaction at a time in this process (SQLite has one writer; PostgreSQL
+    serialises log appends on the locked head row anyway); 409 for an illegal step."""
+    lock: threading.Lock = request.app.state.write_lock
+    with lock:
+        try:
+            yield
+            session.commit()
+        except TransitionError as exc:
+            session.rollback()
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        except ValueError as exc:
+            session.rollback()
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+    request.app.state.relay.notify()
+
+
+def _topic(request: Request) -> str:
+    return str(request.app.state.bus.topics.nonconformities)
+
+
+def _find(session: Session, nc_id: str) -> Nonconformity:
+    try:
+        return crud.find(session=session, nc_id=nc_id)
+    except crud.NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+def _detail(session: Session, nc: Nonconformity) -> dict[str, Any]:
+    occurrences = session.exec(
+        select(Occurrence)
+        .where(Occurrence.nonconformity_id == nc.id)
+        .order_by(col(Occurrence.window_start))
+    ).all()
+    return {
+        **nc.model_dump(),
+        "actions": [a.model_dump() for a in crud.actions_of(session=session, nc_id=nc.id)],
+        "occurrence_evidence": [o.model_dump() for o in occurrences],
+    }
+
+
+# --- nonconformities ------------------------------------------------------------------------
 
 
 @router.get("/v1/nonconformities", response_model=list[Nonconformity])
 def list_nonconformities(
+    response: Response,
     session: SessionDep,
     _user: Reader,
     system_id: str | None = None,
+    state: State | None = None,
+    classification: str | None = None,
+    owner: str | None = None,
+    source: str | None = None,
     open_only: bool = False,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    overdue: bool = False,
+    min_age_days: Annotated[float | None, Query(ge=0)] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> list[Nonconformity]:
+    """Newest first; ``X-Total-Count`` gives the number of matches for paging."""
+    now = datetime.now(UTC)
     stmt = select(Nonconformity)
-    if system_id is not None:
-        stmt = stmt.where(Nonconformity.system_id == system_id)
-    if open_only:
+    for column, value in (
+        (Nonconformity.system_id, system_id),
+        (Nonconformity.status, state.value if state else None),
+        (Nonconformity.classification, classification),
+        (Nonconformity.owner, owner),
+        (Nonconformity.source, source),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if open_only or overdue:
         stmt = stmt.where(Nonconformity.open == True)  # noqa: E712
-    stmt = stmt.order_by(col(Nonconformity.raised_at).desc()).limit(limit)
-    return list(session.exec(stmt).all())
+    if overdue:
+        stmt = stmt.where(col(Nonconformity.due_at) < now)
+    if min_age_days is not None:
+        stmt = stmt.where(col(Nonconformity.raised_at) <= now - timedelta(days=min_age_days))
+    response.headers["X-Total-Count"] = str(crud.count(session, stmt))
+    stmt = stmt.order_by(col(Nonconformity.raised_at).desc(), col(Nonconformity.id))
+    return list(session.exec(stmt.offset(offset).limit(limit)).all())
 
 
-@router.get("/v1/nonconformities/{nc_id}", response_model=Nonconformity)
-def get_nonconformity(nc_id: str, session: SessionDep, _user: Reader) -> Nonconformity:
-    nc = session.get(Nonconformity, nc_id)
-    if nc is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no nonconformity {nc_id!r}")
-    return nc
+@router.post("/v1/nonconformities", status_code=status.HTTP_201_CREATED)
+def create_nonconformity(
+    body: NonconformityCreate, request: Request, session: SessionDep, user: Writer
+) -> dict[str, Any]:
+    with _writing(request, session):
+        nc = crud.create_nonconformity(
+            session=session,
+            data=body.model_dump(),
+            actor=_actor(user),
+            topic=_topic(request),
+            due_days=request.app.state.due_days,
+        )
+    return _detail(session, nc)
+
+
+@router.get("/v1/nonconformities/{nc_id}")
+def get_nonconformity(nc_id: str, session: SessionDep, _user: Reader) -> dict[str, Any]:
+    """One record by id or reference number, with its actions and occurrence evidence."""
+    return _detail(session, _find(session, nc_id))
+
+
+@router.post("/v1/nonconformities/{nc_id}/transitions")
+def transition(
+    nc_id: str, body: TransitionRequest, request: Request, session: SessionDep, user: Writer
+) -> dict[str, Any]:
+    with _writing(request, session):
+        nc = crud.transition(
+            session=session,
+            nc=_find(session, nc_id),
+            target=State(body.to),
+            data=body.model_dump(),
+            actor=_actor(user),
+            topic=_topic(request),
+        )
+    return _detail(session, nc)
+
+
+@router.post("/v1/nonconformities/{nc_id}/classification")
+def reclassify(
+    nc_id: str, body: ClassificationChange, request: Request, session: SessionDep, user: Writer
+) -> dict[str, Any]:
+    with _writing(request, session):
+        nc = crud.reclassify(
+            session=session,
+            nc=_find(session, nc_id),
+            classification=body.classification,
+            reason=body.reason,
+            actor=_actor(user),
+            topic=_topic(request),
+        )
+    return _detail(session, nc)
+
+
+# --- corrective actions ---------------------------------------------------------------------
+
+
+@router.post(
+    "/v1/nonconformities/{nc_id}/actions",
+    response_model=CorrectiveAction,
+    status_code=status.HTTP_201_CREATED,
+)
+def add_action(
+    nc_id: str, body: ActionCreate, request: Request, session: SessionDep, user: Writer
+) -> CorrectiveAction:
+    with _writing(request, session):
+        action = crud.add_action(
+            session=session, nc=_find(session, nc_id), data=body.model_dump(), actor=_actor(user)
+        )
+    return action
+
+
+@router.patch("/v1/actions/{action_id}", response_model=CorrectiveAction)
+def update_action(
+    action_id: str, body: ActionUpdate, request: Request, session: SessionDep, user: Writer
+) -> CorrectiveAction:
+    with _writing(request, session):
+        action = session.get(CorrectiveAction, action_id)
+        if action is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no corrective action {action_id!r}")
+        crud.update_action(
+            session=session, action=action, data=body.model_dump(), actor=_actor(user)
+        )
+    return action
+
+
+@router.get("/v1/actions", response_model=list[CorrectiveAction])
+def list_actions(
+    response: Response,
+    session: SessionDep,
+    _user: Reader,
+    nonconformity_id: str | None = None,
+    owner: str | None = None,
+    status_: Annotated[str | None, Query(alias="status")] = None,
+    overdue: bool = False,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[CorrectiveAction]:
+    stmt = select(CorrectiveAction)
+    for column, value in (
+        (CorrectiveAction.nonconformity_id, nonconformity_id),
+        (CorrectiveAction.owner, owner),
+        (CorrectiveAction.status, status_),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if overdue:
+        stmt = stmt.where(
+            col(CorrectiveAction.due_at) < datetime.now(UTC),
+            col(CorrectiveAction.status).in_(("planned", "in_progress")),
+        )
+    response.headers["X-Total-Count"] = str(crud.count(session, stmt))
+    stmt = stmt.order_by(col(CorrectiveAction.due_at), col(CorrectiveAction.id))
+    return list(session.exec(stmt.offset(offset).limit(limit)).all())
+
+
+# --- silences -------------------------------------------------------------------------------
+
+
+@router.get("/v1/silences", response_model=list[Silence])
+def list_silences(session: SessionDep, _user: Reader, active_only: bool = False) -> list[Silence]:
+    stmt = select(Silence)
+    if active_only:
+        stmt = stmt.where(col(Silence.expires_at) > datetime.now(UTC))
+    return list(session.exec(stmt.order_by(col(Silence.created_at).desc())).all())
+
+
+@router.post("/v1/silences", response_model=Silence, status_code=status.HTTP_201_CREATED)
+def create_silence(
+    body: SilenceCreate, request: Request, session: SessionDep, user: Writer
+) -> Silence:
+    with _writing(request, session):
+        silence = crud.create_silence(session=session, data=body.model_dump(), actor=_actor(user))
+    return silence
+
+
+@router.post("/v1/silences/{silence_id}/expire", response_model=Silence)
+def expire_silence(silence_id: str, request: Request, session: SessionDep, user: Writer) -> Silence:
+    with _writing(request, session):
+        silence = session.get(Silence, silence_id)
+        if silence is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no silence {silence_id!r}")
+        crud.expire_silence(session=session, silence=silence, actor=_actor(user))
+    return silence
+
+
+# --- the continual improvement log ----------------------------------------------------------
+
+
+@router.get("/v1/log", response_model=list[LogEntry])
+def read_log(
+    session: SessionDep,
+    _user: Reader,
+    subject: str | None = None,
+    kind: str | None = None,
+    actor: str | None = None,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+) -> list[LogEntry]:
+    """Oldest first; page with ``after_seq`` = the last ``seq`` you have."""
+    stmt = select(LogEntry).where(col(LogEntry.seq) > after_seq)
+    for column, value in (
+        (LogEntry.subject, subject),
+        (LogEntry.kind, kind),
+        (LogEntry.actor, actor),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    return list(session.exec(stmt.order_by(col(LogEntry.seq)).limit(limit)).all())
+
+
+@router.get("/v1/log/verify")
+def verify_log(session: SessionDep, _user: Reader) -> dict[str, Any]:
+    """Recompute the hash chain; ``first_broken_seq`` names the first entry that fails."""
+    found = crud.verify_log(session=session)
+    return {
+        "ok": found.ok,
+        "entries": found.entries,
+        "first_broken_seq": found.first_broken_seq,
+        "reason": found.reason,
+    }
+
+
+# --- the page -------------------------------------------------------------------------------
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

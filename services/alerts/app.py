@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from shared.auth import announce_auth_mode
 from shared.bus import Bus, Decoded, Record, StreamWorker, bus_from_settings
-from shared.contracts import EvaluationResult, NonconformityChanged, decode
+from shared.contracts import EvaluationResult, NonconformityChanged, SystemSnapshot, decode
 from shared.db import Database
 from shared.health import health_router
 from shared.lifespan import bus_lifespan, components_lifespan
@@ -21,6 +24,7 @@ from shared.migrations import OUTBOX, MigrationChain, migrated_database
 from shared.outbox import OutboxRelay
 from shared.registry_view import RegistryView
 
+from . import crud
 from .api import router
 from .consumer import apply_evaluation
 from .metrics import AlertsMetrics
@@ -41,6 +45,8 @@ from .models import (
 from .settings import Settings
 
 __all__ = ["MIGRATIONS", "create_app"]
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = MigrationChain(
     "alerts",
@@ -66,6 +72,42 @@ MIGRATIONS = MigrationChain(
 """The alerts service's tables; the outbox table comes from shared.migrations.OUTBOX."""
 
 
+class ObjectiveLogger:
+    """Appends every new objective version seen on the registry topic to the improvement log
+    (the registry view calls back in the event loop; the writes run in a thread)."""
+
+    def __init__(self, db: Database, lock: threading.Lock) -> None:
+        self._db = db
+        self._lock = lock
+        self._queue: asyncio.Queue[SystemSnapshot] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def offer(self, system: SystemSnapshot) -> None:
+        self._queue.put_nowait(system)
+
+    def _log(self, system: SystemSnapshot) -> None:
+        with self._lock, self._db.session() as session:
+            crud.log_objective_changes(session=session, system=system)
+            session.commit()
+
+    async def _run(self) -> None:
+        while True:
+            system = await self._queue.get()
+            try:
+                await self._db.run(self._log, system)
+            except Exception:
+                log.exception("alerts: logging objective changes of %s failed", system.system_id)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="alerts:objective-log")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
 def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> FastAPI:
     settings = settings or Settings()
     announce_auth_mode(settings.auth_secret, "alerts")
@@ -76,6 +118,10 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     metrics = AlertsMetrics(registry)
     view = RegistryView(the_bus, name="alerts")
     relay = OutboxRelay(db=db, bus=the_bus, service="alerts")
+    write_lock = threading.Lock()
+    objective_log = ObjectiveLogger(db, write_lock)
+    view.on_change(objective_log.offer)
+    due_days = settings.due_days()
 
     def decode_evaluation(record: Record) -> EvaluationResult:
         return decode(EvaluationResult, record.value)
@@ -84,12 +130,13 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
         changes = []
         for item in batch:
             result = item.value
-            with db.session() as session:
+            with write_lock, db.session() as session:
                 change = apply_evaluation(
                     session=session,
                     result=result,
                     objective=view.objective(result.system_id, result.objective_id),
                     topic=the_bus.topics.nonconformities,
+                    due_days=due_days,
                 )
             if change is not None:
                 changes.append(change)
@@ -118,7 +165,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
         async with (
             bus_lifespan(the_bus, owned=owned),
             migrated_database(db, [OUTBOX, MIGRATIONS]),
-            components_lifespan([view, relay, worker]),
+            components_lifespan([objective_log, view, relay, worker]),
         ):
             yield
 
@@ -129,6 +176,9 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.state.settings = settings
     app.state.bus = the_bus
     app.state.db = db
+    app.state.relay = relay
+    app.state.write_lock = write_lock
+    app.state.due_days = due_days
     app.state.templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
     app.include_router(router)
     app.state.readiness = {"bus": the_bus.ready, "database": db.ready, "consumer": consuming}

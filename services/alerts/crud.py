@@ -16,7 +16,13 @@ from typing import Any
 import orjson
 from sqlmodel import Session, col, func, select
 
-from shared.contracts import NonconformityChange, NonconformityChanged, Severity, encode
+from shared.contracts import (
+    NonconformityChange,
+    NonconformityChanged,
+    Severity,
+    SystemSnapshot,
+    encode,
+)
 from shared.outbox import enqueue
 
 from .models import (
@@ -25,6 +31,7 @@ from .models import (
     LogHead,
     Nonconformity,
     ReferenceCounter,
+    SeenObjective,
     Silence,
 )
 from .semantics import (
@@ -47,6 +54,7 @@ __all__ = [
     "create_nonconformity",
     "create_silence",
     "expire_silence",
+    "log_objective_changes",
     "next_reference",
     "publish",
     "reclassify",
@@ -522,3 +530,37 @@ def active_silences(*, session: Session, at: datetime) -> Sequence[Silence]:
 
 def count(session: Session, stmt: Any) -> int:
     return int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
+
+
+def log_objective_changes(*, session: Session, system: SystemSnapshot) -> int:
+    """Log each objective version of a registry snapshot not logged yet (the registry topic is
+    read from its beginning at every start, so versions already seen are skipped)."""
+    logged = 0
+    for objective in system.objectives:
+        seen = session.get(SeenObjective, (system.system_id, objective.id))
+        if seen is not None and seen.version >= objective.version:
+            continue
+        append_log(
+            session=session,
+            actor=objective.changed_by,
+            kind="objective_changed",
+            subject=f"objective:{system.system_id}/{objective.id}",
+            before={"version": seen.version} if seen is not None else None,
+            after={
+                "version": objective.version,
+                "status": objective.status.value,
+                "metric": objective.metric,
+                "comparator": objective.comparator.value,
+                "threshold": objective.threshold,
+                "severity": objective.severity.value,
+                "changed_at": _utc(objective.changed_at).isoformat(),
+                "change_reason": objective.change_reason,
+            },
+        )
+        seen = seen or SeenObjective(
+            system_id=system.system_id, objective_id=objective.id, version=0
+        )
+        seen.version = objective.version
+        session.add(seen)
+        logged += 1
+    return logged
