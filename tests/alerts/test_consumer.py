@@ -8,17 +8,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
+from sqlalchemy import text
+from sqlmodel import col, select
 
+from services.alerts import crud
 from services.alerts.app import MIGRATIONS
 from services.alerts.consumer import apply_evaluation
-from services.alerts.models import Nonconformity
+from services.alerts.models import LogEntry, Nonconformity, Occurrence
+from services.alerts.semantics import State
 from shared.contracts import (
     Comparator,
     EvaluationResult,
     EvaluationStatus,
     Evidence,
     NonconformityChange,
+    NonconformityChanged,
+    Objective,
+    Severity,
 )
 from shared.db import Database
 from shared.migrations import OUTBOX, upgrade
@@ -93,3 +99,259 @@ def test_pass_clears_but_does_not_close(db: Database) -> None:
         assert nc.condition_cleared is True
         assert nc.open is True
         assert nc.status == "raised"
+
+
+# --- raising completed: replays, revisions, pending/clearing, inhibition, silences, recurrence
+
+
+def objective(
+    *, pending: int = 1, clearing: int = 1, severity: Severity = Severity.MAJOR
+) -> Objective:
+    return Objective(
+        id="acc",
+        version=1,
+        system_id="sys",
+        metric="accuracy",
+        comparator=Comparator.GE,
+        threshold=0.8,
+        window_seconds=60,
+        severity=severity,
+        pending_windows=pending,
+        clearing_windows=clearing,
+        owner="owen",
+        changed_by="owen",
+        changed_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def judged(
+    status: EvaluationStatus,
+    window: int,
+    *,
+    revision: int = 0,
+    objective_id: str = "acc",
+    metric: str = "accuracy",
+) -> EvaluationResult:
+    result = evaluation(status, window)
+    return result.model_copy(
+        update={
+            "id": f"{objective_id}-{window}-r{revision}-{uuid.uuid4().hex[:6]}",
+            "revision": revision,
+            "objective_id": objective_id,
+            "metric": metric,
+        }
+    )
+
+
+def apply(
+    db: Database, result: EvaluationResult, target: Objective | None = None
+) -> NonconformityChanged | None:
+    with db.session() as session:
+        return apply_evaluation(
+            session=session, result=result, objective=target or objective(), topic="nc"
+        )
+
+
+def records(db: Database) -> list[Nonconformity]:
+    with db.session() as session:
+        return list(session.exec(select(Nonconformity).order_by(col(Nonconformity.raised_at))))
+
+
+def log_kinds(db: Database) -> list[str]:
+    with db.session() as session:
+        return [e.kind for e in session.exec(select(LogEntry).order_by(col(LogEntry.seq)))]
+
+
+def test_a_thousand_replayed_evaluations_make_one_record(db: Database) -> None:
+    windows = [judged(EvaluationStatus.BREACH, w) for w in range(5)]
+    for result in windows:
+        apply(db, result)
+    kinds = log_kinds(db)
+    for copy in range(200):  # 1,000 more: redeliveries, and re-publications under new ids
+        for result in windows:
+            again = result if copy % 2 else result.model_copy(update={"id": uuid.uuid4().hex})
+            assert apply(db, again) is None
+    [nc] = records(db)
+    assert nc.occurrences == 5
+    assert nc.reference == f"NC-{datetime.now(UTC).year}-0001"
+    assert nc.classification == "major" and nc.owner == "owen"
+    assert log_kinds(db) == kinds == ["raised"] + ["occurrence"] * 4
+    with db.session() as session:
+        assert len(session.exec(select(OutboxMessage)).all()) == 5
+        evidence = session.exec(select(Occurrence).order_by(col(Occurrence.window_start))).all()
+        assert [o.evaluation_id for o in evidence] == [r.id for r in windows]
+
+
+def test_a_revision_withdrawing_the_only_breach_leaves_no_open_record(db: Database) -> None:
+    first = judged(EvaluationStatus.BREACH, 0)
+    assert apply(db, first).change is NonconformityChange.RAISED  # type: ignore[union-attr]
+    withdrawn = apply(db, judged(EvaluationStatus.PASS, 0, revision=1))
+    assert withdrawn is not None and withdrawn.status == "withdrawn"
+    assert apply(db, first.model_copy(update={"id": "old-revision-again"})) is None
+    [nc] = records(db)
+    assert (nc.status, nc.open, nc.occurrences) == ("withdrawn", False, 0)
+    assert log_kinds(db) == ["raised", "withdrawn"]
+
+
+def test_a_revision_into_a_breach_raises_and_out_of_one_removes_an_occurrence(
+    db: Database,
+) -> None:
+    assert apply(db, judged(EvaluationStatus.PASS, 0)) is None
+    raised = apply(db, judged(EvaluationStatus.BREACH, 0, revision=1))
+    assert raised is not None and raised.change is NonconformityChange.RAISED
+    apply(db, judged(EvaluationStatus.BREACH, 1))
+    apply(db, judged(EvaluationStatus.PASS, 1, revision=1))  # the second breach revised away
+    [nc] = records(db)
+    assert (nc.status, nc.open, nc.occurrences) == ("raised", True, 1)
+    assert log_kinds(db) == ["raised", "occurrence", "occurrence_withdrawn"]
+    with db.session() as session:
+        last = session.exec(select(LogEntry).where(LogEntry.kind == "raised")).one()
+        assert last.after["by_revision"] is True
+
+
+def test_pending_and_clearing_windows(db: Database) -> None:
+    target = objective(pending=3, clearing=2)
+    statuses = ["breach", "breach", "pass", "breach", "breach", "breach", "breach", "pass", "pass"]
+    changes = [apply(db, judged(EvaluationStatus(s), w), target) for w, s in enumerate(statuses)]
+    assert [c.change.value if c else None for c in changes] == [
+        None, None, None, None, None, "raised", "occurrence", None, "cleared",
+    ]  # fmt: skip
+    [nc] = records(db)
+    assert (nc.occurrences, nc.condition_cleared, nc.open) == (2, True, True)
+
+
+@pytest.mark.parametrize(
+    "inhibitor,metric",
+    [
+        (EvaluationStatus.INSUFFICIENT_DATA, "label_coverage"),
+        (EvaluationStatus.BREACH, "missing_rate"),
+    ],
+)
+def test_missing_data_and_broken_inputs_inhibit_performance_raises(
+    db: Database, inhibitor: EvaluationStatus, metric: str
+) -> None:
+    apply(db, judged(inhibitor, 0, objective_id="inputs", metric=metric))
+    assert apply(db, judged(EvaluationStatus.BREACH, 0)) is None  # same system and window
+    raised = apply(db, judged(EvaluationStatus.BREACH, 1))  # the next window is judged
+    assert raised is not None and raised.change is NonconformityChange.RAISED
+    assert "raise_inhibited" in log_kinds(db)
+    performance = [nc for nc in records(db) if nc.objective_id == "acc"]
+    assert len(performance) == 1 and performance[0].occurrences == 1
+
+
+def test_silences_hold_raises_back_until_they_expire(db: Database) -> None:
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    with db.session() as session:
+        silence = crud.create_silence(
+            session=session,
+            data={
+                "matchers": {"system_id": "sys", "severity": "major"},
+                "reason": "planned retraining",
+                "starts_at": base,
+                "expires_at": base + timedelta(minutes=3),
+            },
+            actor="qm",
+        )
+        session.commit()
+    assert apply(db, judged(EvaluationStatus.BREACH, 0)) is None
+    assert apply(db, judged(EvaluationStatus.BREACH, 1)) is None
+    raised = apply(db, judged(EvaluationStatus.BREACH, 3))  # ends after the expiry
+    assert raised is not None and raised.change is NonconformityChange.RAISED
+    assert log_kinds(db) == ["silence_created", "raise_silenced", "raise_silenced", "raised"]
+    with db.session() as session:
+        entry = session.exec(select(LogEntry).where(LogEntry.kind == "raise_silenced")).first()
+        assert entry is not None and entry.after["silence_id"] == silence.id
+
+
+def test_a_silence_expired_early_stops_holding_back(db: Database) -> None:
+    with db.session() as session:
+        silence = crud.create_silence(
+            session=session,
+            data={
+                "matchers": {"objective_id": "acc"},
+                "reason": "noisy",
+                "starts_at": datetime(2025, 1, 1, tzinfo=UTC),
+                "expires_at": datetime.now(UTC) + timedelta(days=1),
+            },
+            actor="qm",
+        )
+        session.commit()
+        assert apply(db, judged(EvaluationStatus.BREACH, 0)) is None
+        crud.expire_silence(session=session, silence=silence, actor="qm2")
+        session.commit()
+    late = judged(EvaluationStatus.BREACH, 1).model_copy(
+        update={"window_end": datetime.now(UTC) + timedelta(minutes=1)}
+    )
+    assert apply(db, late) is not None
+    assert log_kinds(db) == ["silence_created", "raise_silenced", "silence_expired", "raised"]
+
+
+def walk_to_closed(db: Database, nc_id: str) -> None:
+    """Take a record through every step of the lifecycle, as a quality manager would."""
+    steps: list[tuple[State, dict[str, object]]] = [
+        (State.TRIAGED, {"owner": "owen"}),
+        (State.CONTAINED, {"containment": "rolled back to v1", "consequences": "none"}),
+        (State.CAUSE_ANALYSED, {"root_cause_method": "five_whys", "root_cause": "stale data"}),
+        (State.ACTION_PLANNED, {}),
+        (State.ACTION_IMPLEMENTED, {}),
+        (
+            State.EFFECTIVENESS_REVIEW,
+            {"reviewer": "rita", "review_method": "monitoring", "review_criteria": "3 windows"},
+        ),
+        (State.CLOSED, {"review_result": "confirmed"}),
+    ]
+    for target, data in steps:
+        with db.session() as session:
+            nc = session.get(Nonconformity, nc_id)
+            assert nc is not None
+            if target is State.ACTION_PLANNED:
+                crud.add_action(
+                    session=session,
+                    nc=nc,
+                    data={
+                        "description": "refresh the feature store",
+                        "owner": "olivia",
+                        "due_at": datetime.now(UTC) + timedelta(days=7),
+                    },
+                    actor="qm",
+                )
+            if target is State.ACTION_IMPLEMENTED:
+                for action in crud.actions_of(session=session, nc_id=nc_id):
+                    crud.update_action(
+                        session=session,
+                        action=action,
+                        data={"status": "implemented", "evidence_links": ["https://ci/run/1"]},
+                        actor="qm",
+                    )
+            crud.transition(
+                session=session, nc=nc, target=target, data=data, actor="qm", topic="nc"
+            )
+            session.commit()
+
+
+def test_a_breach_after_closing_opens_a_linked_record(db: Database) -> None:
+    apply(db, judged(EvaluationStatus.BREACH, 0))
+    [first] = records(db)
+    walk_to_closed(db, first.id)
+    apply(db, judged(EvaluationStatus.PASS, 1))
+    again = apply(db, judged(EvaluationStatus.BREACH, 2))
+    assert again is not None and again.change is NonconformityChange.RAISED
+    old, new = records(db)
+    assert (old.status, old.open) == ("closed", False)
+    assert new.recurrence_of == old.id and new.open
+    assert new.reference == f"NC-{datetime.now(UTC).year}-0002"
+    with db.session() as session:
+        assert crud.verify_log(session=session).ok
+
+
+def test_an_edited_log_row_is_named_by_verify(db: Database) -> None:
+    for window in range(4):
+        apply(db, judged(EvaluationStatus.BREACH, window))
+    with db.session() as session:
+        assert crud.verify_log(session=session) == crud.LogVerification(True, 4)
+    with db.engine.begin() as conn:  # an edit made directly in the database
+        conn.execute(text("UPDATE alerts_log SET actor = 'mallory' WHERE seq = 3"))
+    with db.session() as session:
+        found = crud.verify_log(session=session)
+    assert (found.ok, found.first_broken_seq) == (False, 3)
+    assert found.reason == "its content does not match its hash"
