@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import os
 import secrets
 import sys
 import tempfile
@@ -41,7 +42,7 @@ from typing import Any
 import httpx
 import orjson
 from _service import free_port, service  # bench/ helper, beside this script
-from ingest import CATEGORICAL, NUMERIC, log, server  # bench/ingest.py: events, servers
+from ingest import CATEGORICAL, NUMERIC, log, server, tree_cpu_s  # bench/ingest.py
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -121,7 +122,7 @@ def direct_bodies(run: str, pairs: int, size: int) -> list[tuple[str, bytes]]:
             for n in numbers
         ]
         for path, events in (("/v1/predictions", predictions), ("/v1/outcomes", outcomes)):
-            body = gzip.compress(orjson.dumps(events), compresslevel=5, mtime=0)
+            body = gzip.compress(orjson.dumps(events), compresslevel=1, mtime=0)
             bodies.append((path, body))
     return bodies
 
@@ -153,8 +154,10 @@ async def post_all(url: str, key: str, bodies: list[tuple[str, bytes]], connecti
 def direct_phase(url: str, key: str, pairs: int, size: int, connections: int) -> dict[str, float]:
     bodies = direct_bodies(f"d{secrets.token_hex(3)}", pairs, size)
     started = time.perf_counter()
+    process_cpu = time.process_time()
     accepted = asyncio.run(post_all(url, key, bodies, connections))
     elapsed = time.perf_counter() - started
+    process_cpu = time.process_time() - process_cpu
     if accepted != 2 * pairs:
         raise SystemExit(f"direct phase: ingest accepted {accepted} of {2 * pairs} events")
     return {
@@ -162,6 +165,7 @@ def direct_phase(url: str, key: str, pairs: int, size: int, connections: int) ->
         "seconds": elapsed,
         "requests": float(len(bodies)),
         "events_per_request": accepted / len(bodies),
+        "client_cpu_us_per_event": process_cpu / accepted * 1e6,
     }
 
 
@@ -207,6 +211,8 @@ def sdk_phase(url: str, key: str, pairs: int, size: int, spool: Path) -> dict[st
         transport=transport,
         flush_at_exit=False,
     ) as wk:
+        process_cpu = time.process_time()
+        caller_cpu = time.thread_time()
         started = time.perf_counter()
         for n, (values, prediction, probabilities) in enumerate(inputs):
             t0 = clock()
@@ -223,9 +229,11 @@ def sdk_phase(url: str, key: str, pairs: int, size: int, spool: Path) -> dict[st
             calls[2 * n] = t1 - t0
             calls[2 * n + 1] = t2 - t1
         logged = time.perf_counter()
+        caller_cpu = time.thread_time() - caller_cpu
         if not wk.flush(timeout=900):
             raise SystemExit(f"the SDK did not deliver everything: {wk.stats()}")
         finished = time.perf_counter()
+        process_cpu = time.process_time() - process_cpu
         stats = wk.stats()
     if stats.sent != 2 * pairs or stats.rejected or stats.held:
         raise SystemExit(f"the SDK phase did not deliver exactly {2 * pairs} events: {stats}")
@@ -246,6 +254,8 @@ def sdk_phase(url: str, key: str, pairs: int, size: int, spool: Path) -> dict[st
         "call_us_p50": calls[len(calls) // 2] / 1000,
         "call_us_p99": calls[int(len(calls) * 0.99)] / 1000,
         "call_us_max": calls[-1] / 1000,
+        "caller_cpu_us_per_call": caller_cpu / len(calls) * 1e6,
+        "sdk_process_cpu_us_per_event": process_cpu / len(calls) * 1e6,
     }
 
 
@@ -312,15 +322,28 @@ def main() -> None:
             service("registry", registry_env, work / "registry.log")
         )
         key = register(registry_url)
-        _, ingest_url = stack.enter_context(service("ingest", ingest_env, work / "ingest.log"))
+        ingest_process, ingest_url = stack.enter_context(
+            service("ingest", ingest_env, work / "ingest.log")
+        )
+
+        def with_ingest_cpu(phase: dict[str, float], before: float) -> dict[str, float]:
+            used = tree_cpu_s(ingest_process.pid) - before
+            phase["ingest_cpu_us_per_event"] = used / (2 * args.pairs) * 1e6
+            return phase
+
         wait_until_ingest_knows(ingest_url, key, work / "check-spool")
         log("warm-up (both paths, 2,000 pairs each)")
         direct_phase(ingest_url, key, 2000, args.batch_size, args.connections)
         sdk_phase(ingest_url, key, 2000, args.batch_size, work / "warm-spool")
         log(f"ingest batch path: {2 * args.pairs:,} events posted directly with httpx")
+        before = tree_cpu_s(ingest_process.pid)
         direct = direct_phase(ingest_url, key, args.pairs, args.batch_size, args.connections)
+        direct = with_ingest_cpu(direct, before)
         log(f"SDK: {args.pairs:,} x (log_prediction, log_outcome), then flush()")
+        before = tree_cpu_s(ingest_process.pid)
         sdk = sdk_phase(ingest_url, key, args.pairs, args.batch_size, work / "spool")
+        sdk = with_ingest_cpu(sdk, before)
+        load = os.getloadavg()[0]
 
     ratio = sdk["events_per_s"] / direct["events_per_s"]
     fill = sdk["events_per_request"] / args.batch_size
@@ -346,6 +369,17 @@ def main() -> None:
             f" max {sdk['call_us_max']:,.0f} us",
         ),
         ("  logging loop alone", f"{2 * args.pairs / sdk['logging_seconds']:,.0f} calls/s", ""),
+        (
+            "  caller thread CPU per log_* call",
+            f"{sdk['caller_cpu_us_per_call']:.2f} us",
+            "(what a call costs when it is not waiting for a core or the GIL)",
+        ),
+        (
+            "CPU per event: SDK process / ingest",
+            f"{sdk['sdk_process_cpu_us_per_event']:.1f} / {sdk['ingest_cpu_us_per_event']:.1f} us",
+            f"direct: client {direct['client_cpu_us_per_event']:.1f}"
+            f" / ingest {direct['ingest_cpu_us_per_event']:.1f} us; load average {load:.1f}",
+        ),
     ]
     width = max(len(row[0]) for row in rows) + 2
     for name, value, note in rows:
@@ -360,6 +394,8 @@ def main() -> None:
                 "sdk": sdk,
                 "ratio_sdk_to_batch_path": ratio,
                 "batch_fill": fill,
+                "load_average_1m": load,
+                "cpus": os.cpu_count(),
             }
         )
     )
