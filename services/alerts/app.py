@@ -117,6 +117,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     registry = CollectorRegistry()
     metrics = AlertsMetrics(registry)
     view = RegistryView(the_bus, name="alerts")
+    view.on_change(lambda system: metrics.system_known(system.system_id))
     relay = OutboxRelay(db=db, bus=the_bus, service="alerts")
     write_lock = threading.Lock()
     objective_log = ObjectiveLogger(db, write_lock)

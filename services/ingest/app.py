@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry)
     view = RegistryView(the_bus, name="ingest")
+    view.on_change(lambda system: metrics.system_known(system.system_id))
     dedup = (
         DedupStore(
             Database(settings.database_url),

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.contracts import OutcomeEvent, PredictionEvent
+
 __all__ = ["IngestMetrics"]
+
+KINDS = ("predictions", "outcomes")
+REJECTION_REASONS = {
+    "predictions": (*PredictionEvent.model_fields, "(record)"),
+    "outcomes": (*OutcomeEvent.model_fields, "(record)"),
+}
+"""The top-level field an event is refused for ("(record)": not a JSON object)."""
+REQUEST_STATUSES = ("202", "400", "401", "403", "413", "415", "422", "429", "503")
+BUS_ERRORS = ("unavailable", "unacknowledged")
+AUTH_FAILURES = ("missing", "unknown")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class IngestMetrics:
+    """Labelled counters exist at 0 from the start for their fixed label sets, and per
+    system once the registry view knows it (:meth:`system_known`): a first burst is an
+    increase Prometheus sees, not a series born non-zero."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.accepted = Counter(
             "watchkeeper_ingest_events_accepted",
@@ -83,8 +99,26 @@ class IngestMetrics:
             "Requests answered 503 because the duplicate store was unreachable",
             registry=registry,
         )
+        for kind in KINDS:
+            for status in REQUEST_STATUSES:
+                self.requests.labels(kind, status)
+            for reason in REJECTION_REASONS[kind]:
+                self.rejected.labels("unknown", kind, reason)
+        for reason in BUS_ERRORS:
+            self.bus_errors.labels(reason)
+        for reason in AUTH_FAILURES:
+            self.auth_failures.labels(reason)
         self.pending_deliveries = Gauge(
             "watchkeeper_ingest_pending_deliveries",
             "Requests answered 503 whose events Kafka may still write (being followed)",
             registry=registry,
         )
+
+    def system_known(self, system_id: str) -> None:
+        """Start the system's per-system counters at 0 (idempotent)."""
+        for kind in KINDS:
+            self.accepted.labels(system_id, kind)
+            self.duplicates.labels(system_id, kind)
+            self.rate_limited.labels(system_id, kind)
+            for reason in REJECTION_REASONS[kind]:
+                self.rejected.labels(system_id, kind, reason)

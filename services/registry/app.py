@@ -49,9 +49,8 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     the_bus = bus or bus_from_settings(settings)
     db = Database(settings.database_url)
     registry = CollectorRegistry()
-    metrics = RegistryMetrics(registry)
     relay = OutboxRelay(db=db, bus=the_bus, service="registry")
-    metrics.outbox_published.set_function(lambda: relay.published)
+    metrics = RegistryMetrics(registry, published=lambda: relay.published)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

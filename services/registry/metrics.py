@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Callable, Iterator
 
-__all__ = ["RegistryMetrics"]
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["UPLOAD_OUTCOMES", "RegistryMetrics"]
+
+UPLOAD_OUTCOMES = ("stored", "unchanged", "invalid", "too_large")
+
+
+class _PublishedSnapshots(Collector):
+    """The outbox relay's count of published records as a counter (the relay keeps it)."""
+
+    def __init__(self, published: Callable[[], int]) -> None:
+        self._published = published
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "watchkeeper_registry_snapshots_published",
+            "Registry snapshots published to the registry topic since start",
+            value=self._published(),
+        )
 
 
 class RegistryMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.outbox_published = Gauge(
-            "watchkeeper_registry_snapshots_published",
-            "Registry snapshots published to the registry topic since start",
-            registry=registry,
-        )
+    """Every labelled series exists at 0 from the start (an increase is visible at once)."""
+
+    def __init__(self, registry: CollectorRegistry, *, published: Callable[[], int]) -> None:
+        registry.register(_PublishedSnapshots(published))
         self.reference_uploads = Counter(
             "watchkeeper_registry_reference_uploads",
             "Reference dataset uploads by outcome (stored, unchanged, invalid, too_large)",
             ["outcome"],
             registry=registry,
         )
+        for outcome in UPLOAD_OUTCOMES:
+            self.reference_uploads.labels(outcome)
         self.reference_bytes = Counter(
             "watchkeeper_registry_reference_bytes",
             "Bytes of reference datasets received",

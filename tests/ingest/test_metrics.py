@@ -57,4 +57,30 @@ async def test_counts_by_system_kind_and_reason(make_ingest: MakeIngest) -> None
     assert value("watchkeeper_ingest_dedup_seconds_count") == 2
     assert value("watchkeeper_ingest_request_seconds_count", kind=kind) == 3
     assert ("watchkeeper_ingest_pending_deliveries", ()) in metrics
-    assert ("watchkeeper_ingest_bus_errors_total", (("reason", "unavailable"),)) not in metrics
+    assert value("watchkeeper_ingest_bus_errors_total", reason="unavailable") == 0
+
+
+async def test_a_fresh_app_has_its_counters_at_zero(make_ingest: MakeIngest) -> None:
+    """Series exist from the start, so the first burst is an increase Prometheus can see
+    (a series born at 3 has no increase: the IngestBusUnavailable alert would not fire)."""
+    async with make_ingest() as ingest:
+        sid = ingest.system_id
+        metrics = samples((await ingest.client.get("/metrics")).text)
+
+    def value(name: str, **labels: str) -> float | None:
+        return metrics.get((name, tuple(sorted(labels.items()))))
+
+    for reason in ("unavailable", "unacknowledged"):
+        assert value("watchkeeper_ingest_bus_errors_total", reason=reason) == 0, reason
+    for reason in ("missing", "unknown"):
+        assert value("watchkeeper_ingest_auth_failures_total", reason=reason) == 0, reason
+    for kind in ("predictions", "outcomes"):
+        for status in ("202", "400", "413", "422", "429", "503"):
+            assert value("watchkeeper_ingest_requests_total", kind=kind, status=status) == 0
+        for name in ("events_accepted", "events_duplicate", "rate_limited_events"):
+            assert value(f"watchkeeper_ingest_{name}_total", system=sid, kind=kind) == 0, name
+        fields = ("features", "prediction") if kind == "predictions" else ("actual",)
+        for reason in ("event_id", "system_id", "timestamp", *fields):
+            labels = {"system": sid, "kind": kind, "reason": reason}
+            assert value("watchkeeper_ingest_events_rejected_total", **labels) == 0, labels
+    assert value("watchkeeper_ingest_dedup_errors_total") == 0
