@@ -58,7 +58,7 @@ def _writing(request: Request, session: Session) -> Iterator[None]:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         except ValueError as exc:
             session.rollback()
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+            raise HTTPException(422, str(exc)) from None
     request.app.state.relay.notify()
 
 

@@ -246,7 +246,7 @@ def create_nonconformity(
         id=nc_id,
         fingerprint=f"manual-{nc_id}",
         system_id=data["system_id"],
-        objective_id=data.get("objective_id") or "-",
+        objective_id=data.get("objective_id") or "manual",
         objective_version=0,
         metric="-",
         severity=classification,

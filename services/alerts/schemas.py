@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from shared.contracts import Identifier
+
 __all__ = [
     "ActionCreate",
     "ActionUpdate",
@@ -27,8 +29,8 @@ class NonconformityCreate(_Request):
     """A record raised by hand; monitoring records are raised by the service itself."""
 
     source: Literal["audit", "incident", "complaint"]
-    system_id: Annotated[str, Field(min_length=1, max_length=128)]
-    objective_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    system_id: Identifier
+    objective_id: Identifier | None = None
     title: Text
     description: str = ""
     classification: Classification

@@ -43,7 +43,7 @@ READY = RecordFacts(
 def at(state: State, **changes: object) -> RecordFacts:
     fields = {f: getattr(READY, f) for f in RecordFacts.__slots__}
     fields.update(state=state, **changes)
-    return RecordFacts(**fields)  # type: ignore[arg-type]
+    return RecordFacts(**fields)
 
 
 LEGAL = [(source, target) for source, targets in TRANSITIONS.items() for target in targets]
