@@ -678,9 +678,16 @@ class Engine:
     # -- spool mode ------------------------------------------------------------------------
 
     async def _spool_step(self) -> bool:
+        """Replay the spool head; move the queue to the spool when callers need room, when
+        closing, or every ``linger`` while ingest is not taking events (so they are on disk).
+        While the replay goes well the queue waits in memory and is sent directly once the
+        spool is empty, rather than taking a detour through the disk."""
         inbox, options = self.inbox, self.options
         now = time.monotonic()
-        if inbox.items and (now - self._last_drain >= options.linger or self._urgent()):
+        failing = now < self._next_attempt
+        if inbox.items and (
+            self._must_spool() or (failing and now - self._last_drain >= options.linger)
+        ):
             await self._drain_inbox()
         if self.closing and (self._gave_up or now < self._next_attempt):
             await self._drain_inbox()
@@ -701,7 +708,7 @@ class Engine:
         else:
             deadline = min(self._next_attempt, now + options.linger)
         await self._wait_until(
-            lambda: (bool(inbox.items) and self._urgent()) or self.closing, deadline
+            lambda: (bool(inbox.items) and self._must_spool()) or self.closing, deadline
         )
         return True
 
