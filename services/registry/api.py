@@ -207,7 +207,7 @@ def create_objective(
 ) -> ObjectivePublic:
     system = _system_or_404(session, system_id)
     who = actor(user, data.changed_by, required=True)
-    if crud.objective_history(session=session, objective_id=data.id):
+    if crud.objective_history(session=session, system_id=system_id, objective_id=data.id):
         raise HTTPException(status.HTTP_409_CONFLICT, f"objective {data.id!r} already exists")
     row = crud.create_objective(session=session, system=system, data=data, actor=who, topic=topic)
     outbox.notify()
@@ -215,8 +215,10 @@ def create_objective(
 
 
 def _history_or_404(session: Session, system_id: str, objective_id: str) -> list[ObjectiveVersion]:
-    history = crud.objective_history(session=session, objective_id=objective_id)
-    if not history or history[-1].system_id != system_id:
+    history = crud.objective_history(
+        session=session, system_id=system_id, objective_id=objective_id
+    )
+    if not history:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no objective {objective_id!r}")
     return history
 

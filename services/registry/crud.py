@@ -355,6 +355,7 @@ def current_objectives(*, session: Session, system_id: str) -> list[ObjectiveVer
     )
     stmt = (
         select(ObjectiveVersion)
+        .where(ObjectiveVersion.system_id == system_id)
         .join(
             latest,
             (col(ObjectiveVersion.objective_id) == latest.c.objective_id)
@@ -365,9 +366,14 @@ def current_objectives(*, session: Session, system_id: str) -> list[ObjectiveVer
     return list(session.exec(stmt).all())
 
 
-def objective_history(*, session: Session, objective_id: str) -> list[ObjectiveVersion]:
+def objective_history(
+    *, session: Session, system_id: str, objective_id: str
+) -> list[ObjectiveVersion]:
+    """The versions of one objective of one system (objective ids are scoped by system, so
+    one file of objectives applies to many systems)."""
     stmt = (
         select(ObjectiveVersion)
+        .where(ObjectiveVersion.system_id == system_id)
         .where(ObjectiveVersion.objective_id == objective_id)
         .order_by(col(ObjectiveVersion.version))
     )
@@ -698,11 +704,9 @@ def apply_declaration(
     current: dict[str, ObjectiveVersion | None] = {}
     bases: dict[str, ObjectiveBase] = {}
     for objective in data.objectives:
-        history = objective_history(session=session, objective_id=objective.id)
-        if history and history[-1].system_id != data.system.id:
-            raise Problem(
-                f"objectives.{objective.id}", f"belongs to system {history[-1].system_id!r}"
-            )
+        history = objective_history(
+            session=session, system_id=data.system.id, objective_id=objective.id
+        )
         current[objective.id] = history[-1] if history else None
         bases[objective.id] = ObjectiveBase.model_validate(
             objective.model_dump(exclude={"id", "reason"})

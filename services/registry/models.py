@@ -41,7 +41,12 @@ class ObjectiveVersion(SQLModel, table=True):
     """One version of an objective; a change never edits a row, it adds the next version."""
 
     __tablename__ = "registry_objective_version"
-    __table_args__ = (UniqueConstraint("objective_id", "version"),)
+    __table_args__ = (
+        # ids are scoped by system: one template of objectives applies to many systems
+        UniqueConstraint(
+            "system_id", "objective_id", "version", name="uq_registry_objective_version"
+        ),
+    )
 
     pk: int | None = Field(default=None, primary_key=True)
     objective_id: str = Field(index=True, max_length=128)

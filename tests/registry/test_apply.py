@@ -111,13 +111,36 @@ async def test_a_declaration_that_breaks_an_objective_changes_nothing(registry: 
     assert current.json()["version"] == 1
 
 
-async def test_objectives_of_another_system_are_refused(registry: Registry) -> None:
+async def test_one_objective_file_applies_to_many_systems(registry: Registry) -> None:
+    """Objective ids are scoped by system (/systems/{id}/objectives/{oid}): a template of
+    objectives applies to every system, each getting its own versions."""
     first = declaration()
     await apply(registry, first)
     second = declaration()
-    second["objectives"] = first["objectives"][:1]
-    detail = (await apply(registry, second, status=422))["detail"][0]
-    assert detail["loc"] == ["body", "objectives", first["objectives"][0]["id"]]
-    assert "belongs to system" in detail["msg"]
-    response = await registry.client.get(f"/v1/systems/{second['system']['id']}")
-    assert response.status_code == 404
+    second["objectives"] = copy.deepcopy(first["objectives"])
+    second["objectives"][1]["threshold"] = 0.9
+    ids = [o["id"] for o in first["objectives"]]
+    result = await apply(registry, second)
+    assert result["objectives"] == dict.fromkeys(ids, "created")
+    assert result["versions"] == dict.fromkeys(ids, 1)
+    for document, threshold in ((first, 0.8), (second, 0.9)):
+        system_id = document["system"]["id"]
+        base = f"/v1/systems/{system_id}/objectives"
+        listed = (await registry.client.get(base)).json()
+        assert sorted(o["id"] for o in listed) == sorted(ids)
+        current = (await registry.client.get(f"{base}/{ids[1]}")).json()
+        assert (current["system_id"], current["threshold"], current["version"]) == (
+            system_id,
+            threshold,
+            1,
+        )
+        history = (await registry.client.get(f"{base}/{ids[1]}/history")).json()
+        assert [v["version"] for v in history] == [1]
+    again = await apply(registry, first)
+    assert again["objectives"] == dict.fromkeys(ids, "unchanged")
+    # the same id created by hand under a third system
+    third = make_system()
+    assert (await registry.client.post("/v1/systems", json=third)).status_code == 201
+    objective = {k: v for k, v in first["objectives"][1].items()} | {"changed_by": "carol"}
+    response = await registry.client.post(f"/v1/systems/{third['id']}/objectives", json=objective)
+    assert response.status_code == 201, response.text
