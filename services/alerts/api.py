@@ -208,7 +208,11 @@ def update_action(
         if action is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no corrective action {action_id!r}")
         crud.update_action(
-            session=session, action=action, data=body.model_dump(), actor=_actor(user)
+            session=session,
+            action=action,
+            data=body.model_dump(),
+            actor=_actor(user),
+            effectiveness_windows=request.app.state.effectiveness_windows,
         )
     return action
 

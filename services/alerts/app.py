@@ -23,6 +23,7 @@ from shared.metrics import metrics_router
 from shared.migrations import OUTBOX, MigrationChain, migrated_database
 from shared.outbox import OutboxRelay
 from shared.registry_view import RegistryView
+from shared.request_guard import RequestGuard
 
 from . import crud
 from .api import router
@@ -180,9 +181,13 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.state.relay = relay
     app.state.write_lock = write_lock
     app.state.due_days = due_days
+    app.state.effectiveness_windows = settings.effectiveness_windows
     app.state.templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
     app.include_router(router)
     app.state.readiness = {"bus": the_bus.ready, "database": db.ready, "consumer": consuming}
     app.include_router(health_router("alerts", app.state.readiness))
     app.include_router(metrics_router(registry))
+    app.add_middleware(
+        RequestGuard, max_body_bytes=settings.max_body_bytes, auth_secret=settings.auth_secret
+    )
     return app

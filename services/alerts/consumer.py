@@ -114,7 +114,9 @@ class _Step:
                     status=result.status.value,
                 )
             )
-            return self._new_window()
+            change = self._new_window()
+            self._effectiveness_evidence()
+            return change
         effect = revision_effect(
             applied_revision=verdict.revision,
             applied_status=EvaluationStatus(verdict.status),
@@ -173,6 +175,44 @@ class _Step:
                 evaluation_id=result.id,
             )
         return None
+
+    def _effectiveness_evidence(self) -> None:
+        """Attach this window to the review evidence of a record whose actions are all
+        implemented: met for ``needed`` consecutive windows, or breached again."""
+        result = self.result
+        if result.status not in (EvaluationStatus.PASS, EvaluationStatus.BREACH):
+            return
+        nc = self._open()
+        evidence = dict(nc.review_evidence) if nc is not None else {}
+        if nc is None or evidence.get("status") != "watching":
+            return
+        if _utc(result.window_start) < datetime.fromisoformat(str(evidence["since"])):
+            return
+        before = dict(evidence)
+        window = {
+            "evaluation_id": result.id,
+            "window_start": _utc(result.window_start).isoformat(),
+            "status": result.status.value,
+            "value": result.value,
+        }
+        evidence["windows"] = [*evidence["windows"], window]
+        if result.status is EvaluationStatus.BREACH:
+            evidence.update(status="breached", breached=True)
+        else:
+            evidence["consecutive_met"] = int(evidence["consecutive_met"]) + 1
+            if evidence["consecutive_met"] >= int(evidence["needed"]):
+                evidence["status"] = "met"
+        nc.review_evidence = evidence
+        self.session.add(nc)
+        if evidence["status"] != "watching":
+            append_log(
+                session=self.session,
+                actor=ACTOR,
+                kind="effectiveness_evidence",
+                subject=nc.id,
+                before={"status": before["status"]},
+                after=evidence,
+            )
 
     # --- revisions ----------------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ __all__ = [
     "publish",
     "reclassify",
     "snapshot",
+    "start_watching",
     "transition",
     "update_action",
     "verify_log",
@@ -435,8 +436,15 @@ def _action_view(action: CorrectiveAction) -> dict[str, Any]:
 
 
 def update_action(
-    *, session: Session, action: CorrectiveAction, data: dict[str, Any], actor: str
+    *,
+    session: Session,
+    action: CorrectiveAction,
+    data: dict[str, Any],
+    actor: str,
+    effectiveness_windows: int = 3,
 ) -> CorrectiveAction:
+    """Change an action; when it makes every live action of a monitoring record implemented,
+    the consumer starts watching the objective's next evaluations for the review's evidence."""
     if action.status in ("implemented", "cancelled"):
         raise TransitionError(f"the action is {action.status}: it can no longer change")
     before = _action_view(action)
@@ -457,7 +465,40 @@ def update_action(
         before=before,
         after=_action_view(action),
     )
+    if action.status == "implemented":
+        session.flush()
+        nc = session.get(Nonconformity, action.nonconformity_id)
+        live = [a for a in actions_of(session=session, nc_id=action.nonconformity_id)]
+        live = [a for a in live if a.status != "cancelled"]
+        if (
+            nc is not None
+            and nc.source == "monitoring"
+            and all(a.status == "implemented" for a in live)
+        ):
+            start_watching(session=session, nc=nc, windows=effectiveness_windows, actor=actor)
     return action
+
+
+def start_watching(*, session: Session, nc: Nonconformity, windows: int, actor: str) -> None:
+    """Evidence for the effectiveness review: the objective's evaluations of windows starting
+    from now, until ``windows`` consecutive ones are met or one breaches again."""
+    nc.review_evidence = {
+        "status": "watching",
+        "since": datetime.now(UTC).isoformat(),
+        "needed": windows,
+        "consecutive_met": 0,
+        "breached": False,
+        "windows": [],
+    }
+    session.add(nc)
+    append_log(
+        session=session,
+        actor=actor,
+        kind="effectiveness_watch",
+        subject=nc.id,
+        before=None,
+        after=nc.review_evidence,
+    )
 
 
 # --- silences -------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ class Settings(CommonSettings):
     due_days_minor: int = Field(default=60, ge=1)
     due_days_observation: int = Field(default=90, ge=1)
     """Days from raising to a record's due date, by classification."""
+    effectiveness_windows: int = Field(default=3, ge=1)
+    """Consecutive met windows after the actions that confirm them (review evidence)."""
 
     def due_days(self) -> dict[str, int]:
         return {

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -15,7 +16,7 @@ from services.alerts import crud
 from services.alerts.app import MIGRATIONS
 from services.alerts.consumer import apply_evaluation
 from services.alerts.models import LogEntry, Nonconformity, Occurrence
-from services.alerts.semantics import State
+from services.alerts.semantics import State, TransitionError
 from shared.contracts import (
     Comparator,
     EvaluationResult,
@@ -286,7 +287,7 @@ def test_a_silence_expired_early_stops_holding_back(db: Database) -> None:
     assert log_kinds(db) == ["silence_created", "raise_silenced", "silence_expired", "raised"]
 
 
-def walk_to_closed(db: Database, nc_id: str) -> None:
+def walk_to_closed(db: Database, nc_id: str, until: State = State.CLOSED) -> None:
     """Take a record through every step of the lifecycle, as a quality manager would."""
     steps: list[tuple[State, dict[str, object]]] = [
         (State.TRIAGED, {"owner": "owen"}),
@@ -327,6 +328,8 @@ def walk_to_closed(db: Database, nc_id: str) -> None:
                 session=session, nc=nc, target=target, data=data, actor="qm", topic="nc"
             )
             session.commit()
+        if target is until:
+            return
 
 
 def test_a_breach_after_closing_opens_a_linked_record(db: Database) -> None:
@@ -355,3 +358,67 @@ def test_an_edited_log_row_is_named_by_verify(db: Database) -> None:
         found = crud.verify_log(session=session)
     assert (found.ok, found.first_broken_seq) == (False, 3)
     assert found.reason == "its content does not match its hash"
+
+
+def after_now(status: EvaluationStatus, window: int) -> EvaluationResult:
+    """A window starting after the actions were implemented."""
+    start = datetime.now(UTC) + timedelta(minutes=1 + window)
+    return judged(status, window).model_copy(
+        update={"window_start": start, "window_end": start + timedelta(minutes=1)}
+    )
+
+
+def evidence_of(db: Database) -> dict[str, Any]:
+    [nc] = [r for r in records(db) if r.open]
+    return dict(nc.review_evidence)
+
+
+def test_implemented_actions_are_checked_on_the_next_windows(db: Database) -> None:
+    apply(db, judged(EvaluationStatus.BREACH, 0))
+    [nc] = records(db)
+    walk_to_closed(db, nc.id, until=State.ACTION_IMPLEMENTED)
+    assert evidence_of(db)["status"] == "watching"
+    apply(db, judged(EvaluationStatus.PASS, 1))  # a window from before the actions: ignored
+    for window in range(2):
+        apply(db, after_now(EvaluationStatus.PASS, window))
+        assert evidence_of(db)["status"] == "watching"
+    apply(db, after_now(EvaluationStatus.PASS, 2))
+    evidence = evidence_of(db)
+    assert (evidence["status"], evidence["consecutive_met"]) == ("met", 3)
+    assert len(evidence["windows"]) == 3
+    assert log_kinds(db)[-1] == "effectiveness_evidence"
+
+
+def test_a_breach_after_the_actions_blocks_closing_without_a_reason(db: Database) -> None:
+    apply(db, judged(EvaluationStatus.BREACH, 0))
+    [nc] = records(db)
+    walk_to_closed(db, nc.id, until=State.EFFECTIVENESS_REVIEW)
+    apply(db, after_now(EvaluationStatus.PASS, 0))
+    apply(db, after_now(EvaluationStatus.BREACH, 1))
+    evidence = evidence_of(db)
+    assert (evidence["status"], evidence["breached"]) == ("breached", True)
+    with db.session() as session:
+        record = session.get(Nonconformity, nc.id)
+        assert record is not None
+        with pytest.raises(TransitionError, match="needs a reason"):
+            crud.transition(
+                session=session,
+                nc=record,
+                target=State.CLOSED,
+                data={"review_result": "confirmed"},
+                actor="rita",
+                topic="nc",
+            )
+        session.rollback()
+        record = session.get(Nonconformity, nc.id)
+        assert record is not None
+        crud.transition(
+            session=session,
+            nc=record,
+            target=State.CLOSED,
+            data={"review_result": "confirmed", "reason": "a known data outage, not a recurrence"},
+            actor="rita",
+            topic="nc",
+        )
+        session.commit()
+    assert records(db)[0].status == "closed"
