@@ -238,16 +238,25 @@ def snapshot(*, session: Session, system: AISystem) -> SystemSnapshot:
     )
 
 
-def publish_snapshot(*, session: Session, system: AISystem, topic: str) -> None:
-    """Enqueue the system's current definition for the compacted registry topic."""
+MAX_SNAPSHOT_BYTES = 900 * 1024
+"""A snapshot is one Kafka record (``max.message.bytes`` is 1 MiB by default): one larger
+would never be published and would hold back every later record of the outbox."""
+
+
+def publish_snapshot(
+    *, session: Session, system: AISystem, topic: str, field: str = "features"
+) -> None:
+    """Enqueue the system's current definition for the compacted registry topic; refused
+    (``Problem`` on ``field``, before anything is committed) when it would not fit a record."""
     session.flush()
-    enqueue(
-        session,
-        service=SERVICE,
-        topic=topic,
-        key=system.id.encode(),
-        value=encode(snapshot(session=session, system=system)),
-    )
+    value = encode(snapshot(session=session, system=system))
+    if len(value) > MAX_SNAPSHOT_BYTES:
+        raise Problem(
+            field,
+            f"the system's definition (features, current objectives, ingest keys) would be "
+            f"{len(value)} bytes on the registry topic, over the limit of {MAX_SNAPSHOT_BYTES}",
+        )
+    enqueue(session, service=SERVICE, topic=topic, key=system.id.encode(), value=value)
 
 
 def _touch(system: AISystem, actor: str) -> None:
@@ -463,7 +472,7 @@ def _publish_version(
         actor=actor,
         reason=data.change_reason,
     )
-    publish_snapshot(session=session, system=system, topic=topic)
+    publish_snapshot(session=session, system=system, topic=topic, field="objectives")
     session.commit()
     return row
 
@@ -747,6 +756,6 @@ def apply_declaration(
         outcomes[objective.id] = "updated" if row is not None else "created"
         versions[objective.id] = version
     if system_outcome != "unchanged" or any(o != "unchanged" for o in outcomes.values()):
-        publish_snapshot(session=session, system=system, topic=topic)
+        publish_snapshot(session=session, system=system, topic=topic, field="system.features")
         session.commit()
     return ApplyResult(system=system_outcome, objectives=outcomes, versions=versions)

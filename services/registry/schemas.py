@@ -184,12 +184,16 @@ class ObjectiveInput(ObjectiveBase):
     """What a client sends: finite threshold, bounded counts and durations (versions stored
     before a bound existed stay readable through ``ObjectiveBase``)."""
 
+    metric: Annotated[str, Field(min_length=1, max_length=64)]
     parameters: dict[str, Annotated[str, Field(max_length=200)]] = Field(default_factory=dict)
     threshold: FiniteFloat
     window_seconds: Annotated[int, Field(ge=1, le=MAX_WINDOW_SECONDS)]
     min_samples: Annotated[int, Field(ge=1, le=MAX_MIN_SAMPLES)] = 1
     pending_windows: Annotated[int, Field(ge=1, le=MAX_ALERT_WINDOWS)] = 1
     clearing_windows: Annotated[int, Field(ge=1, le=MAX_ALERT_WINDOWS)] = 1
+    owner: Name
+    rationale: Annotated[str, Field(max_length=4000)] = ""
+    references: Annotated[list[Name], Field(max_length=100)] = Field(default_factory=list)
 
 
 class ObjectiveCreate(ObjectiveInput):

@@ -24,7 +24,7 @@ async def post(registry: Registry, url: str, body: dict[str, Any]) -> Any:
 
 
 def field_of(response: Any) -> tuple[list[Any], str]:
-    assert response.status_code == 422, response.text
+    assert response.status_code == 422, response.text[:500]
     [detail] = response.json()["detail"]
     return detail["loc"], detail["msg"]
 
@@ -147,3 +147,30 @@ async def test_a_declaration_with_a_non_finite_threshold_is_refused_whole(
     assert loc == ["body", "objectives", 0, "threshold"]
     assert "finite" in msg
     assert (await registry.client.get(f"/v1/systems/{system['id']}")).status_code == 404
+
+
+async def test_a_definition_too_large_for_one_kafka_record_is_refused(
+    registry: Registry,
+) -> None:
+    """The snapshot is one record of the registry topic; one over Kafka's record limit would
+    never be published and would hold back every later snapshot in the outbox."""
+    features = [{"name": f"f{i:05d}", "type": "numeric"} for i in range(12_000)]
+    body = make_system(features=features)
+    loc, msg = field_of(await registry.client.post("/v1/systems", json=body))
+    assert loc == ["body", "features"]
+    assert "bytes" in msg and "921600" in msg, msg
+    assert (await registry.client.get(f"/v1/systems/{body['id']}")).status_code == 404
+    document = {"system": body, "changed_by": "alice"}
+    loc, _msg = field_of(await registry.client.post("/v1/apply", json=document))
+    assert loc == ["body", "system", "features"]
+    assert (await registry.client.get(f"/v1/systems/{body['id']}")).status_code == 404
+
+    system_id = await registry.add_system(make_system())
+    url = f"/v1/systems/{system_id}/objectives"
+    loc, msg = field_of(await post(registry, url, make_objective(rationale="x" * 4001)))
+    assert loc == ["body", "rationale"], msg
+    references = [f"control {i}" for i in range(101)]
+    loc, _msg = field_of(await post(registry, url, make_objective(references=references)))
+    assert loc == ["body", "references"]
+    loc, _msg = field_of(await post(registry, url, make_objective(owner="o" * 201)))
+    assert loc == ["body", "owner"]
