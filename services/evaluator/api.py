@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel
 from sqlmodel import col, select
 
 from shared.auth import Principal, require_roles
@@ -12,8 +14,9 @@ from shared.contracts import EvaluationResult
 from shared.db import SessionDep
 
 from .models import EvaluationRow, PartitionCheckpoint
+from .windows import to_datetime
 
-__all__ = ["router"]
+__all__ = ["LatePredictions", "LateWindow", "router"]
 
 router = APIRouter(prefix="/v1", tags=["evaluator"])
 
@@ -39,18 +42,60 @@ def list_evaluations(
     return [row.payload for row in session.exec(stmt).all()]
 
 
-@router.get("/streams/{system_id}")
-def stream_state(session: SessionDep, _user: Reader, system_id: str) -> dict[str, Any]:
-    """Watermarks and counts (late predictions, duplicates, expired and unknown outcomes) of
-    one system's stream, as of the last checkpoint."""
+class LateWindow(BaseModel):
+    window_seconds: int
+    window_start: datetime
+    window_end: datetime
+    late_predictions: int
+
+
+class LatePredictions(BaseModel):
+    system_id: str
+    late_predictions: int
+    """Predictions late for at least one window size since the system was first seen."""
+    windows: list[LateWindow]
+    """Late predictions per window (the newest windows with late predictions, per size)."""
+
+
+def _system_state(session: SessionDep, system_id: str) -> tuple[int, dict[str, Any]]:
     for row in session.exec(select(PartitionCheckpoint)).all():
         state = (row.state or {}).get("systems", {}).get(system_id)
         if state is not None:
-            return {
-                "system_id": system_id,
-                "partition": row.partition,
-                "prediction_watermark": state.get("P"),
-                "outcome_watermark": state.get("O"),
-                "counters": state.get("counters", {}),
-            }
+            return row.partition, state
     raise HTTPException(404, f"system_id: no stream state for {system_id!r}")
+
+
+@router.get("/streams/{system_id}")
+def stream_state(session: SessionDep, _user: Reader, system_id: str) -> dict[str, Any]:
+    """Watermarks and counts (late predictions, future events refused, duplicates, expired
+    and unknown outcomes) of one system's stream, as of the last checkpoint."""
+    partition, state = _system_state(session, system_id)
+    return {
+        "system_id": system_id,
+        "partition": partition,
+        "prediction_watermark": state.get("P"),
+        "outcome_watermark": state.get("O"),
+        "counters": state.get("counters", {}),
+    }
+
+
+@router.get("/streams/{system_id}/late", response_model=LatePredictions)
+def late_predictions(session: SessionDep, _user: Reader, system_id: str) -> LatePredictions:
+    """Predictions that came after their window closed (not in its evaluations), per window,
+    as of the last checkpoint."""
+    _, state = _system_state(session, system_id)
+    windows = [
+        LateWindow(
+            window_seconds=size,
+            window_start=to_datetime(start),
+            window_end=to_datetime(start + size),
+            late_predictions=n,
+        )
+        for size, start, n in sorted(state.get("late", []), key=lambda w: (w[1], w[0]))
+    ]
+    counters: dict[str, int] = state.get("counters", {})
+    return LatePredictions(
+        system_id=system_id,
+        late_predictions=counters.get("late_predictions", 0),
+        windows=windows,
+    )

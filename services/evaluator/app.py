@@ -18,6 +18,7 @@ from shared.metrics import metrics_router
 from shared.migrations import OUTBOX, MigrationChain, migrated_database
 from shared.outbox import OutboxRelay
 from shared.registry_view import RegistryView
+from shared.request_guard import RequestGuard
 
 from .api import router
 from .consumer import ProcessorConfig, StreamProcessor
@@ -74,6 +75,8 @@ def create_app(
             label_wait_s=settings.label_wait_s,
             revision_interval_s=settings.revision_interval_s,
             max_empty_windows=settings.max_empty_windows,
+            max_future_skew_s=settings.max_future_skew_s,
+            live_window_s=settings.live_window_s,
         ),
     )
     runner = EvaluatorRunner(
@@ -117,4 +120,7 @@ def create_app(
     }
     app.include_router(health_router("evaluator", app.state.readiness))
     app.include_router(metrics_router(registry))
+    app.add_middleware(
+        RequestGuard, max_body_bytes=settings.max_body_bytes, auth_secret=settings.auth_secret
+    )
     return app

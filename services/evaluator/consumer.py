@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import islice, repeat
 from typing import Any
 
 import numpy as np
@@ -80,6 +80,13 @@ class ProcessorConfig:
     waiting_filter_bits: int = 16
     """Bits per waiting outcome of the in-memory filter that spares a prediction nobody waits
     for a lookup (0: no filter, every prediction is looked up)."""
+    max_future_skew_s: float = 300.0
+    """Events timed more than this ahead of the wall clock are refused (counted, not applied)."""
+    live_window_s: float = 3600.0
+    """Idle closing advances a system only if its newest event time is this close to the wall
+    clock (a live stream); a historical one (a backfill) closes its windows by event time."""
+    late_windows_kept: int = 1_000
+    """Per system: windows whose late-prediction counts are kept (the newest ones)."""
 
 
 @dataclass
@@ -170,10 +177,20 @@ class SystemState:
     labels_gone: set[tuple[int, int]] = field(default_factory=set)
     gone: set[tuple[int, int]] = field(default_factory=set)
     """Open windows of a window size no objective uses any more (to delete)."""
+    late: dict[tuple[int, int], int] = field(default_factory=dict)
+    """Late predictions per window (size, start): the newest ``late_windows_kept`` windows."""
 
     def count(self, name: str, n: int = 1) -> None:
         if n:
             self.counters[name] = self.counters.get(name, 0) + n
+
+    def count_late(self, size: int, starts: npt.NDArray[np.int64], keep: int) -> None:
+        windows, counts = np.unique(starts, return_counts=True)
+        for start, n in zip(windows.tolist(), counts.tolist(), strict=True):
+            self.late[(size, start)] = self.late.get((size, start), 0) + n
+        if len(self.late) > keep:
+            newest = sorted(self.late, key=lambda key: (key[1], key[0]))[-keep:]
+            self.late = {key: self.late[key] for key in sorted(newest)}
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -182,6 +199,7 @@ class SystemState:
             "waiting": self.waiting,
             "counters": self.counters,
             "sizes": {str(size): s.to_state() for size, s in self.sizes.items()},
+            "late": [[size, start, n] for (size, start), n in sorted(self.late.items())],
         }
 
     @classmethod
@@ -192,6 +210,7 @@ class SystemState:
             waiting=int(state.get("waiting", 0)),
             counters={str(k): int(v) for k, v in state.get("counters", {}).items()},
             sizes={int(k): SizeState.from_state(v) for k, v in state.get("sizes", {}).items()},
+            late={(int(size), int(start)): int(n) for size, start, n in state.get("late", [])},
         )
 
 
@@ -235,15 +254,21 @@ class StreamProcessor:
         references: ReferenceCache,
         config: ProcessorConfig,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.topics = topics
         self.references = references
         self.config = config
         self.clock = clock
+        self.wall_clock = wall_clock
         self.partitions: dict[int, PartitionState] = {}
         self.fenced: set[int] = set()
         self._emitted: list[_Emitted] = []
+        self._tallies: dict[tuple[str, str], int] = {}
+        """Late and refused events per (system, counter) since the last checkpoint."""
+        self.tallied: dict[tuple[str, str], int] = {}
+        """The tallies the last checkpoint made durable (for counters that only go up)."""
         self._plans: dict[tuple[str, int, str, str | None], WindowPlan] = {}
 
     # --- ownership -----------------------------------------------------------------------
@@ -291,10 +316,13 @@ class StreamProcessor:
         """Apply one partition's new records (already filtered by ``is_new``)."""
         part = self.partition(partition)
         now = self.clock()
+        horizon = self.wall_clock() + self.config.max_future_skew_s
         touched: dict[str, SystemState] = {}
         for batch in (predictions, outcomes):
             if batch is None or not batch.size:
                 continue
+            future = batch.ts > horizon
+            kind = "predictions" if isinstance(batch, PredictionBatch) else "outcomes"
             for sid, rows in _by_system(batch.system_ids).items():
                 snapshot = systems.get(sid)
                 if snapshot is None or snapshot.status != "active":
@@ -303,6 +331,10 @@ class StreamProcessor:
                     continue
                 state = part.systems.setdefault(sid, SystemState())
                 state.last_arrival = now
+                if future.any():
+                    rows = self._refuse_future(sid, state, kind, future, rows)
+                    if not rows.size:
+                        continue
                 if isinstance(batch, PredictionBatch):
                     self._predictions(part, snapshot, state, ColumnBatch(batch, rows))
                 else:
@@ -318,6 +350,38 @@ class StreamProcessor:
                 last = int(consumed.offsets.max())
                 part.offsets[topic] = max(part.offsets.get(topic, 0), last + 1)
                 part.records += consumed.size
+
+    def _refuse_future(
+        self,
+        sid: str,
+        state: SystemState,
+        kind: str,
+        future: npt.NDArray[np.bool_],
+        rows: npt.NDArray[np.intp] | None,
+    ) -> npt.NDArray[np.intp]:
+        """The rows of ``rows`` (None: all) not timed beyond the future skew; the others are
+        counted (``future_<kind>``), never applied: one wrong clock must not move the
+        system's watermark past the present."""
+        every = np.arange(future.size, dtype=np.intp) if rows is None else rows
+        refused = future[every]
+        n = int(refused.sum())
+        if n:
+            state.count(f"future_{kind}", n)
+            self._tally(sid, f"future_{kind}", n)
+            log.warning(
+                "evaluator: %d %s of system %s timed more than %.0f s ahead of the wall "
+                "clock refused (counter future_%s)",
+                n,
+                kind,
+                sid,
+                self.config.max_future_skew_s,
+                kind,
+            )
+        kept: npt.NDArray[np.intp] = every[~refused]
+        return kept
+
+    def _tally(self, sid: str, name: str, n: int) -> None:
+        self._tallies[(sid, name)] = self._tallies.get((sid, name), 0) + n
 
     def advance(self, partition: int, next_offsets: Mapping[str, int]) -> None:
         """Record offsets consumed without effect (dead-lettered records) as done too."""
@@ -344,16 +408,25 @@ class StreamProcessor:
         wall_clock_s: float,
         busy: Collection[str] = (),
     ) -> int:
-        """Move the watermarks of systems silent for ``idle_s`` to wall-clock time (not those
-        in ``busy``: they have records polled but not applied yet)."""
+        """Move the watermarks of live systems silent for ``idle_s`` to wall-clock time (not
+        those in ``busy``: they have records polled but not applied yet). A system is live when
+        its newest event time is within ``live_window_s`` of the wall clock; a historical
+        stream (a backfill) that pauses keeps its watermarks, so a pause changes no result."""
         advanced = 0
         now = self.clock()
+        live_from = wall_clock_s - self.config.live_window_s
         for part in self.partitions.values():
             for sid, state in part.systems.items():
                 snapshot = systems.get(sid)
                 if snapshot is None or now - state.last_arrival < idle_s or sid in busy:
                     continue
                 if state.predictions is not None and state.predictions >= wall_clock_s:
+                    continue
+                newest = max(
+                    (t for t in (state.predictions, state.outcomes) if t is not None),
+                    default=None,
+                )
+                if newest is None or newest < live_from:
                     continue
                 state.predictions = wall_clock_s
                 state.outcomes = max(state.outcomes or wall_clock_s, wall_clock_s)
@@ -441,11 +514,17 @@ class StreamProcessor:
         state.count("duplicate_predictions", int(duplicate.sum()))
         valid = ~duplicate
         lateness = self.config.lateness_s
+        late_any: npt.NDArray[np.bool_] | None = None
         for size in _sizes(system):
             sizes = state.sizes.setdefault(size, SizeState())
             starts = window_starts(batch.ts, size)
             accepted = valid & (seen < starts + size + lateness)
-            state.count(f"late_{size}s", int((valid & ~accepted).sum()))
+            late = valid & ~accepted
+            n_late = int(late.sum())
+            if n_late:
+                state.count(f"late_{size}s", n_late)
+                state.count_late(size, starts[late], self.config.late_windows_kept)
+                late_any = late if late_any is None else late_any | late
             if not accepted.any():
                 continue
             if sizes.closed_until is None:
@@ -460,6 +539,10 @@ class StreamProcessor:
                 plan = self._plan(system, size, window.reference_hash)
                 window.update(plan, batch, chosen, part.partition, offsets)
                 sizes.dirty.add(start)
+        if late_any is not None:
+            n_late = int(late_any.sum())
+            state.count("late_predictions", n_late)
+            self._tally(sid, "late_predictions", n_late)
         if joined:
             at = [i for i, _ in joined]
             waited = [wait for _, wait in joined]
@@ -711,14 +794,16 @@ class StreamProcessor:
         limit = state.predictions - self.config.lateness_s
         last_end = int(math.floor(limit / size) * size)
         ready = sorted(s for s in sizes.open if s + size <= limit)
-        empty = (
-            [s for s in range(sizes.closed_until, last_end, size) if s not in sizes.open]
-            if last_end > sizes.closed_until
-            else []
-        )
-        if len(empty) > self.config.max_empty_windows:
-            state.count("empty_windows_skipped", len(empty) - self.config.max_empty_windows)
-            empty = empty[: self.config.max_empty_windows]
+        empty: list[int] = []
+        if last_end > sizes.closed_until:
+            # bounded whatever the gap: never list more than max_empty_windows of it
+            first = sizes.closed_until
+            gap = (last_end - first) // size - sum(
+                1 for s in sizes.open if first <= s < last_end and (s - first) % size == 0
+            )
+            candidates = (s for s in range(first, last_end, size) if s not in sizes.open)
+            empty = list(islice(candidates, self.config.max_empty_windows))
+            state.count("empty_windows_skipped", gap - len(empty))
         sizes.closed_until = max(sizes.closed_until, last_end)
         objectives = [o for o in _active(system) if o.window_seconds == size]
         label_free = [o for o in objectives if not is_label_metric(o.metric)]
@@ -978,6 +1063,7 @@ class StreamProcessor:
                 state.labels_gone.clear()
                 self._evict_labels(state)
         emitted, self._emitted = self._emitted, []
+        self.tallied, self._tallies = self._tallies, {}
         return [e.result for e in emitted]
 
     def _evict_labels(self, state: SystemState) -> None:
@@ -1021,6 +1107,7 @@ class StreamProcessor:
         self.store.rollback()
         self.partitions.clear()
         self._emitted = []
+        self._tallies = {}
 
     @property
     def records_since_checkpoint(self) -> int:

@@ -359,6 +359,7 @@ class EvaluatorRunner:
             self._relay.notify()
         for result in results:
             self._metrics.record(result)
+        self._metrics.count_tallies(self._processor.tallied)
         self._export_counters()
         if consumer is None:
             return
@@ -375,6 +376,7 @@ class EvaluatorRunner:
                 log.warning("evaluator: offset commit failed (%s)", exc)
 
     def _export_counters(self) -> None:
+        self._metrics.known_systems(self._view.systems)
         self._metrics.partitions.set(len(self._processor.partitions))
         for part in self._processor.partitions.values():
             for sid, state in part.systems.items():

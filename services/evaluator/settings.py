@@ -27,8 +27,21 @@ class Settings(CommonSettings):
     idle_close_s: float = Field(
         default=10.0,
         gt=0,
-        description="A system that sent nothing for this long (and the consumer has no lag) "
-        "has its watermarks moved to wall-clock time, so a quiet stream is still evaluated.",
+        description="A live system that sent nothing for this long (and the consumer has no "
+        "lag) has its watermarks moved to wall-clock time, so a quiet stream is still evaluated.",
+    )
+    live_window_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="A system is live (idle closing applies) while its newest event time is "
+        "within this of the wall clock; an older (historical, backfilled) stream closes its "
+        "windows only as its event time progresses, so a pause in a backfill loses nothing.",
+    )
+    max_future_skew_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Events timed more than this ahead of the wall clock are refused (counted "
+        "as future_predictions / future_outcomes), never applied to windows or watermarks.",
     )
     label_wait_s: float = Field(
         default=3600.0,

@@ -98,7 +98,8 @@ async def produce_streams(
 def evaluator_env(
     *, bootstrap: str, database_url: str, prefix: str, group: str, registry_url: str
 ) -> dict[str, str]:
-    """Settings of an evaluator without wall-clock inputs (no idle closing, no label wait)."""
+    """Settings of an evaluator without wall-clock inputs (no idle closing, no label wait, no
+    future-skew guard)."""
     return {
         "WK_EVALUATOR_BUS": "kafka",
         "WK_EVALUATOR_KAFKA_BOOTSTRAP": bootstrap,
@@ -109,6 +110,8 @@ def evaluator_env(
         "WK_EVALUATOR_ALLOWED_LATENESS_S": "5",
         "WK_EVALUATOR_IDLE_CLOSE_S": "100000",
         "WK_EVALUATOR_LABEL_WAIT_S": "1000000000",
+        # the synthetic streams are dated 2027 (conftest.T0), after today's wall clock
+        "WK_EVALUATOR_MAX_FUTURE_SKEW_S": "1000000000",
         "WK_EVALUATOR_CHECKPOINT_INTERVAL_S": "0.3",
     }
 

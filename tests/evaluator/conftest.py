@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,8 @@ from shared.migrations import OUTBOX, upgrade
 from shared.stats import ReferenceProfile
 
 T0 = 1_800_000_000.0  # a window-aligned epoch second
+WALL = T0 + 200_000.0
+"""The harness's wall clock at start: after every event time of the streams here."""
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -258,6 +260,10 @@ class Harness:
         self.pacer = pacer
         """Outcomes through the runner's pacer (None: applied as they come)."""
         self.most_held = 0
+        self.wall = WALL
+        """The wall clock (epoch s): the streams here are historical unless a test says so."""
+        self.elapsed = 0.0
+        """The processor's monotonic clock: pauses advance it (and the wall clock)."""
 
     def _processor(self) -> StreamProcessor:
         return StreamProcessor(
@@ -265,6 +271,8 @@ class Harness:
             topics=self.topics,
             references=self.cache,
             config=self.config,
+            clock=lambda: self.elapsed,
+            wall_clock=lambda: self.wall,
         )
 
     async def ready(self) -> None:
@@ -301,6 +309,16 @@ class Harness:
     def checkpoint(self) -> None:
         self.processor.checkpoint(self.systems)
 
+    def pause(self, seconds: float, *, idle_s: float = 10.0) -> int:
+        """The stream stops for ``seconds`` with no lag: the runner's idle closing runs (as
+        ``EvaluatorRunner._idle`` calls it); returns how many systems it advanced."""
+        self.elapsed += seconds
+        self.wall += seconds
+        busy = set() if self.pacer is None else self.pacer.systems()
+        return self.processor.advance_idle(
+            self.systems, idle_s=idle_s, wall_clock_s=self.wall, busy=busy
+        )
+
     def crash(self) -> None:
         """kill -9: everything since the last checkpoint is gone; a new process resumes."""
         self.processor.abort()
@@ -317,11 +335,13 @@ class Harness:
         checkpoint_every: int = 3,
         crashes: int = 0,
         max_events: int = 1,
+        pauses: Collection[int] = (),
     ) -> None:
         """Deliver every partition's records, interleaving the topics at random, in random
         batch sizes, crashing ``crashes`` times at random points (and redelivering from the
         checkpoint, as Kafka does from the committed offsets); ``max_events`` > 1 delivers
-        the events framed into records."""
+        the events framed into records; after each batch numbered in ``pauses`` the stream
+        pauses for 30 s (idle closing runs)."""
         rng = random.Random(seed)
         queues = {}
         for partition, stream in streams.items():
@@ -358,6 +378,8 @@ class Harness:
                 continue
             if batches % checkpoint_every == 0:
                 self.checkpoint()
+            if batches in pauses:
+                self.pause(30.0)
         self.feed([])  # an empty poll: whatever is held goes
         self.checkpoint()
 
