@@ -190,3 +190,19 @@ def run_up_real(
     assert code == 0, (tmp_path / "up.err").read_text()
     assert not [name for name, pid in pids.items() if alive(pid)]
     assert not (state_dir / "services.json").exists()
+
+
+def test_the_cli_says_where_the_registry_is_when_it_cannot_reach_it(tmp_path: Path) -> None:
+    (tmp_path / "loan-approval.yaml").write_text(readme_block("yaml", "loan-approval"))
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [str(WATCHKEEPER), "apply", "loan-approval.yaml"],
+        cwd=tmp_path,
+        env={**os.environ, "WK_REGISTRY_URL": nowhere, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"cannot reach the registry at {nowhere}" in result.stderr
+    assert "WK_REGISTRY_URL" in result.stderr and "make up-real" in result.stderr

@@ -99,6 +99,10 @@ def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
         response = client.request(method, path, **kwargs)
     except httpx.TransportError as exc:
         err.print(f"[red]cannot reach the registry at {client.base_url}: {exc}")
+        err.print(
+            "  set --url or WK_REGISTRY_URL: the embedded platform (make demo / make up) serves "
+            f"it at {DEFAULT_URL}; `make up-real` prints it (http://127.0.0.1:8001 by default)"
+        )
         raise typer.Exit(2) from None
     if response.status_code >= 400:
         _fail(response)
