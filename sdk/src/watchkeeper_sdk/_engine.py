@@ -325,6 +325,9 @@ class Engine:
         self._logged_causes: set[str] = set()
         self._inflight: tuple[int, list[Record]] | None = None
         self._inflight_parts: list[tuple[EventKind, list[dict[str, Any]]]] = []
+        # the outcomes of the previous batch, sent while the next batch's predictions go
+        self._tail: asyncio.Task[None] | None = None
+        self._tail_batch: tuple[int, list[dict[str, Any]]] | None = None
         self._last_io: concurrent.futures.Future[Any] | None = None
 
     # -- control from the client -----------------------------------------------------------
@@ -381,9 +384,16 @@ class Engine:
                     self._requeue_inflight()
                     await asyncio.sleep(1.0)
         except asyncio.CancelledError:
+            tail = self._tail
+            if tail is not None and not tail.done():
+                tail.cancel()
             self.salvage()
             raise
         finally:
+            tail = self._tail
+            if tail is not None and not tail.done():
+                tail.cancel()
+                await asyncio.wait([tail])
             self.stopped = True
             self.on_progress()
 
@@ -422,7 +432,8 @@ class Engine:
         inbox, options = self.inbox, self.options
         if not inbox.items:
             if self.closing:
-                return False
+                await self._await_tail()
+                return self.spool.pending()  # the tail was spooled: the spool step decides
             idle_until = time.monotonic() + options.rescan_interval
             woken = await self._wait_until(
                 lambda: bool(inbox.items) or self.closing or self.spool.pending(), idle_until
@@ -440,17 +451,93 @@ class Engine:
         return True
 
     async def _deliver(self, ticket: int, records: list[Record]) -> None:
+        """Send a batch: its predictions, then its outcomes. Once the predictions are all
+        settled, the outcomes go in a task of their own, so they travel alongside the next
+        batch's predictions (never before their own predictions)."""
         parts: list[tuple[EventKind, list[dict[str, Any]]]] = []
         predictions = [event for kind, event in records if kind == "prediction"]
         if predictions:
             parts.append(("prediction", predictions))
         if len(predictions) < len(records):
-            # outcomes after the predictions of the same batch: never before the prediction
             parts.append(("outcome", [event for kind, event in records if kind == "outcome"]))
         self._inflight = (ticket, records)
         self._inflight_parts = parts
+        if not await self._deliver_predictions():
+            return  # spooled, outcomes included, under this batch's ticket
+        self._inflight = None
+        self._inflight_parts = []
+        self.spool.release(ticket)  # a failed tail is written under this ticket all the same
+        if not parts:
+            self._backoff.reset()
+            return
+        await self._await_tail()
+        self._tail_batch = (ticket, parts[0][1])
+        self._tail = asyncio.get_running_loop().create_task(self._deliver_tail())
+
+    async def _await_tail(self) -> None:
+        tail = self._tail
+        if tail is not None:
+            await asyncio.wait([tail])
+            self._tail = None
+
+    async def _deliver_tail(self) -> None:
+        """Send the outcomes in ``_tail_batch`` (kept up to date: salvage() writes what is
+        left if the sender is cancelled); spool them after ``max_retries``, like a batch."""
+        assert self._tail_batch is not None
+        ticket, outcomes = self._tail_batch
         failures = 0
-        while parts:
+        try:
+            while outcomes:
+                progress = await self._send("outcome", outcomes)
+                if len(progress.remaining) < len(outcomes):
+                    self._settle(len(outcomes) - len(progress.remaining))
+                    outcomes = [outcomes[i] for i in progress.remaining]
+                    self._tail_batch = (ticket, outcomes)
+                    if not outcomes:
+                        break
+                failures += 1
+                delay = self._backoff.next_delay(progress.retry_after)
+                deadline = time.monotonic() + delay
+                if failures <= self.options.max_retries:
+                    await self._wait_until(self._must_spool, deadline)
+                    if not self._must_spool():
+                        continue
+                if await self._spool_after(ticket, outcomes, deadline):
+                    return
+                await self._wait_until(lambda: False, deadline)  # could not spool: retry
+            self._tail_batch = None
+            self._backoff.reset()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the sender must outlive any bug: keep the events on disk
+            logger.exception("watchkeeper: unexpected error sending outcomes")
+            await self._spool_after(ticket, outcomes)
+
+    async def _spool_after(
+        self, ticket: int, outcomes: list[dict[str, Any]], deadline: float | None = None
+    ) -> bool:
+        """Write a batch's outcomes to the spool under its ticket (after its predictions)."""
+        records: list[Record] = [("outcome", event) for event in outcomes]
+        try:
+            await self._io(lambda: self.spool.write(ticket, records))
+        except SpoolError as exc:
+            logger.error("watchkeeper: ingest unreachable and the spool failed: %s", exc)
+            return False
+        self._tail_batch = None
+        with self.counters.lock:
+            self.counters.spooled += len(records)
+        if deadline is not None:
+            self._next_attempt = max(self._next_attempt, deadline)
+        if self.closing:
+            self._gave_up = True
+        return True
+
+    async def _deliver_predictions(self) -> bool:
+        """Deliver the predictions of ``self._inflight_parts`` (the outcomes wait); False when
+        the batch was spooled instead."""
+        parts = self._inflight_parts
+        failures = 0
+        while parts and parts[0][0] == "prediction":
             kind, events = parts[0]
             progress = await self._send(kind, events)
             done = len(events) - len(progress.remaining)
@@ -469,12 +556,9 @@ class Engine:
                 if not self._must_spool():
                     continue
             if await self._spool_inflight(progress, deadline):
-                return
+                return False
             await self._wait_until(lambda: False, deadline)  # could not spool: keep retrying
-        self._inflight = None
-        self._inflight_parts = []
-        self.spool.release(ticket)
-        self._backoff.reset()
+        return True
 
     def _requeue_inflight(self) -> None:
         """Put an interrupted batch back at the head of the queue and free its ticket."""
@@ -683,6 +767,7 @@ class Engine:
         While the replay goes well the queue waits in memory and is sent directly once the
         spool is empty, rather than taking a detour through the disk."""
         inbox, options = self.inbox, self.options
+        await self._await_tail()
         now = time.monotonic()
         failing = now < self._next_attempt
         if inbox.items and (
@@ -795,6 +880,10 @@ class Engine:
             if self._inflight_parts:
                 records = self._inflight_records()
             pending.append((ticket, records))
+        if self._tail_batch is not None:
+            ticket, outcomes = self._tail_batch
+            pending.append((ticket, [("outcome", event) for event in outcomes]))
+            self._tail_batch = None
         taken = self.inbox.take_all()
         if taken is not None:
             pending.append(taken)
