@@ -34,6 +34,7 @@ from shared.bus import MemoryBus, Topics
 __all__ = ["EmbeddedOptions", "create_embedded_app"]
 
 SERVICES = ("registry", "evaluator", "alerts", "ingest")
+EMBEDDED_DEDUP_LEASE_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,13 @@ def create_embedded_app(options: EmbeddedOptions | None = None) -> FastAPI:
         "registry": registry,
         "evaluator": create_evaluator(evaluator_settings, bus=bus, references=references),
         "alerts": create_alerts(AlertsSettings(database_url=url("alerts")), bus=bus),
-        "ingest": create_ingest(IngestSettings(database_url=url("ingest")), bus=bus),
+        # one ingest instance per data dir: a claim left unsettled by a killed process is
+        # taken over after this lease (instead of Kafka's 15 s), so the SDK's retries of the
+        # events in hand at a kill -9 go through before the evaluator sees the stream as idle
+        "ingest": create_ingest(
+            IngestSettings(database_url=url("ingest"), dedup_lease_s=EMBEDDED_DEDUP_LEASE_S),
+            bus=bus,
+        ),
     }
 
     @contextlib.asynccontextmanager
