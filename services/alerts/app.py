@@ -36,6 +36,8 @@ from .models import (
     LogEntry,
     LogHead,
     Nonconformity,
+    Notification,
+    NotifyCursor,
     Occurrence,
     ProcessedEvaluation,
     ReferenceCounter,
@@ -43,6 +45,7 @@ from .models import (
     Silence,
     WindowVerdict,
 )
+from .notify import Notifier
 from .settings import Settings
 
 __all__ = ["MIGRATIONS", "create_app"]
@@ -67,6 +70,8 @@ MIGRATIONS = MigrationChain(
             LogHead,
             LogEntry,
             SeenObjective,
+            Notification,
+            NotifyCursor,
         )
     ),
 )
@@ -124,6 +129,25 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     objective_log = ObjectiveLogger(db, write_lock)
     view.on_change(objective_log.offer)
     due_days = settings.due_days()
+    for route in settings.routes:
+        metrics.receiver_known(route.receiver)
+
+    def delivered(receiver: str, outcome: str) -> None:
+        if outcome == "dead":  # the last attempt failed too: count it as a failure as well
+            metrics.notifications.labels(receiver, "failed").inc()
+        metrics.notifications.labels(receiver, outcome).inc()
+
+    notifier = Notifier(
+        db=db,
+        routes=settings.routes,
+        max_attempts=settings.notify_max_attempts,
+        backoff_s=settings.notify_backoff_s,
+        poll_s=settings.notify_poll_s,
+        timeout_s=settings.notify_timeout_s,
+        reminder_repeat_s=settings.reminder_repeat_s,
+        lock=write_lock,
+        on_result=delivered,
+    )
 
     def decode_evaluation(record: Record) -> EvaluationResult:
         return decode(EvaluationResult, record.value)
@@ -152,6 +176,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
             metrics.changes.labels(change.system_id, change.change.value, change.severity).inc()
         if changes:
             relay.notify()
+            notifier.notify()
 
     worker: StreamWorker[EvaluationResult] = StreamWorker(
         bus=the_bus,
@@ -167,7 +192,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
         async with (
             bus_lifespan(the_bus, owned=owned),
             migrated_database(db, [OUTBOX, MIGRATIONS]),
-            components_lifespan([objective_log, view, relay, worker]),
+            components_lifespan([objective_log, view, relay, notifier, worker]),
         ):
             yield
 
@@ -179,6 +204,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.state.bus = the_bus
     app.state.db = db
     app.state.relay = relay
+    app.state.notifier = notifier
     app.state.write_lock = write_lock
     app.state.due_days = due_days
     app.state.effectiveness_windows = settings.effectiveness_windows

@@ -21,6 +21,19 @@ class AlertsMetrics:
             registry=registry,
         )
 
+        self.notifications = Counter(
+            "watchkeeper_alert_notifications",
+            "Webhook delivery attempts by receiver and outcome (sent, failed = an attempt "
+            "failed and will be retried, dead = the last attempt failed: dead-lettered)",
+            ["receiver", "outcome"],
+            registry=registry,
+        )
+
+    def receiver_known(self, receiver: str) -> None:
+        """Start a receiver's notification counters at 0."""
+        for outcome in ("sent", "failed", "dead"):
+            self.notifications.labels(receiver, outcome)
+
     def system_known(self, system_id: str) -> None:
         """Start the system's counters at 0 for every change and severity (idempotent)."""
         for change in NonconformityChange:

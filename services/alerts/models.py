@@ -15,6 +15,8 @@ __all__ = [
     "LogEntry",
     "LogHead",
     "Nonconformity",
+    "Notification",
+    "NotifyCursor",
     "Occurrence",
     "ProcessedEvaluation",
     "ReferenceCounter",
@@ -90,6 +92,7 @@ class CorrectiveAction(SQLModel, table=True):
     created_by: str
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
+    reminded_at: datetime | None = None
 
 
 class Occurrence(SQLModel, table=True):
@@ -188,6 +191,34 @@ class SeenObjective(SQLModel, table=True):
     system_id: str = Field(primary_key=True, max_length=128)
     objective_id: str = Field(primary_key=True, max_length=128)
     version: int
+
+
+class Notification(SQLModel, table=True):
+    """One webhook delivery to one receiver; ``dead`` is the dead-letter record after the last
+    failed attempt (nothing is deleted)."""
+
+    __tablename__ = "alerts_notification"
+
+    id: int | None = Field(default=None, primary_key=True)
+    receiver: str
+    url: str
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    status: str = Field(default="pending", index=True, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=_now)
+    last_error: str | None = None
+    log_seq: int | None = None
+    created_at: datetime = Field(default_factory=_now)
+    delivered_at: datetime | None = None
+
+
+class NotifyCursor(SQLModel, table=True):
+    """The last improvement-log entry turned into notifications."""
+
+    __tablename__ = "alerts_notify_cursor"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    seq: int = 0
 
 
 class AlertState(SQLModel, table=True):

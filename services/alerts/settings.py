@@ -1,11 +1,20 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import CommonSettings
 
-__all__ = ["Settings"]
+__all__ = ["Route", "Settings"]
+
+
+class Route(BaseModel):
+    """Notify ``receiver`` at ``url`` (an Alertmanager-compatible webhook) for records whose
+    labels match every matcher (keys: system_id, severity, classification; none: everything)."""
+
+    receiver: str = Field(min_length=1)
+    url: str = Field(pattern=r"^https?://")
+    matchers: dict[str, str] = Field(default_factory=dict)
 
 
 class Settings(CommonSettings):
@@ -19,6 +28,15 @@ class Settings(CommonSettings):
     """Days from raising to a record's due date, by classification."""
     effectiveness_windows: int = Field(default=3, ge=1)
     """Consecutive met windows after the actions that confirm them (review evidence)."""
+    routes: list[Route] = Field(default_factory=list)
+    """Webhook routes, e.g. WK_ALERTS_ROUTES='[{"receiver": "qm", "url": "http://…"}]'."""
+    notify_max_attempts: int = Field(default=5, ge=1)
+    notify_backoff_s: float = Field(default=1.0, gt=0)
+    """Delay before the 2nd attempt; doubled after each failure."""
+    notify_poll_s: float = Field(default=1.0, gt=0)
+    notify_timeout_s: float = Field(default=5.0, gt=0)
+    reminder_repeat_s: float = Field(default=86_400.0, gt=0)
+    """How often an overdue corrective action is reminded again."""
 
     def due_days(self) -> dict[str, int]:
         return {

@@ -1,5 +1,6 @@
 """alerts: the clause 10.2 record, corrective actions, occurrences, window verdicts,
-inhibitions, silences, reference numbers and the hash-chained continual improvement log.
+inhibitions, silences, reference numbers, the hash-chained continual improvement log and
+webhook notifications.
 
 Revision ID: 0002
 Revises: 0001
@@ -77,6 +78,7 @@ def upgrade() -> None:
         _text("created_by"),
         _timestamp("created_at"),
         _timestamp("updated_at"),
+        _timestamp("reminded_at", nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index(
@@ -166,6 +168,28 @@ def upgrade() -> None:
     op.create_index("ix_alerts_log_kind", "alerts_log", ["kind"])
     op.create_index("ix_alerts_log_subject", "alerts_log", ["subject"])
     op.create_table(
+        "alerts_notification",
+        sa.Column("id", sa.Integer(), nullable=False),
+        _text("receiver"),
+        _text("url"),
+        sa.Column("payload", sa.JSON(), nullable=True),
+        _text("status", length=16),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        _timestamp("next_attempt_at"),
+        _text("last_error", nullable=True),
+        sa.Column("log_seq", sa.Integer(), nullable=True),
+        _timestamp("created_at"),
+        _timestamp("delivered_at", nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_alerts_notification_status", "alerts_notification", ["status"])
+    op.create_table(
+        "alerts_notify_cursor",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
         "alerts_seen_objective",
         _text("system_id", length=128),
         _text("objective_id", length=128),
@@ -175,6 +199,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("alerts_notify_cursor")
+    op.drop_index("ix_alerts_notification_status", "alerts_notification")
+    op.drop_table("alerts_notification")
     op.drop_table("alerts_seen_objective")
     op.drop_index("ix_alerts_log_subject", "alerts_log")
     op.drop_index("ix_alerts_log_kind", "alerts_log")
