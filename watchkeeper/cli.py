@@ -14,12 +14,14 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from .cli_alerts import register as register_alerts_commands
 from .cli_registry import register as register_registry_commands
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(help="Watchkeeper: continuous AI performance monitoring.", no_args_is_help=True)
 register_registry_commands(app)
+register_alerts_commands(app)
 err = Console(stderr=True)
 
 
