@@ -31,6 +31,9 @@ class CommonSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     auth_secret: SecretStr | None = None
     """HMAC key of user tokens (shared.auth); None = open mode: nothing is checked."""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest request body; 413 beyond, before the route reads it (``shared.request_guard``;
+    the registry's reference uploads have their own ``max_reference_bytes``)."""
     gc_threshold: int = Field(default=20_000, ge=0)
     """Generation-0 threshold of the garbage collector when the service runs as its own
     process (``shared.serve``; 0: Python's default of 700). Decoding a batch makes thousands

@@ -20,6 +20,7 @@ from shared.lifespan import bus_lifespan, components_lifespan
 from shared.metrics import metrics_router
 from shared.migrations import OUTBOX, MigrationChain, migrated_database
 from shared.outbox import OutboxRelay
+from shared.request_guard import RequestGuard, RouteLimit
 
 from .api import conflict_handler, problem_handler, router, validation_handler
 from .crud import Problem
@@ -75,4 +76,12 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.state.readiness = {"bus": the_bus.ready, "database": db.ready}
     app.include_router(health_router("registry", app.state.readiness))
     app.include_router(metrics_router(registry))
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        auth_secret=settings.auth_secret,
+        route_limits=[
+            RouteLimit("POST", r"/v1/systems/[^/]+/references", settings.max_reference_bytes)
+        ],
+    )
     return app
