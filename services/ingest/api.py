@@ -1,17 +1,21 @@
 """Ingest HTTP routes: authenticate, parse, validate, deduplicate, produce, answer after the ack.
 
 Order of checks, each answering on its own: API key (401) -> body size and batch length
-(413) -> JSON (400) -> per-record contract, schema and key scope (good records go on; with
-none left: 422, or 403 when only the key's scope refused them) -> rate limit (429) ->
+(413) -> gzip and JSON (400) -> per-record contract, schema, event time, string lengths and
+key scope (good records go on; with none left: 422, or 403 when only the key's scope refused
+them) -> rate limit (429) ->
 duplicate store (503 while an earlier request still delivers one of the events) -> Kafka
 (503 with Retry-After when it does not acknowledge within ``kafka_send_timeout_s``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections import Counter as Tally
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
@@ -26,6 +30,7 @@ from shared.contracts import SystemSnapshot
 
 from .context import IngestContext
 from .dedup import Claim, Claims, DedupUnavailable, Verdict
+from .eventtime import EventTimeLimits
 from .fastdecode import system_hint
 from .schemas import IngestResponse, RecordError
 from .validation import (
@@ -103,12 +108,17 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _too_many(count: int, limit: int) -> Response:
-    return _json({"detail": f"batch of {count} exceeds the limit of {limit} events"}, 413)
+def _too_many(count: int, limit: int) -> BodyError:
+    return BodyError(413, f"batch of {count} exceeds the limit of {limit} events")
 
 
 def _decode_fast(
-    kind: Kind, body: bytes, content_type: str, ctx: IngestContext, key_system: str | None
+    kind: Kind,
+    body: bytes,
+    content_type: str,
+    ctx: IngestContext,
+    key_system: str | None,
+    times: EventTimeLimits,
 ) -> list[Accepted] | None:
     """The whole body through the system's one-pass decoder (see ``fastdecode``); None when
     the exact validator must look at it (it then names every problem)."""
@@ -117,7 +127,7 @@ def _decode_fast(
     if system is None or system.status != "active":
         return None
     decoder = ctx.fast(system)
-    events = decoder.decode(kind, body, ndjson=is_ndjson(content_type))
+    events = decoder.decode(kind, body, ndjson=is_ndjson(content_type), times=times)
     if events is None:
         return None
     encode = decoder.encode
@@ -125,6 +135,57 @@ def _decode_fast(
         Accepted(index, system.system_id, event.event_id, encode(event))
         for index, event in enumerate(events)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    good: list[Accepted]
+    errors: list[RecordError]
+    items: list[Any]
+    """The raw records when the exact validator read them (to count refusals by system)."""
+
+
+def _parse(
+    kind: Kind,
+    body: bytes,
+    *,
+    content_type: str,
+    content_encoding: str,
+    ctx: IngestContext,
+    key_system: str | None,
+    times: EventTimeLimits,
+) -> _Parsed:
+    """Body to validated events (pure CPU work, so it may run in a worker thread); raises
+    ``BodyError`` when the body as a whole is refused."""
+    settings = ctx.settings
+    body = decompress_body(
+        body, content_encoding=content_encoding, max_bytes=settings.max_body_bytes
+    )
+    decoded = _decode_fast(kind, body, content_type, ctx, key_system, times)
+    if decoded is not None:
+        if len(decoded) > settings.max_batch_events:
+            raise _too_many(len(decoded), settings.max_batch_events)
+        return _Parsed(decoded, [], [])
+    items, finite = parse_items(body, content_type=content_type)
+    if len(items) > settings.max_batch_events:
+        raise _too_many(len(items), settings.max_batch_events)
+
+    def authorized(system: SystemSnapshot) -> str | None:
+        if system.system_id == key_system:
+            return None
+        return f"the API key is not valid for system {system.system_id!r}"
+
+    good, errors = validate_events(
+        kind,
+        items,
+        lookup=ctx.view.get,
+        authorized=authorized if ctx.auth_required else None,
+        checks=ctx.checks,
+        finite=finite,
+        times=times,
+        max_string_chars=settings.max_string_chars,
+    )
+    return _Parsed(good, errors, items)
 
 
 async def _ingest(kind: Kind, request: Request, ctx: IngestContext, atomic: bool) -> Response:
@@ -155,57 +216,44 @@ async def _handle(kind: Kind, request: Request, ctx: IngestContext, atomic: bool
     body = await _read_body(request, limit)
     if body is None:
         return _json({"detail": f"body exceeds the limit of {limit} bytes"}, 413)
-    content_type = request.headers.get("content-type", "application/json")
-    try:
-        body = decompress_body(
-            body,
-            content_encoding=request.headers.get("content-encoding", ""),
-            max_bytes=limit,
-        )
-    except BodyError as exc:
-        return _json({"detail": exc.reason}, exc.status)
     if not ctx.view.loaded:
         return _unavailable(ctx, "registry view is still loading; retry shortly")
-
-    decoded = _decode_fast(kind, body, content_type, ctx, key_system)
-    if decoded is not None:
-        good: list[Accepted] = decoded
-        errors: list[RecordError] = []
-        if len(good) > settings.max_batch_events:
-            return _too_many(len(good), settings.max_batch_events)
-        metrics.batch_size.observe(len(good))
-    else:
-        try:
-            items, finite = parse_items(body, content_type=content_type)
-        except BodyError as exc:
-            return _json({"detail": exc.reason}, exc.status)
-        if len(items) > settings.max_batch_events:
-            return _too_many(len(items), settings.max_batch_events)
-        metrics.batch_size.observe(len(items))
-
-        def authorized(system: SystemSnapshot) -> str | None:
-            if system.system_id == key_system:
-                return None
-            return f"the API key is not valid for system {system.system_id!r}"
-
-        good, errors = validate_events(
-            kind,
-            items,
-            lookup=ctx.view.get,
-            authorized=authorized if ctx.auth_required else None,
-            checks=ctx.checks,
-            finite=finite,
-        )
-        if errors:
-            _count_rejections(ctx, kind, items, errors)
-            if atomic or not good:
-                scope_only = key_system is not None and all(
-                    e.field == "system_id" and e.reason.startswith("the API key") for e in errors
-                )
-                return _json(
-                    {"detail": [e.model_dump() for e in errors], "accepted": 0},
-                    403 if scope_only else 422,
-                )
+    encoding = request.headers.get("content-encoding", "")
+    parse = functools.partial(
+        _parse,
+        kind,
+        body,
+        content_type=request.headers.get("content-type", "application/json"),
+        content_encoding=encoding,
+        ctx=ctx,
+        key_system=key_system,
+        times=EventTimeLimits(
+            time.time(), settings.max_future_skew_s, settings.backfill_allowance_s
+        ),
+    )
+    # a large body would stall every other request for as long as it takes to parse
+    weight = len(body) * (16 if encoding.strip().lower() == "gzip" else 1)
+    try:
+        if weight > settings.parse_in_thread_bytes:
+            parsed = await asyncio.to_thread(parse)
+        else:
+            parsed = parse()
+    except BodyError as exc:
+        return _json({"detail": exc.reason}, exc.status)
+    good, errors = parsed.good, parsed.errors
+    metrics.batch_size.observe(len(parsed.items) if parsed.items else len(good))
+    if errors:
+        _count_rejections(ctx, kind, parsed.items, errors)
+        if atomic or not good:
+            scope_only = key_system is not None and all(
+                e.field == "system_id" and e.reason.startswith("the API key") for e in errors
+            )
+            # the shape of a partial refusal (rejected, duplicates), plus detail as before
+            listed = [e.model_dump() for e in errors]
+            return _json(
+                {"detail": listed, "accepted": 0, "duplicates": [], "rejected": listed},
+                403 if scope_only else 422,
+            )
 
     # the first of several records with one event_id in this request is the one that counts
     duplicates: list[Accepted] = []

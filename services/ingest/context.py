@@ -32,7 +32,10 @@ class IngestContext:
     dedup: DedupStore | None
     follower: DeliveryFollower
     checks: SchemaChecks = field(default_factory=SchemaChecks)
-    fast: FastDecoders = field(default_factory=FastDecoders)
+    fast: FastDecoders = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fast = FastDecoders(self.settings.max_string_chars)
 
     @property
     def auth_required(self) -> bool:

@@ -18,13 +18,14 @@ columnar reader takes as is).
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from shared.contracts import FeatureType, SystemSnapshot
 
+from .eventtime import EventTimeLimits
 from .validation import PerSystem
 
 __all__ = ["FastDecoder", "FastDecoders", "system_hint"]
@@ -41,15 +42,10 @@ _TIMESTAMP = Annotated[
     ),
 ]
 _INT = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-_SCALAR = str | _INT | float | bool
 _PROBABILITY = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 _LATENCY = Annotated[float, msgspec.Meta(ge=0.0)]
 _VERSION = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-_FEATURE_TYPES: dict[FeatureType, Any] = {
-    FeatureType.NUMERIC: _INT | float,
-    FeatureType.CATEGORICAL: str | _INT,
-    FeatureType.BOOLEAN: bool,
-}
+_DAY_S = 86_400.0
 _HINT = re.compile(rb'"system_id"\s*:\s*"([A-Za-z0-9][A-Za-z0-9._:\-]{0,127})"')
 
 
@@ -65,17 +61,27 @@ def system_hint(body: bytes) -> str | None:
 
 
 class FastDecoder:
-    """Decoders of prediction and outcome bodies of one system; encodes accepted events."""
+    """Decoders of prediction and outcome bodies of one system; encodes accepted events.
 
-    def __init__(self, system: SystemSnapshot) -> None:
+    ``max_string_chars`` bounds feature, attribute and score names and values, the prediction
+    and the actual, as ``validation.long_string`` does (None: no bound)."""
+
+    def __init__(self, system: SystemSnapshot, max_string_chars: int | None = None) -> None:
         self.system = system
         system_id: Any = Literal[system.system_id]
+        text: Any = Annotated[str, msgspec.Meta(max_length=max_string_chars)]
+        scalar: Any = text | _INT | float | bool
+        feature_types: dict[FeatureType, Any] = {
+            FeatureType.NUMERIC: _INT | float,
+            FeatureType.CATEGORICAL: text | _INT,
+            FeatureType.BOOLEAN: bool,
+        }
         features = msgspec.defstruct(
             "Features",
             [
-                (f"f{i}", _FEATURE_TYPES[f.type] | None, None)
+                (f"f{i}", feature_types[f.type] | None, None)
                 if f.nullable
-                else (f"f{i}", _FEATURE_TYPES[f.type])
+                else (f"f{i}", feature_types[f.type])
                 for i, f in enumerate(system.features)
             ],
             rename={f"f{i}": f.name for i, f in enumerate(system.features)},
@@ -91,9 +97,9 @@ class FastDecoder:
                 ("model_version", _VERSION),
                 ("timestamp", _TIMESTAMP),
                 ("features", features),
-                ("prediction", _SCALAR),
-                ("scores", dict[str, _PROBABILITY] | None, None),
-                ("attributes", dict[str, _SCALAR | None], msgspec.field(default_factory=dict)),
+                ("prediction", scalar),
+                ("scores", dict[text, _PROBABILITY] | None, None),
+                ("attributes", dict[text, scalar | None], msgspec.field(default_factory=dict)),
                 ("latency_ms", _LATENCY | None, None),
                 ("schema_version", Literal[1], msgspec.field(default_factory=_version)),
             ],
@@ -107,7 +113,7 @@ class FastDecoder:
                 ("system_id", system_id),
                 ("prediction_id", _ID),
                 ("timestamp", _TIMESTAMP),
-                ("actual", _SCALAR),
+                ("actual", scalar),
                 ("schema_version", Literal[1], msgspec.field(default_factory=_version)),
             ],
             forbid_unknown_fields=True,
@@ -126,8 +132,11 @@ class FastDecoder:
         self._encoder = msgspec.json.Encoder()
         self._dates: set[str] = set()
 
-    def decode(self, kind: str, body: bytes, *, ndjson: bool) -> list[Any] | None:
-        """Every event of the body, or None when any record needs the exact validator."""
+    def decode(
+        self, kind: str, body: bytes, *, ndjson: bool, times: EventTimeLimits | None = None
+    ) -> list[Any] | None:
+        """Every event of the body, or None when any record needs the exact validator
+        (``times``: also when an event time is outside its window)."""
         many, one = self._decoders[kind]
         try:
             if ndjson:
@@ -139,7 +148,31 @@ class FastDecoder:
             return None
         if not events or not self._dates_valid(events):
             return None
+        if times is not None and not self._times_valid(events, times):
+            return None
         return events
+
+    def _times_valid(self, events: list[Any], times: EventTimeLimits) -> bool:
+        """Every event time inside the window. A day whose every instant (offsets up to
+        +-23:59) is inside is decided once; only events of the days at the window's edges
+        are parsed one by one."""
+        earliest, latest = times.window(self.system)
+        inside: dict[str, bool] = {}
+        for event in events:
+            timestamp: str = event.timestamp
+            day = timestamp[:10]
+            whole = inside.get(day)
+            if whole is None:
+                start = datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
+                if start + 2 * _DAY_S < earliest or start - _DAY_S > latest:
+                    return False
+                whole = inside[day] = start - _DAY_S >= earliest and start + 2 * _DAY_S <= latest
+            if (
+                not whole
+                and not earliest <= datetime.fromisoformat(timestamp).timestamp() <= latest
+            ):
+                return False
+        return True
 
     def _dates_valid(self, events: list[Any]) -> bool:
         """The pattern bounds every part of a timestamp but the day of the month (and year
@@ -164,5 +197,5 @@ class FastDecoder:
 class FastDecoders(PerSystem[FastDecoder]):
     """One decoder per system."""
 
-    def __init__(self) -> None:
-        super().__init__(FastDecoder)
+    def __init__(self, max_string_chars: int | None = None) -> None:
+        super().__init__(lambda system: FastDecoder(system, max_string_chars))

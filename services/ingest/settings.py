@@ -16,6 +16,14 @@ class Settings(CommonSettings):
     """uvicorn worker processes for ``python -m services.ingest`` (one event loop each)."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=10_000, ge=1)
+    max_string_chars: int = Field(default=1024, ge=1)
+    """Longest feature, attribute or score name or value, prediction or actual string."""
+    max_future_skew_s: float = Field(default=3600.0, ge=0)
+    """Event times further ahead of ingest's clock are refused (field ``timestamp``)."""
+    backfill_allowance_s: float = Field(default=7 * 24 * 3600.0, ge=0)
+    """Event times older than the system's label horizon plus this are refused."""
+    parse_in_thread_bytes: int = Field(default=1024 * 1024, ge=0)
+    """Bodies larger than this (gzip: a sixteenth of it) are parsed in a worker thread."""
     retry_after_s: int = Field(default=2, ge=1)
     rate_limit_events_per_s: float | None = Field(default=100_000.0, gt=0)
     """Per AI system and ingest instance; None disables the limit."""

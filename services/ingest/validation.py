@@ -31,11 +31,13 @@ from shared.contracts import (
     encode,
 )
 
+from .eventtime import EventTimeLimits
 from .schemas import RecordError
 
 __all__ = [
     "Accepted",
     "BodyError",
+    "EventTimeLimits",
     "Kind",
     "PerSystem",
     "SchemaCheck",
@@ -44,6 +46,7 @@ __all__ = [
     "decompress_body",
     "fast_event",
     "is_ndjson",
+    "long_string",
     "parse_items",
     "validate_events",
 ]
@@ -143,32 +146,38 @@ class SchemaChecks(PerSystem[SchemaCheck]):
         super().__init__(SchemaCheck)
 
 
+_TOO_DEEP = "body: nested too deeply (JSON deeper than 1024 levels)"
+
+
 def _loads(data: bytes) -> tuple[Any, bool]:
     """orjson, or (for NaN, Infinity, 1e999: not JSON, but what many encoders write) the
     standard library, so the record and field at fault can be named; True when finite."""
     try:
         return orjson.loads(data), True
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise BodyError(400, _TOO_DEEP) from None
         try:
             return json.loads(data), False
+        except RecursionError:
+            raise BodyError(400, _TOO_DEEP) from None
         except ValueError:
             raise exc from None
 
 
-def _non_finite(value: Any, path: str = "") -> str | None:
-    """The dotted path of the first NaN or infinity in ``value``, if any."""
-    if type(value) is float:
-        return path if not math.isfinite(value) else None
-    if type(value) is dict:
-        for key, item in value.items():
-            found = _non_finite(item, f"{path}.{key}" if path else str(key))
-            if found is not None:
-                return found
-    elif type(value) is list:
-        for index, item in enumerate(value):
-            found = _non_finite(item, f"{path}.{index}" if path else str(index))
-            if found is not None:
-                return found
+def _non_finite(value: Any) -> str | None:
+    """The dotted path of the first NaN or infinity in ``value``, if any (depth-first, without
+    recursion: the standard library parses deeper than Python's stack would walk)."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if type(item) is float:
+            if not math.isfinite(item):
+                return path
+        elif type(item) is dict or type(item) is list:
+            pairs = item.items() if type(item) is dict else enumerate(item)
+            children = [(child, f"{path}.{key}" if path else str(key)) for key, child in pairs]
+            stack.extend(reversed(children))
     return None
 
 
@@ -182,6 +191,13 @@ def decompress_body(body: bytes, *, content_encoding: str, max_bytes: int) -> by
             raise BodyError(400, f"body: invalid gzip data ({exc})") from exc
         if len(body) > max_bytes:
             raise BodyError(413, f"body: decompressed size exceeds the limit of {max_bytes} bytes")
+        # one complete gzip stream and nothing after it: anything else would be read in part
+        if not decompressor.eof:
+            raise BodyError(400, "body: invalid gzip data (truncated stream)")
+        if decompressor.unused_data[:2] == b"\x1f\x8b":
+            raise BodyError(400, "body: invalid gzip data (a second gzip member; send one)")
+        if decompressor.unused_data:
+            raise BodyError(400, "body: invalid gzip data (trailing data after the stream)")
     elif content_encoding.strip() not in ("", "identity"):
         raise BodyError(415, f"Content-Encoding {content_encoding!r} is not supported (use gzip)")
     if not body.strip():
@@ -295,6 +311,27 @@ def fast_event(kind: Kind, item: dict[str, Any]) -> bool:
     )
 
 
+def long_string(item: dict[str, Any], limit: int) -> tuple[str, str] | None:
+    """The first string of ``item`` longer than ``limit`` characters among those whose
+    length only the client bounds: feature, attribute and score names and values, the
+    prediction and the actual, as (field, reason). A long name is not echoed back."""
+    reason = f"longer than {limit} characters (max_string_chars)"
+    for name in ("features", "attributes", "scores"):
+        mapping = item.get(name)
+        if type(mapping) is not dict:
+            continue
+        for key, value in mapping.items():
+            if len(key) > limit:
+                return name, f"a name is {reason}"
+            if type(value) is str and len(value) > limit:
+                return f"{name}.{key}", reason
+    for name in ("prediction", "actual"):
+        value = item.get(name)
+        if type(value) is str and len(value) > limit:
+            return name, reason
+    return None
+
+
 def check_features(features: Mapping[str, Any], system: SystemSnapshot) -> tuple[str, str] | None:
     """The first way the features break the system's schema, as (field, reason)."""
     specs = {f.name: f for f in system.features}
@@ -332,12 +369,16 @@ def validate_events(
     authorized: Callable[[SystemSnapshot], str | None] | None = None,
     checks: SchemaChecks | None = None,
     finite: bool = True,
+    times: EventTimeLimits | None = None,
+    max_string_chars: int | None = None,
 ) -> tuple[list[Accepted], list[RecordError]]:
     """Validate every item; returns the good events (as bus values) and one error per bad one.
 
     ``authorized(system)`` returns why the request's credentials may not write events of
     that system (None when they may); None means open mode (no credentials checked).
     ``finite=False`` (from ``parse_items``): look for NaN/infinity in every record first.
+    ``times``: refuse event times outside its window; ``max_string_chars``: refuse longer
+    feature, attribute, score, prediction and actual strings (None: no limit).
     """
     model: type[PredictionEvent] | type[OutcomeEvent] = (
         PredictionEvent if kind == "predictions" else OutcomeEvent
@@ -356,11 +397,17 @@ def validate_events(
                     RecordError(index=index, field=where, reason="NaN and infinity are not allowed")
                 )
                 continue
+        if max_string_chars is not None:
+            long = long_string(item, max_string_chars)
+            if long is not None:
+                errors.append(RecordError(index=index, field=long[0], reason=long[1]))
+                continue
         event: PredictionEvent | OutcomeEvent | None = None
         if fast_event(kind, item):
             system_id: str = item["system_id"]
             event_id: str = item["event_id"]
             features: dict[str, Any] | None = item.get("features")
+            when = item["timestamp"]
         else:
             try:
                 event = model.model_validate(item)
@@ -372,6 +419,7 @@ def validate_events(
                 continue
             system_id, event_id = event.system_id, event.event_id
             features = event.features if isinstance(event, PredictionEvent) else None
+            when = event.timestamp
         system = lookup(system_id)
         if system is None:
             errors.append(RecordError(index=index, field="system_id", reason="unknown AI system"))
@@ -384,6 +432,12 @@ def validate_events(
         if system.status != "active":
             errors.append(RecordError(index=index, field="system_id", reason="system is retired"))
             continue
+        if times is not None:
+            moment = datetime.fromisoformat(when) if type(when) is str else when
+            late = times.problem(moment.timestamp(), system)
+            if late is not None:
+                errors.append(RecordError(index=index, field="timestamp", reason=late))
+                continue
         if features is not None and not compiled(system).passes(features):
             problem = check_features(features, system)
             if problem is not None:
