@@ -3,12 +3,14 @@ it, and forwards the same events: checked on generated bodies against the contra
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.ingest.eventtime import EventTimeLimits
 from services.ingest.fastdecode import FastDecoder, FastDecoders, system_hint
 from services.ingest.validation import Kind, validate_events
 from shared.contracts import OutcomeEvent, PredictionEvent, decode
@@ -103,3 +105,75 @@ def test_decoders_follow_the_systems_snapshot() -> None:
     assert decoders(SYSTEM.model_copy(update={"name": "renamed"})) is not first
     assert system_hint(b' [{"event_id": "e", "system_id" : "s-1"}]') == "s-1"
     assert system_hint(b'{"system_id": 3}') is None
+
+
+# Event-time and string limits: on records otherwise valid, the one-pass decoder must accept
+# exactly what the exact validator accepts (so it neither lets a refused event through nor
+# sends every realtime batch to the slow path).
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC).timestamp()
+TIMES = EventTimeLimits(NOW, max_future_skew_s=3600, backfill_allowance_s=86_400)
+EARLIEST, LATEST = TIMES.window(SYSTEM)
+LIMITED = FastDecoder(SYSTEM, max_string_chars=6)
+
+NEAR_EDGES = st.one_of(
+    st.floats(EARLIEST - 3 * 86_400, EARLIEST + 3 * 86_400),
+    st.floats(LATEST - 3 * 86_400, LATEST + 3 * 86_400),
+    st.sampled_from([EARLIEST, LATEST, EARLIEST - 1e-6, LATEST + 1e-6]),
+)
+OFFSETS = st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+@st.composite
+def timestamps(draw: st.DrawFn) -> str:
+    moment = datetime.fromtimestamp(draw(NEAR_EDGES), draw(OFFSETS))
+    text = moment.isoformat(timespec=draw(st.sampled_from(["seconds", "microseconds"])))
+    return text.replace("+00:00", "Z") if draw(st.booleans()) else text
+
+
+@st.composite
+def limited_records(draw: st.DrawFn, kind: str) -> dict[str, Any]:
+    text = st.text(max_size=8)
+    if kind == "predictions":
+        item = prediction_base()
+        item["features"]["b"] = draw(text)
+        item["attributes"] = draw(
+            st.dictionaries(text, text | st.integers(-1000, 1000), max_size=2)
+        )
+        item["scores"] = draw(st.none() | st.dictionaries(text, st.just(0.5), max_size=2))
+        item["prediction"] = draw(text | st.integers(0, 1))
+    else:
+        item = {"event_id": "o-1", "system_id": "s-1", "prediction_id": "e-1"}
+        item["actual"] = draw(text | st.integers(0, 1))
+    item["timestamp"] = draw(timestamps())
+    return item
+
+
+def _agrees_exactly(kind: Kind, items: list[dict[str, Any]]) -> None:
+    body = orjson.dumps(items)
+    events = LIMITED.decode(kind, body, ndjson=False, times=TIMES)
+    _good, errors = validate_events(
+        kind, orjson.loads(body), lookup={"s-1": SYSTEM}.get, times=TIMES, max_string_chars=6
+    )
+    assert (events is not None) == (not errors), (items, errors)
+    for error in errors:
+        assert (
+            "(max_future_skew_s)" in error.reason
+            or "backfill_allowance_s" in error.reason
+            or ("(max_string_chars)" in error.reason)
+        ), error
+
+
+@settings(max_examples=600, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(limited_records("predictions"), min_size=1, max_size=3))
+def test_one_pass_takes_exactly_the_predictions_inside_the_limits(
+    items: list[dict[str, Any]],
+) -> None:
+    _agrees_exactly("predictions", items)
+
+
+@settings(max_examples=300, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(limited_records("outcomes"), min_size=1, max_size=3))
+def test_one_pass_takes_exactly_the_outcomes_inside_the_limits(
+    items: list[dict[str, Any]],
+) -> None:
+    _agrees_exactly("outcomes", items)
