@@ -17,6 +17,10 @@ from shared.contracts import SystemSnapshot
 __all__ = ["EventTimeLimits"]
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:g}"
+
+
 @dataclass(frozen=True, slots=True)
 class EventTimeLimits:
     """The limits as of ``now`` (seconds since the epoch), fixed once per request."""
@@ -34,11 +38,13 @@ class EventTimeLimits:
         """Why an event time ``when`` (epoch seconds) is refused, or None."""
         earliest, latest = self.window(system)
         if when > latest:
-            return f"more than {self.max_future_skew_s:g} s in the future (max_future_skew_s)"
+            skew = _seconds(self.max_future_skew_s)
+            return f"more than {skew} s in the future (max_future_skew_s)"
         if when < earliest:
             horizon = system.label_horizon_seconds
+            allowance = self.backfill_allowance_s
             return (
-                f"older than {horizon + self.backfill_allowance_s:g} s (label_horizon_seconds "
-                f"{horizon} s + backfill_allowance_s {self.backfill_allowance_s:g} s)"
+                f"older than {_seconds(horizon + allowance)} s (label_horizon_seconds "
+                f"{horizon} s + backfill_allowance_s {_seconds(allowance)} s)"
             )
         return None
