@@ -133,3 +133,23 @@ def test_a_spool_never_written_leaves_no_directory(tmp_path: Path) -> None:
     assert spool.adopt_orphans() == 0
     spool.close()
     assert not (tmp_path / "root").exists() or list((tmp_path / "root").iterdir()) == []
+
+
+def test_reading_ahead_does_not_move_the_replay_position(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.write(spool.reserve(), [prediction(1), outcome(1), prediction(2), outcome(2)])
+
+    head = spool.read_head(1)
+    assert head is not None
+    ahead = spool.read_after(head, 1)
+    assert ahead is not None
+    assert [event["event_id"] for _, event in ahead.records] == ["p2", "o2"]
+    assert spool.read_after(ahead, 1) is None  # end of the segment
+
+    again = spool.read_head(1)  # nothing committed yet: the head is still the head
+    assert again is not None
+    assert [event["event_id"] for _, event in again.records] == ["p1", "o1"]
+    spool.commit(head, 2)
+    spool.commit(ahead, 2)
+    assert drain(spool) == []
+    spool.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -274,6 +275,7 @@ class _Replay:
     head: Head
     settled: list[bool]
     committed: int = 0
+    uncounted: int = 0  # settled since last counted (in stats and for flush)
 
 
 _ADVICE = {
@@ -320,7 +322,7 @@ class Engine:
         self._last_drain = 0.0
         self._gave_up = False
         self._spooling_logged = False
-        self._replaying: _Replay | None = None
+        self._replays: deque[_Replay] = deque()  # the spool head, and one read ahead
         self.problem: ConfigurationError | None = None  # the setup problem blocking delivery
         self._logged_causes: set[str] = set()
         self._inflight: tuple[int, list[Record]] | None = None
@@ -778,13 +780,12 @@ class Engine:
             await self._drain_inbox()
             return False
         if now >= self._next_attempt:
-            replay = self._replaying
-            if replay is None:
+            if not self._replays:
                 head = await self._io(lambda: self.spool.read_head(options.batch_size))
                 if head is not None:
-                    replay = _Replay(head, [False] * len(head.records))
-            if replay is not None:
-                await self._replay(replay)
+                    self._replays.append(_Replay(head, [False] * len(head.records)))
+            if self._replays:
+                await self._replay()
                 return True
             if not self.spool.pending():
                 self._left_spool_mode()
@@ -822,44 +823,65 @@ class Engine:
         with self.counters.lock:
             self.counters.spooled += len(records)
 
-    async def _replay(self, replay: _Replay) -> None:
-        """Send a head's unsettled predictions, then (all of them settled) its outcomes;
-        commit the settled prefix. A head not fully settled is kept for the next attempt."""
+    async def _send_kind(self, replay: _Replay, kind: EventKind) -> _Progress | None:
+        """Send the unsettled events of one kind of a head and mark them settled (counted
+        once committed). Returns the failed progress, or None when all of them are settled."""
         head, settled = replay.head, replay.settled
-        failed: _Progress | None = None
-        newly = 0
-        for kind in ("prediction", "outcome"):
-            indexes = [i for i, (k, _) in enumerate(head.records) if k == kind and not settled[i]]
-            if not indexes:
-                continue
-            progress = await self._send(kind, [head.records[i][1] for i in indexes])
-            kept = {indexes[j] for j in progress.remaining}
-            for i in indexes:
-                if i not in kept:
-                    settled[i] = True
-                    newly += 1
-            if kept:
-                failed = progress
-                break
-        prefix = replay.committed
-        while prefix < len(settled) and settled[prefix]:
-            prefix += 1
-        if prefix > replay.committed:
-            await self._io(lambda: self.spool.commit(head, prefix))
-            replay.committed = prefix
-        if newly:
-            with self.counters.lock:
-                self.counters.replayed += newly
-            if head.own:
-                self._settle(newly)
+        indexes = [i for i, (k, _) in enumerate(head.records) if k == kind and not settled[i]]
+        if not indexes:
+            return None
+        progress = await self._send(kind, [head.records[i][1] for i in indexes])
+        kept = {indexes[j] for j in progress.remaining}
+        for i in indexes:
+            if i not in kept:
+                settled[i] = True
+                replay.uncounted += 1
+        return progress if kept else None
+
+    async def _replay(self) -> None:
+        """Replay the spool head: its predictions, then its outcomes alongside the
+        predictions of the events right after it (read ahead in the same segment); then
+        commit, in order, the prefix of settled events. Heads not fully settled are kept
+        for the next attempt, their settled events are not sent again."""
+        replays, options = self._replays, self.options
+        first = replays[0]
+        failed = await self._send_kind(first, "prediction")
+        if failed is None:
+            if len(replays) == 1 and any(kind == "outcome" for kind, _ in first.head.records):
+                read = functools.partial(self.spool.read_after, first.head, options.batch_size)
+                ahead = await self._io(read)
+                if ahead is not None:
+                    replays.append(_Replay(ahead, [False] * len(ahead.records)))
+            sends = [self._send_kind(first, "outcome")]
+            if len(replays) > 1:
+                sends.append(self._send_kind(replays[1], "prediction"))
+            results = await asyncio.gather(*sends)
+            failed = next((result for result in results if result is not None), None)
+        replays_before = list(replays)
+        for replay in replays_before:
+            settled = replay.settled
+            prefix = replay.committed
+            while prefix < len(settled) and settled[prefix]:
+                prefix += 1
+            if prefix > replay.committed:
+                await self._io(functools.partial(self.spool.commit, replay.head, prefix))
+                replay.committed = prefix
+            if prefix < len(settled):
+                break  # what follows may only be committed after it
+            replays.popleft()
+        for replay in replays_before:
+            newly, replay.uncounted = replay.uncounted, 0
+            if newly:
+                with self.counters.lock:
+                    self.counters.replayed += newly
+                if replay.head.own:
+                    self._settle(newly)
         if failed is not None:
-            self._replaying = replay
             delay = self._backoff.next_delay(failed.retry_after)
             self._next_attempt = time.monotonic() + delay
             if self.closing:
                 self._gave_up = True
         else:
-            self._replaying = None
             self._backoff.reset()
             self._next_attempt = 0.0
 

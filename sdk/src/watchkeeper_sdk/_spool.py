@@ -422,7 +422,22 @@ class Spool:
                 return head
             # only unreadable records there: they were skipped, look again
 
-    def _read(self, segment: _Segment, start: int, size: int, limit: int) -> Head | None:
+    def read_after(self, head: Head, limit: int) -> Head | None:
+        """The events right after ``head`` in its segment (read ahead while ``head`` is still
+        being delivered), or None: at the end of the segment, or an unreadable record there
+        (``read_head`` deals with it once ``head`` is committed)."""
+        with self._book:
+            if self._closed:
+                return None
+            segment = head.segment
+            start, size = head.ends[-1], segment.size
+        if start >= size:
+            return None
+        return self._read(segment, start, size, limit, ahead=True)
+
+    def _read(
+        self, segment: _Segment, start: int, size: int, limit: int, *, ahead: bool = False
+    ) -> Head | None:
         want = min(size - start, 4 << 20)
         with open(segment.path, "rb") as file:
             while True:
@@ -442,6 +457,8 @@ class Spool:
                 break
             line = data[position:newline]
             record = self._decode(line)
+            if record is None and ahead:
+                break  # reported and skipped when read as the head
             if record is None:
                 self._unreadable(segment, start + position, line)
                 if not records:
@@ -457,6 +474,8 @@ class Spool:
             ends.append(start + newline + 1)
             position = newline + 1
         if not records:
+            if ahead:
+                return None
             tail = data[position:]
             if tail and start + len(data) >= size and segment is not self._open:
                 # torn last line of a segment whose writer died mid-write
