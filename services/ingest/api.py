@@ -66,12 +66,15 @@ _BODY_DOC = {
     }
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "body is not JSON / NDJSON / gzip"},
+    400: {"description": "body is not JSON / NDJSON / one complete gzip stream, or too deep"},
     401: {"description": "missing or unknown ingest API key (Authorization: Bearer <key>)"},
     403: {"description": "the API key belongs to another AI system"},
     413: {"description": "body or batch over the limit (named in the answer)"},
     415: {"description": "unsupported Content-Encoding"},
-    422: {"description": "no valid record; each bad record listed by index, field, reason"},
+    422: {
+        "description": "no valid record; as a 202, each bad record in rejected (and detail) "
+        "by index, field, reason"
+    },
     429: {"description": "the system is over its rate limit; see Retry-After"},
     503: {"description": "Kafka or the duplicate store did not answer; see Retry-After"},
 }
