@@ -10,6 +10,8 @@ replaying the whole evaluations topic changes nothing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, col, select
@@ -45,7 +47,7 @@ from .semantics import (
     silence_matches,
 )
 
-__all__ = ["ACTOR", "apply_evaluation"]
+__all__ = ["ACTOR", "BatchState", "apply_evaluation", "prefetch"]
 
 ACTOR = "alerts"
 """The actor of the decisions the service takes by itself."""
@@ -55,6 +57,57 @@ def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
+@dataclass(slots=True)
+class BatchState:
+    """What a batch of evaluations reads, loaded with a few IN queries up front (one round
+    trip per table instead of several per evaluation) and kept current as the batch applies."""
+
+    processed: set[str] = field(default_factory=set)
+    verdicts: dict[tuple[str, datetime], WindowVerdict] = field(default_factory=dict)
+    states: dict[str, AlertState] = field(default_factory=dict)
+    open: dict[str, Nonconformity | None] = field(default_factory=dict)
+    inhibitions: dict[tuple[str, datetime], Inhibition] = field(default_factory=dict)
+
+
+def prefetch(*, session: Session, results: Sequence[EvaluationResult]) -> BatchState:
+    state = BatchState()
+    prints = {fingerprint(r.system_id, r.objective_id, r.parameters) for r in results}
+    starts = {r.window_start for r in results}
+    systems = {r.system_id for r in results}
+    state.processed = set(
+        session.exec(
+            select(ProcessedEvaluation.evaluation_id).where(
+                col(ProcessedEvaluation.evaluation_id).in_([r.id for r in results])
+            )
+        ).all()
+    )
+    for verdict in session.exec(
+        select(WindowVerdict).where(
+            col(WindowVerdict.fingerprint).in_(prints), col(WindowVerdict.window_start).in_(starts)
+        )
+    ).all():
+        state.verdicts[(verdict.fingerprint, _utc(verdict.window_start))] = verdict
+    for alert_state in session.exec(
+        select(AlertState).where(col(AlertState.fingerprint).in_(prints))
+    ).all():
+        state.states[alert_state.fingerprint] = alert_state
+    state.open = dict.fromkeys(prints)
+    for nc in session.exec(
+        select(Nonconformity).where(
+            col(Nonconformity.fingerprint).in_(prints),
+            Nonconformity.open == True,  # noqa: E712
+        )
+    ).all():
+        state.open[nc.fingerprint] = nc
+    for inhibition in session.exec(
+        select(Inhibition).where(
+            col(Inhibition.system_id).in_(systems), col(Inhibition.window_start).in_(starts)
+        )
+    ).all():
+        state.inhibitions[(inhibition.system_id, _utc(inhibition.window_start))] = inhibition
+    return state
+
+
 def apply_evaluation(
     *,
     session: Session,
@@ -62,13 +115,16 @@ def apply_evaluation(
     objective: Objective | None,
     topic: str,
     due_days: dict[str, int] | None = None,
+    batch: BatchState | None = None,
 ) -> NonconformityChanged | None:
-    if session.get(ProcessedEvaluation, result.id) is not None:
+    """Apply one evaluation and commit. With ``batch`` (from :func:`prefetch` over the whole
+    batch), reads come from it and the caller commits the batch in one transaction."""
+    step = _Step(session, result, objective, topic, due_days or DEFAULT_DUE_DAYS, batch)
+    if step.processed():
         return None
-    session.add(ProcessedEvaluation(evaluation_id=result.id))
-    step = _Step(session, result, objective, topic, due_days or DEFAULT_DUE_DAYS)
     change = step.run()
-    session.commit()
+    if batch is None:
+        session.commit()
     return change
 
 
@@ -80,7 +136,9 @@ class _Step:
         objective: Objective | None,
         topic: str,
         due_days: dict[str, int],
+        batch: BatchState | None,
     ) -> None:
+        self.batch = batch
         self.session = session
         self.result = result
         self.objective = objective
@@ -88,32 +146,81 @@ class _Step:
         self.due_days = due_days
         self.print = fingerprint(result.system_id, result.objective_id, result.parameters)
         self.window = result.window_start
+        self.key = (self.print, _utc(result.window_start))
+        self.system_window = (result.system_id, _utc(result.window_start))
+
+    # --- reads: from the batch state when there is one, else from the database ------------
+
+    def processed(self) -> bool:
+        """Whether the evaluation was applied before; marks it applied otherwise."""
+        evaluation_id = self.result.id
+        if self.batch is not None:
+            if evaluation_id in self.batch.processed:
+                return True
+            self.batch.processed.add(evaluation_id)
+        elif self.session.get(ProcessedEvaluation, evaluation_id) is not None:
+            return True
+        self.session.add(ProcessedEvaluation(evaluation_id=evaluation_id))
+        return False
+
+    def _inhibition(self) -> Inhibition | None:
+        if self.batch is not None:
+            return self.batch.inhibitions.get(self.system_window)
+        return self.session.get(Inhibition, (self.result.system_id, self.window))
+
+    def _verdict(self) -> WindowVerdict | None:
+        if self.batch is not None:
+            return self.batch.verdicts.get(self.key)
+        return self.session.get(WindowVerdict, (self.print, self.window))
+
+    def _alert_state(self) -> AlertState:
+        if self.batch is not None:
+            found = self.batch.states.get(self.print)
+            if found is None:
+                found = self.batch.states[self.print] = AlertState(fingerprint=self.print)
+            return found
+        return self.session.get(AlertState, self.print) or AlertState(fingerprint=self.print)
+
+    def _open(self) -> Nonconformity | None:
+        if self.batch is not None:
+            return self.batch.open.get(self.print)
+        return self.session.exec(
+            select(Nonconformity).where(
+                Nonconformity.fingerprint == self.print,
+                Nonconformity.open == True,  # noqa: E712
+            )
+        ).first()
+
+    def _set_open(self, nc: Nonconformity | None) -> None:
+        if self.batch is not None:
+            self.batch.open[self.print] = nc
 
     def run(self) -> NonconformityChanged | None:
         result, session = self.result, self.session
-        if inhibits(result.status, result.metric) and (
-            session.get(Inhibition, (result.system_id, self.window)) is None
-        ):
-            session.add(
-                Inhibition(
-                    system_id=result.system_id,
-                    window_start=self.window,
-                    evaluation_id=result.id,
-                    reason=f"{result.metric} {result.status.value}",
-                )
+        if inhibits(result.status, result.metric) and self._inhibition() is None:
+            inhibition = Inhibition(
+                system_id=result.system_id,
+                window_start=self.window,
+                evaluation_id=result.id,
+                reason=f"{result.metric} {result.status.value}",
             )
-            session.flush()
-        verdict = session.get(WindowVerdict, (self.print, self.window))
+            session.add(inhibition)
+            if self.batch is not None:
+                self.batch.inhibitions[self.system_window] = inhibition
+            else:
+                session.flush()
+        verdict = self._verdict()
         if verdict is None:
-            session.add(
-                WindowVerdict(
-                    fingerprint=self.print,
-                    window_start=self.window,
-                    evaluation_id=result.id,
-                    revision=result.revision,
-                    status=result.status.value,
-                )
+            verdict = WindowVerdict(
+                fingerprint=self.print,
+                window_start=self.window,
+                evaluation_id=result.id,
+                revision=result.revision,
+                status=result.status.value,
             )
+            session.add(verdict)
+            if self.batch is not None:
+                self.batch.verdicts[self.key] = verdict
             change = self._new_window()
             self._effectiveness_evidence()
             return change
@@ -132,17 +239,9 @@ class _Step:
 
     # --- a window seen for the first time ---------------------------------------------------
 
-    def _open(self) -> Nonconformity | None:
-        return self.session.exec(
-            select(Nonconformity).where(
-                Nonconformity.fingerprint == self.print,
-                Nonconformity.open == True,  # noqa: E712
-            )
-        ).first()
-
     def _new_window(self) -> NonconformityChanged | None:
         result, session, objective = self.result, self.session, self.objective
-        state = session.get(AlertState, self.print) or AlertState(fingerprint=self.print)
+        state = self._alert_state()
         nc = self._open()
         counters = AlertCounters(state.consecutive_breaches, state.consecutive_passes)
         decision = decide(
@@ -260,6 +359,7 @@ class _Step:
         if nc.occurrences == 0 and nc.status == State.RAISED.value:
             nc.status = State.WITHDRAWN.value
             nc.open = False
+            self._set_open(None)
             nc.closed_at = nc.updated_at
             session.add(nc)
             self._log("withdrawn", nc, before, {**detail, "why": "its only breach was revised"})
@@ -294,7 +394,7 @@ class _Step:
         """Why a raise is held back: an inhibition of the system's window, or a silence."""
         result, session = self.result, self.session
         if is_performance_metric(result.metric):
-            inhibition = session.get(Inhibition, (result.system_id, self.window))
+            inhibition = self._inhibition()
             if inhibition is not None:
                 return "raise_inhibited", {
                     "by_evaluation": inhibition.evaluation_id,
@@ -358,6 +458,7 @@ class _Step:
             updated_at=now,
         )
         session.add(nc)
+        self._set_open(nc)
         session.add(self._occurrence_row(nc))
         self._log(
             "raised",

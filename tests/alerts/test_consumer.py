@@ -14,7 +14,7 @@ from sqlmodel import col, select
 
 from services.alerts import crud
 from services.alerts.app import MIGRATIONS
-from services.alerts.consumer import apply_evaluation
+from services.alerts.consumer import apply_evaluation, prefetch
 from services.alerts.models import LogEntry, Nonconformity, Occurrence
 from services.alerts.semantics import State, TransitionError
 from shared.contracts import (
@@ -422,3 +422,58 @@ def test_a_breach_after_the_actions_blocks_closing_without_a_reason(db: Database
         )
         session.commit()
     assert records(db)[0].status == "closed"
+
+
+def test_a_batch_in_one_transaction_decides_as_one_evaluation_at_a_time(db: Database) -> None:
+    """The service applies a whole batch with prefetched state; the outcome (records, their
+    occurrences, the log) must be the same as applying the evaluations one by one."""
+    target = objective(pending=2, clearing=2)
+    plan: list[tuple[str, int, int]] = [  # status, window, revision
+        ("breach", 0, 0), ("breach", 1, 0), ("breach", 1, 0), ("pass", 2, 0), ("breach", 3, 0),
+        ("pass", 3, 1), ("pass", 4, 0), ("pass", 5, 0), ("breach", 6, 0), ("breach", 7, 0),
+        ("pass", 6, 1), ("pass", 7, 1), ("breach", 8, 0), ("breach", 9, 0), ("breach", 10, 0),
+    ]  # fmt: skip
+
+    def results(system: str) -> list[EvaluationResult]:
+        made = []
+        for status, window, revision in plan:
+            result = judged(EvaluationStatus(status), window, revision=revision)
+            made.append(
+                result.model_copy(
+                    update={"system_id": system, "id": f"{system}-{window}-{revision}"}
+                )
+            )
+        return made
+
+    for result in results("single"):
+        with db.session() as session:
+            apply_evaluation(session=session, result=result, objective=target, topic="nc")
+    batched = results("batched")
+    for start in range(0, len(batched), 4):
+        chunk = batched[start : start + 4]
+        with db.session() as session:
+            state = prefetch(session=session, results=chunk)
+            for result in chunk:
+                apply_evaluation(
+                    session=session, result=result, objective=target, topic="nc", batch=state
+                )
+            session.commit()
+
+    def outcome(system: str) -> tuple[list[tuple[str, int, bool, bool]], list[str]]:
+        with db.session() as session:
+            ncs = session.exec(
+                select(Nonconformity)
+                .where(Nonconformity.system_id == system)
+                .order_by(col(Nonconformity.raised_at))
+            ).all()
+            ids = {nc.id for nc in ncs}
+            kinds = [
+                e.kind
+                for e in session.exec(select(LogEntry).order_by(col(LogEntry.seq))).all()
+                if e.subject in ids
+            ]
+        return [(n.status, n.occurrences, n.condition_cleared, n.open) for n in ncs], kinds
+
+    single = outcome("single")
+    assert single == outcome("batched")
+    assert {"raised", "occurrence", "occurrence_withdrawn", "cleared"} <= set(single[1])
