@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: install demo up up-real down-real test lint system-deps schemas check-schemas bench-ingest \
-        bench-evaluator bench-registry bench-sdk kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
+        bench-evaluator bench-registry bench-sdk bench-alerts kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
 
 install: $(STAMP)
 
@@ -84,6 +84,12 @@ clean:
 ## Evaluator throughput on a throwaway Kafka, one drift window vs Evidently, window memory.
 bench-evaluator: install system-deps
 	$(BIN)/python bench/evaluator.py --postgres
+
+## Alerts: 100,000 evaluations of 1,000 fingerprints through the alerts service on Kafka +
+## PostgreSQL (KAFKA_BOOTSTRAP / DATABASE_URL must be set, e.g. from make kafka-up pg-up);
+## evaluations/s and the publication-to-readable p99 at 100/s. Ends with one JSON line.
+bench-alerts: install
+	$(BIN)/python bench/alerts.py $(BENCH_ARGS)
 
 ## Registry: upload a generated 1 GB reference CSV, report the registry process's peak memory.
 bench-registry: install
