@@ -25,13 +25,24 @@ from shared.contracts import (
     Severity,
 )
 
-from .crud import DEFAULT_DUE_DAYS, active_silences, append_log, next_reference, publish, snapshot
+from .crud import (
+    DEFAULT_DUE_DAYS,
+    active_silences,
+    append_log,
+    lock_log_head,
+    next_reference,
+    publish,
+    snapshot,
+)
 from .models import (
     AlertState,
     Inhibition,
+    LogHead,
     Nonconformity,
     Occurrence,
     ProcessedEvaluation,
+    ReferenceCounter,
+    Silence,
     WindowVerdict,
 )
 from .semantics import (
@@ -67,6 +78,11 @@ class BatchState:
     states: dict[str, AlertState] = field(default_factory=dict)
     open: dict[str, Nonconformity | None] = field(default_factory=dict)
     inhibitions: dict[tuple[str, datetime], Inhibition] = field(default_factory=dict)
+    closed: dict[str, str] = field(default_factory=dict)
+    """The last closed record of each fingerprint (for recurrence links)."""
+    silences: list[Silence] = field(default_factory=list)
+    head: LogHead | None = None
+    counters: dict[int, ReferenceCounter] = field(default_factory=dict)
 
 
 def prefetch(*, session: Session, results: Sequence[EvaluationResult]) -> BatchState:
@@ -105,6 +121,16 @@ def prefetch(*, session: Session, results: Sequence[EvaluationResult]) -> BatchS
         )
     ).all():
         state.inhibitions[(inhibition.system_id, _utc(inhibition.window_start))] = inhibition
+    for print_, nc_id, _closed_at in session.exec(
+        select(Nonconformity.fingerprint, Nonconformity.id, Nonconformity.closed_at)
+        .where(
+            col(Nonconformity.fingerprint).in_(prints),
+            Nonconformity.status == State.CLOSED.value,
+        )
+        .order_by(col(Nonconformity.closed_at))
+    ).all():
+        state.closed[print_] = nc_id  # ordered by closing time: the last one wins
+    state.silences = list(session.exec(select(Silence)).all())
     return state
 
 
@@ -304,14 +330,7 @@ class _Step:
         nc.review_evidence = evidence
         self.session.add(nc)
         if evidence["status"] != "watching":
-            append_log(
-                session=self.session,
-                actor=ACTOR,
-                kind="effectiveness_evidence",
-                subject=nc.id,
-                before={"status": before["status"]},
-                after=evidence,
-            )
+            self._append("effectiveness_evidence", nc.id, {"status": before["status"]}, evidence)
 
     # --- revisions ----------------------------------------------------------------------------
 
@@ -406,7 +425,14 @@ class _Step:
             "metric": result.metric,
             "severity": severity,
         }
-        for silence in active_silences(session=session, at=result.window_end):
+        if self.batch is not None:
+            at = _utc(result.window_end)
+            silences = [
+                s for s in self.batch.silences if _utc(s.starts_at) <= at < _utc(s.expires_at)
+            ]
+        else:
+            silences = list(active_silences(session=session, at=result.window_end))
+        for silence in silences:
             if silence_matches(silence.matchers, labels):
                 return "raise_silenced", {"silence_id": silence.id, "reason": silence.reason}
         return None
@@ -417,23 +443,9 @@ class _Step:
         suppressed = self._suppressed(severity)
         if suppressed is not None:
             kind, why = suppressed
-            append_log(
-                session=session,
-                actor=ACTOR,
-                kind=kind,
-                subject=f"fingerprint:{self.print}",
-                before=None,
-                after={**self._evidence(), **why},
-            )
+            self._append(kind, f"fingerprint:{self.print}", None, {**self._evidence(), **why})
             return None
-        previous = session.exec(
-            select(Nonconformity)
-            .where(
-                Nonconformity.fingerprint == self.print,
-                Nonconformity.status == State.CLOSED.value,
-            )
-            .order_by(col(Nonconformity.closed_at).desc())
-        ).first()
+        previous = self._last_closed()
         now = datetime.now(UTC)
         nc = Nonconformity(
             id=uuid.uuid4().hex,
@@ -449,11 +461,11 @@ class _Step:
             last_value=result.value,
             threshold=result.threshold,
             comparator=result.comparator.value,
-            reference=next_reference(session=session, year=now.year),
+            reference=self._reference(now.year),
             title=f"{result.system_id}: {result.objective_id} ({result.metric}) breached",
             owner=objective.owner if objective else None,
             due_at=now + timedelta(days=self.due_days[severity]),
-            recurrence_of=previous.id if previous is not None else None,
+            recurrence_of=previous,
             raised_at=now,
             updated_at=now,
         )
@@ -525,11 +537,45 @@ class _Step:
         before: dict[str, object] | None,
         extra: dict[str, object],
     ) -> None:
+        self._append(kind, nc.id, before, {**snapshot(nc), **self._evidence(), **extra})
+
+    def _append(self, kind: str, subject: str, before: object, after: object) -> None:
+        head = None
+        if self.batch is not None:
+            if self.batch.head is None:
+                self.batch.head = lock_log_head(session=self.session)
+            head = self.batch.head
         append_log(
             session=self.session,
             actor=ACTOR,
             kind=kind,
-            subject=nc.id,
+            subject=subject,
             before=before,
-            after={**snapshot(nc), **self._evidence(), **extra},
+            after=after,
+            head=head,
         )
+
+    def _last_closed(self) -> str | None:
+        if self.batch is not None:
+            return self.batch.closed.get(self.print)
+        previous = self.session.exec(
+            select(Nonconformity.id)
+            .where(
+                Nonconformity.fingerprint == self.print,
+                Nonconformity.status == State.CLOSED.value,
+            )
+            .order_by(col(Nonconformity.closed_at).desc())
+        ).first()
+        return previous
+
+    def _reference(self, year: int) -> str:
+        if self.batch is None:
+            return next_reference(session=self.session, year=year)
+        counter = self.batch.counters.get(year)
+        if counter is None:
+            counter = self.session.get(ReferenceCounter, year, with_for_update=True)
+            counter = counter or ReferenceCounter(year=year, last=0)
+            self.batch.counters[year] = counter
+        counter.last += 1
+        self.session.add(counter)
+        return f"NC-{year}-{counter.last:04d}"

@@ -54,6 +54,7 @@ __all__ = [
     "create_nonconformity",
     "create_silence",
     "expire_silence",
+    "lock_log_head",
     "log_objective_changes",
     "next_reference",
     "publish",
@@ -91,14 +92,25 @@ def _at_text(at: datetime) -> str:
 # --- the continual improvement log ----------------------------------------------------------
 
 
+def lock_log_head(*, session: Session) -> LogHead:
+    """The chain's head row, locked (SELECT ... FOR UPDATE on PostgreSQL) until the commit."""
+    return session.get(LogHead, 1, with_for_update=True) or LogHead(id=1, seq=0, hash=GENESIS)
+
+
 def append_log(
-    *, session: Session, actor: str, kind: str, subject: str, before: Any, after: Any
+    *,
+    session: Session,
+    actor: str,
+    kind: str,
+    subject: str,
+    before: Any,
+    after: Any,
+    head: LogHead | None = None,
 ) -> LogEntry:
-    """Append one hash-chained entry. The head row is locked (SELECT ... FOR UPDATE on
-    PostgreSQL), so concurrent writers append one after the other, never fork the chain."""
-    head = session.get(LogHead, 1, with_for_update=True)
+    """Append one hash-chained entry. The head row is locked, so concurrent writers append one
+    after the other, never fork the chain; pass ``head`` when this transaction locked it."""
     if head is None:
-        head = LogHead(id=1, seq=0, hash=GENESIS)
+        head = lock_log_head(session=session)
     at = datetime.now(UTC)
     entry = LogEntry(
         seq=head.seq + 1,

@@ -477,3 +477,43 @@ def test_a_batch_in_one_transaction_decides_as_one_evaluation_at_a_time(db: Data
     single = outcome("single")
     assert single == outcome("batched")
     assert {"raised", "occurrence", "occurrence_withdrawn", "cleared"} <= set(single[1])
+
+
+def test_a_batch_sees_silences_and_links_recurrences(db: Database) -> None:
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    apply(db, judged(EvaluationStatus.BREACH, 0))
+    [first] = records(db)
+    walk_to_closed(db, first.id)
+    with db.session() as session:
+        crud.create_silence(
+            session=session,
+            data={
+                "matchers": {"objective_id": "acc"},
+                "reason": "r",
+                "starts_at": base + timedelta(minutes=2),
+                "expires_at": base + timedelta(minutes=4),
+            },
+            actor="qm",
+        )
+        session.commit()
+    chunk = [judged(EvaluationStatus.BREACH, w) for w in (2, 3, 5)]
+    with db.session() as session:
+        state = prefetch(session=session, results=chunk)
+        changes = [
+            apply_evaluation(
+                session=session, result=r, objective=objective(), topic="nc", batch=state
+            )
+            for r in chunk
+        ]
+        session.commit()
+    assert [c.change if c else None for c in changes] == [
+        None,  # its window ends inside the silence
+        NonconformityChange.RAISED,  # its window ends when the silence expires
+        NonconformityChange.OCCURRENCE,
+    ]
+    old, new = records(db)
+    assert new.recurrence_of == old.id
+    assert new.reference == f"NC-{datetime.now(UTC).year}-0002"
+    assert log_kinds(db)[-3:] == ["raise_silenced", "raised", "occurrence"]
+    with db.session() as session:
+        assert crud.verify_log(session=session).ok
