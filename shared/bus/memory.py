@@ -121,7 +121,8 @@ class MemoryBroker:
 
     @property
     def is_open(self) -> bool:
-        return self._open
+        """Records can be appended (and, when durable, its writer is running)."""
+        return self._open and (self._writer is None or not self._writer.done())
 
     async def open(self) -> None:
         """Load the durable log (once) and start its writer; nothing to do without one."""
