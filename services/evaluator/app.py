@@ -18,6 +18,7 @@ from shared.metrics import metrics_router
 from shared.migrations import OUTBOX, MigrationChain, migrated_database
 from shared.outbox import OutboxRelay
 from shared.registry_view import RegistryView
+from shared.request_guard import RequestGuard
 
 from .api import router
 from .consumer import ProcessorConfig, StreamProcessor
@@ -119,4 +120,7 @@ def create_app(
     }
     app.include_router(health_router("evaluator", app.state.readiness))
     app.include_router(metrics_router(registry))
+    app.add_middleware(
+        RequestGuard, max_body_bytes=settings.max_body_bytes, auth_secret=settings.auth_secret
+    )
     return app
