@@ -80,7 +80,7 @@ class ProcessorConfig:
     waiting_filter_bits: int = 16
     """Bits per waiting outcome of the in-memory filter that spares a prediction nobody waits
     for a lookup (0: no filter, every prediction is looked up)."""
-    max_future_skew_s: float = 300.0
+    max_future_skew_s: float = 3600.0
     """Events timed more than this ahead of the wall clock are refused (counted, not applied)."""
     live_window_s: float = 3600.0
     """Idle closing advances a system only if its newest event time is this close to the wall

@@ -38,10 +38,12 @@ class Settings(CommonSettings):
         "windows only as its event time progresses, so a pause in a backfill loses nothing.",
     )
     max_future_skew_s: float = Field(
-        default=300.0,
+        default=3600.0,
         ge=0,
         description="Events timed more than this ahead of the wall clock are refused (counted "
-        "as future_predictions / future_outcomes), never applied to windows or watermarks.",
+        "as future_predictions / future_outcomes), never applied to windows or watermarks. "
+        "Keep it at least ingest's max_future_skew_s (same default), or events ingest "
+        "answered 202 are refused here.",
     )
     label_wait_s: float = Field(
         default=3600.0,
