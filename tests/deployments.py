@@ -14,6 +14,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -41,6 +42,7 @@ __all__ = [
     "monitor_one_window",
     "next_evaluation",
     "post_until_accepted",
+    "serve_in_thread",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +54,24 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def serve_in_thread(asgi_app: Any, name: str) -> Iterator[str]:
+    """Serve ``asgi_app`` with uvicorn on a free port in a daemon thread; yield its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(asgi_app, host="127.0.0.1", port=free_port(), log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, f"{name} did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def fresh_database(database_url: str) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,13 +9,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from services.alerts.app import create_app
 from services.alerts.settings import Settings
 from shared.auth import Role, issue_token
-from tests.deployments import free_port
+from tests.deployments import serve_in_thread
 from watchkeeper.cli import app
 
 SECRET = "c" * 32
@@ -26,22 +23,7 @@ SECRET = "c" * 32
 @pytest.fixture
 def alerts_url(tmp_path: Path) -> Iterator[str]:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}", auth_secret=SECRET)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="alerts", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "alerts did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    yield from serve_in_thread(create_app(settings), "alerts")
 
 
 def test_list_show_transition_log_and_silences(alerts_url: str) -> None:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 import yaml
 from sqlalchemy import create_engine, inspect
 from typer.testing import CliRunner
@@ -18,7 +15,7 @@ from typer.testing import CliRunner
 from services.registry.app import create_app
 from services.registry.settings import Settings
 from shared.auth import Role, verify_token
-from tests.deployments import free_port
+from tests.deployments import serve_in_thread
 from tests.factories import unique
 from tests.registry.conftest import SECRET
 from tests.registry.test_references import known_dataset
@@ -28,22 +25,7 @@ Run = Callable[..., Any]
 
 
 def serve(settings: Settings) -> Iterator[str]:
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="registry", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "registry did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    yield from serve_in_thread(create_app(settings), "registry")
 
 
 @pytest.fixture
