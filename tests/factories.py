@@ -9,9 +9,11 @@ from typing import Any
 
 from shared.bus import Record
 from shared.bus.framing import unframe
+from shared.contracts import Comparator, EvaluationResult, EvaluationStatus, Evidence
 
 __all__ = [
     "event_values",
+    "make_evaluation",
     "make_objective",
     "make_outcome",
     "make_prediction",
@@ -97,3 +99,35 @@ def event_values(records: Iterable[Record]) -> list[bytes]:
         value = record.value or b""
         values += unframe(value) or [value]
     return values
+
+
+def make_evaluation(
+    status: EvaluationStatus,
+    window: int,
+    *,
+    evaluation_id: str,
+    system_id: str,
+    first_window: datetime,
+    value: float = 0.5,
+    revision: int = 0,
+) -> EvaluationResult:
+    """An accuracy evaluation (threshold 0.8, objective ``acc`` v1) of the ``window``-th minute
+    after ``first_window``."""
+    start = first_window + timedelta(minutes=window)
+    return EvaluationResult(
+        id=evaluation_id,
+        system_id=system_id,
+        model_version="v1",
+        objective_id="acc",
+        objective_version=1,
+        window_start=start,
+        window_end=start + timedelta(minutes=1),
+        metric="accuracy",
+        value=value,
+        threshold=0.8,
+        comparator=Comparator.GE,
+        status=status,
+        n_samples=100,
+        revision=revision,
+        evidence=Evidence(objective_version=1),
+    )

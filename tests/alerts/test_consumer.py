@@ -21,7 +21,6 @@ from shared.contracts import (
     Comparator,
     EvaluationResult,
     EvaluationStatus,
-    Evidence,
     NonconformityChange,
     NonconformityChanged,
     Objective,
@@ -30,6 +29,7 @@ from shared.contracts import (
 from shared.db import Database
 from shared.migrations import OUTBOX, upgrade
 from shared.outbox import OutboxMessage
+from tests.factories import make_evaluation
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -48,22 +48,13 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 
 
 def evaluation(status: EvaluationStatus, window: int, value: float = 0.5) -> EvaluationResult:
-    start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=window)
-    return EvaluationResult(
-        id=f"e-{window}-{uuid.uuid4().hex[:6]}",
+    return make_evaluation(
+        status,
+        window,
+        evaluation_id=f"e-{window}-{uuid.uuid4().hex[:6]}",
         system_id="sys",
-        model_version="v1",
-        objective_id="acc",
-        objective_version=1,
-        window_start=start,
-        window_end=start + timedelta(minutes=1),
-        metric="accuracy",
+        first_window=datetime(2026, 1, 1, tzinfo=UTC),
         value=value,
-        threshold=0.8,
-        comparator=Comparator.GE,
-        status=status,
-        n_samples=100,
-        evidence=Evidence(objective_version=1),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -13,33 +13,22 @@ import httpx
 from services.alerts.app import create_app
 from services.alerts.settings import Settings
 from shared.contracts import (
-    Comparator,
     EvaluationResult,
     EvaluationStatus,
-    Evidence,
     encode,
 )
 from tests.deployments import fresh_database
+from tests.factories import make_evaluation
 
 
 def evaluation(status: EvaluationStatus, window: int, revision: int = 0) -> EvaluationResult:
-    start = datetime(2026, 3, 1, tzinfo=UTC) + timedelta(minutes=window)
-    return EvaluationResult(
-        id=f"e-{window}-r{revision}",
+    return make_evaluation(
+        status,
+        window,
+        evaluation_id=f"e-{window}-r{revision}",
         system_id="credit",
-        model_version="v1",
-        objective_id="acc",
-        objective_version=1,
-        window_start=start,
-        window_end=start + timedelta(minutes=1),
-        metric="accuracy",
-        value=0.5,
-        threshold=0.8,
-        comparator=Comparator.GE,
-        status=status,
-        n_samples=100,
+        first_window=datetime(2026, 3, 1, tzinfo=UTC),
         revision=revision,
-        evidence=Evidence(objective_version=1),
     )
 
 
