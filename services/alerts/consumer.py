@@ -292,13 +292,7 @@ class _Step:
             nc.updated_at = datetime.now(UTC)
             session.add(nc)
             self._log("cleared", nc, before, {"passing_windows": counters.consecutive_passes})
-            return publish(
-                session=session,
-                nc=nc,
-                change=NonconformityChange.CLEARED,
-                topic=self.topic,
-                evaluation_id=result.id,
-            )
+            return self._publish(nc, NonconformityChange.CLEARED)
         return None
 
     def _effectiveness_evidence(self) -> None:
@@ -387,9 +381,7 @@ class _Step:
             session.add(nc)
             self._log("occurrence_withdrawn", nc, before, detail)
             change = NonconformityChange.OCCURRENCE
-        return publish(
-            session=session, nc=nc, change=change, topic=self.topic, evaluation_id=result.id
-        )
+        return self._publish(nc, change)
 
     def _pending_met(self) -> bool:
         """A window revised into a breach raises when it ends a run of pending breaches."""
@@ -478,13 +470,7 @@ class _Step:
             None,
             {"by_revision": by_revision, "recurrence_of": nc.recurrence_of},
         )
-        return publish(
-            session=session,
-            nc=nc,
-            change=NonconformityChange.RAISED,
-            topic=self.topic,
-            evaluation_id=result.id,
-        )
+        return self._publish(nc, NonconformityChange.RAISED)
 
     def _occurrence(self, nc: Nonconformity, *, by_revision: bool) -> NonconformityChanged:
         result, session = self.result, self.session
@@ -497,13 +483,7 @@ class _Step:
         session.add(nc)
         session.add(self._occurrence_row(nc))
         self._log("occurrence", nc, before, {"by_revision": by_revision})
-        return publish(
-            session=session,
-            nc=nc,
-            change=NonconformityChange.OCCURRENCE,
-            topic=self.topic,
-            evaluation_id=result.id,
-        )
+        return self._publish(nc, NonconformityChange.OCCURRENCE)
 
     def _occurrence_row(self, nc: Nonconformity) -> Occurrence:
         result = self.result
@@ -529,6 +509,15 @@ class _Step:
             "revision": result.revision,
             "value": result.value,
         }
+
+    def _publish(self, nc: Nonconformity, change: NonconformityChange) -> NonconformityChanged:
+        return publish(
+            session=self.session,
+            nc=nc,
+            change=change,
+            topic=self.topic,
+            evaluation_id=self.result.id,
+        )
 
     def _log(
         self,
