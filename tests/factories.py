@@ -131,3 +131,32 @@ def make_evaluation(
         revision=revision,
         evidence=Evidence(objective_version=1),
     )
+
+
+def make_income_drift_case(rng: Any, rows: int) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """A system with an ``income``/``region`` schema, a reference DataFrame of ``rows`` rows
+    (income ~ N(50,000, 5,000)) and a PSI objective on ``income`` (< 0.1, 60 s windows)."""
+    import pandas as pd
+
+    system = make_system(
+        features=[
+            {"name": "income", "type": "numeric", "min": 0},
+            {"name": "region", "type": "categorical", "categories": ["north", "south"]},
+        ]
+    )
+    reference = pd.DataFrame(
+        {
+            "income": rng.normal(50_000, 5_000, rows),
+            "region": rng.choice(["north", "south"], rows),
+            "prediction": rng.integers(0, 2, rows),
+        }
+    )
+    objective = make_objective(
+        metric="psi",
+        parameters={"feature": "income"},
+        comparator="lt",
+        threshold=0.1,
+        window_seconds=60,
+        min_samples=50,
+    )
+    return system, reference, objective

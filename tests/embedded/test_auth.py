@@ -8,12 +8,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pandas as pd
 
 from shared.auth import Role
 from shared.contracts import EvaluationStatus
 from tests.deployments import post_until_accepted
-from tests.factories import make_objective, make_prediction, make_system, past_window_start
+from tests.factories import make_income_drift_case, make_prediction, past_window_start
 
 from .harness import embedded, evaluations_where
 
@@ -22,27 +21,7 @@ async def test_drift_is_evaluated_against_the_reference_with_credentials_on(
     tmp_path: Path, auth_on: str
 ) -> None:
     rng = np.random.default_rng(5)
-    system = make_system(
-        features=[
-            {"name": "income", "type": "numeric", "min": 0},
-            {"name": "region", "type": "categorical", "categories": ["north", "south"]},
-        ]
-    )
-    reference = pd.DataFrame(
-        {
-            "income": rng.normal(50_000, 5_000, 1_000),
-            "region": rng.choice(["north", "south"], 1_000),
-            "prediction": rng.integers(0, 2, 1_000),
-        }
-    )
-    objective = make_objective(
-        metric="psi",
-        parameters={"feature": "income"},
-        comparator="lt",
-        threshold=0.1,
-        window_seconds=60,
-        min_samples=50,
-    )
+    system, reference, objective = make_income_drift_case(rng, 1_000)
     objective.pop("changed_by")
     start = past_window_start(60)
     async with embedded(tmp_path, auth_secret=auth_on) as deployment:

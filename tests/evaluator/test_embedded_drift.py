@@ -8,38 +8,17 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pandas as pd
 
 from shared.contracts import EvaluationStatus
 from tests.deployments import embedded_deployment, next_evaluation, post_until_accepted
-from tests.factories import make_objective, make_prediction, make_system, past_window_start
+from tests.factories import make_income_drift_case, make_prediction, past_window_start
 
 
 async def test_a_shifted_window_breaches_psi_against_the_uploaded_reference(
     tmp_path: Path,
 ) -> None:
     rng = np.random.default_rng(3)
-    system = make_system(
-        features=[
-            {"name": "income", "type": "numeric", "min": 0},
-            {"name": "region", "type": "categorical", "categories": ["north", "south"]},
-        ]
-    )
-    reference = pd.DataFrame(
-        {
-            "income": rng.normal(50_000, 5_000, 2_000),
-            "region": rng.choice(["north", "south"], 2_000),
-            "prediction": rng.integers(0, 2, 2_000),
-        }
-    )
-    objective = make_objective(
-        metric="psi",
-        parameters={"feature": "income"},
-        comparator="lt",
-        threshold=0.1,
-        window_seconds=60,
-        min_samples=50,
-    )
+    system, reference, objective = make_income_drift_case(rng, 2_000)
     start = past_window_start(60)
     async with (
         embedded_deployment(tmp_path) as deployment,
