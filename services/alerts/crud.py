@@ -330,17 +330,19 @@ def transition(
     merged = {k: fields.get(k, getattr(nc, k)) for k in _TRANSITION_FIELDS}
     actions = actions_of(session=session, nc_id=nc.id)
     live = [a for a in actions if a.status != "cancelled"]
+    plan = [a for a in live if a.action_plan == nc.action_plan]  # earlier plans do not count
     reason = str(data.get("reason") or "")
     facts = RecordFacts(
         state=State(nc.status),
         containment=bool(merged["containment"]),
         root_cause=bool(merged["root_cause_method"] and merged["root_cause"]),
-        actions_open=sum(1 for a in live if a.status != "implemented"),
-        actions_live=len(live),
+        actions_open=sum(1 for a in plan if a.status != "implemented"),
+        actions_live=len(plan),
         action_owners=frozenset(a.owner for a in live),
         review_result=merged["review_result"],
         reviewer=merged["reviewer"],
         evidence_breached=bool(nc.review_evidence.get("breached")),
+        action_plan=nc.action_plan,
     )
     if target is State.REJECTED:
         if data.get("rejection") not in ("false_positive", "duplicate") or not reason.strip():
@@ -365,9 +367,11 @@ def transition(
         nc.open = False
         nc.closed_at = now
     elif target is State.CAUSE_ANALYSED and nc.status == State.EFFECTIVENESS_REVIEW:
-        # not effective: the review is kept in the log, the record starts a new analysis
+        # not effective: the review is kept in the log, the record starts a new analysis and
+        # a new action plan (the old plan's actions stay, but no longer satisfy the guards)
         nc.review_result = None
         nc.review_evidence = {}
+        nc.action_plan += 1
     nc.status = target.value
     nc.updated_at = now
     session.add(nc)
@@ -377,7 +381,7 @@ def transition(
         kind="transition",
         subject=nc.id,
         before=before,
-        after={**snapshot(nc), **fields, "reason": reason or None},
+        after={**snapshot(nc), **fields, "action_plan": nc.action_plan, "reason": reason or None},
     )
     publish(session=session, nc=nc, change=NonconformityChange.STATUS_CHANGED, topic=topic)
     return nc
@@ -422,6 +426,7 @@ def add_action(
         due_at=data["due_at"],
         evidence_links=list(data.get("evidence_links") or []),
         created_by=actor,
+        action_plan=nc.action_plan,
     )
     session.add(action)
     append_log(
@@ -444,6 +449,7 @@ def _action_view(action: CorrectiveAction) -> dict[str, Any]:
         "due_at": _utc(action.due_at).isoformat(),
         "status": action.status,
         "evidence_links": list(action.evidence_links),
+        "action_plan": action.action_plan,
     }
 
 
@@ -480,12 +486,15 @@ def update_action(
     if action.status == "implemented":
         session.flush()
         nc = session.get(Nonconformity, action.nonconformity_id)
-        live = [a for a in actions_of(session=session, nc_id=action.nonconformity_id)]
-        live = [a for a in live if a.status != "cancelled"]
+        plan = [
+            a
+            for a in actions_of(session=session, nc_id=action.nonconformity_id)
+            if a.status != "cancelled" and nc is not None and a.action_plan == nc.action_plan
+        ]
         if (
             nc is not None
             and nc.source == "monitoring"
-            and all(a.status == "implemented" for a in live)
+            and all(a.status == "implemented" for a in plan)
         ):
             start_watching(session=session, nc=nc, windows=effectiveness_windows, actor=actor)
     return action

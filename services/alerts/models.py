@@ -76,6 +76,9 @@ class Nonconformity(SQLModel, table=True):
     review_result: str | None = None
     review_evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     closed_at: datetime | None = None
+    action_plan: int = 1
+    """The current action plan: 1, then one more after each review found it not effective
+    (revision 0003)."""
 
 
 class CorrectiveAction(SQLModel, table=True):
@@ -93,6 +96,8 @@ class CorrectiveAction(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
     reminded_at: datetime | None = None
+    action_plan: int = 1
+    """The record's action plan this action was created in (revision 0003)."""
 
 
 class Occurrence(SQLModel, table=True):

@@ -228,6 +228,9 @@ class RecordFacts:
     reviewer: str | None = None
     evidence_breached: bool = False
     """The automatic effectiveness evidence saw the objective breached again."""
+    action_plan: int = 1
+    """The current action plan; above 1 after a review found the previous one not effective
+    (``actions_open`` and ``actions_live`` then count the current plan's actions only)."""
 
 
 def check_transition(facts: RecordFacts, target: State, *, reason: str = "") -> None:
@@ -251,6 +254,17 @@ def check_transition(facts: RecordFacts, target: State, *, reason: str = "") -> 
         raise TransitionError("missing step: containment (what was done to contain it)")
     if target is State.CAUSE_ANALYSED and not facts.root_cause:
         raise TransitionError("missing step: root cause analysis (method and text) is required")
+    if (
+        target in (State.ACTION_PLANNED, State.ACTION_IMPLEMENTED)
+        and facts.root_cause
+        and facts.actions_live == 0
+        and facts.action_plan > 1
+    ):
+        raise TransitionError(
+            f"missing step: a new corrective action for action plan {facts.action_plan}: the "
+            "effectiveness review found the previous actions not effective, so at least one "
+            "action created after the record went back to analysis is required"
+        )
     if target is State.ACTION_PLANNED and (not facts.root_cause or facts.actions_live == 0):
         raise TransitionError(
             "missing step: no action plan without a root cause and at least one corrective action"

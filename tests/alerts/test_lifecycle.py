@@ -201,3 +201,13 @@ def test_the_chain_is_sha256_over_the_previous_hash_and_sorted_compact_json() ->
     first = chain_hash(GENESIS, canonical)
     assert first == hashlib.sha256(GENESIS.encode() + independent).hexdigest()
     assert chain_hash(first, canonical) != first
+
+
+@pytest.mark.parametrize("target", [State.ACTION_PLANNED, State.ACTION_IMPLEMENTED])
+def test_a_reopened_record_needs_an_action_of_its_new_plan(target: State) -> None:
+    """After a not-effective review (plan 2), the first plan's actions are not counted: with
+    none in the new plan the guard names the missing new action."""
+    source = State.CAUSE_ANALYSED if target is State.ACTION_PLANNED else State.ACTION_PLANNED
+    with pytest.raises(TransitionError, match="new corrective action for action plan 2"):
+        check_transition(at(source, actions_live=0, action_plan=2), target)
+    check_transition(at(source, actions_live=1, action_plan=2), target)

@@ -256,3 +256,54 @@ async def test_a_row_edited_in_postgresql_is_named_by_verify(client: httpx.Async
     engine.dispose()
     verified = (await client.get("/v1/log/verify", headers=QM)).json()
     assert verified["ok"] is False and verified["first_broken_seq"] == 2
+
+
+async def add_action(client: httpx.AsyncClient, ref: str, owner: str = "olivia") -> str:
+    made = await client.post(
+        f"/v1/nonconformities/{ref}/actions",
+        json={"description": "retrain", "owner": owner, "due_at": "2030-01-01T00:00:00Z"},
+        headers=QM,
+    )
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
+
+
+async def implement(client: httpx.AsyncClient, action_id: str) -> None:
+    done = await client.patch(
+        f"/v1/actions/{action_id}",
+        json={"status": "implemented", "evidence_links": ["https://git/pr/8"]},
+        headers=QM,
+    )
+    assert done.status_code == 200, done.text
+
+
+async def test_not_effective_needs_a_new_action_plan(client: httpx.AsyncClient) -> None:
+    """After a review found the actions not effective, the old (implemented) actions no longer
+    satisfy the plan and implementation guards: a new action must be planned and done."""
+    ref = (await manual(client))["reference"]
+    await step(client, ref, "triaged")
+    await step(client, ref, "contained", containment="fallback off")
+    await step(client, ref, "cause_analysed", root_cause_method="other", root_cause="drift")
+    first = await add_action(client, ref)
+    assert (await step(client, ref, "action_planned")).status_code == 200
+    await implement(client, first)
+    assert (await step(client, ref, "action_implemented")).status_code == 200
+    assert (await step(client, ref, "effectiveness_review", reviewer="rita")).status_code == 200
+    back = await step(client, ref, "cause_analysed", review_result="not_effective")
+    assert back.status_code == 200
+
+    refused = await step(client, ref, "action_planned")
+    assert refused.status_code == 409, refused.text
+    assert "new corrective action" in refused.json()["detail"]
+    assert back.json()["action_plan"] == 2
+    second = await add_action(client, ref, owner="oscar")
+    shown = (await client.get(f"/v1/nonconformities/{ref}", headers=QM)).json()
+    assert [(a["id"], a["action_plan"]) for a in shown["actions"]] == [(first, 1), (second, 2)]
+    assert (await step(client, ref, "action_planned")).status_code == 200
+    refused = await step(client, ref, "action_implemented")
+    assert refused.status_code == 409 and "1 corrective action(s) not implemented" in refused.text
+    await implement(client, second)
+    assert (await step(client, ref, "action_implemented")).status_code == 200
+    assert (await step(client, ref, "effectiveness_review", reviewer="rita")).status_code == 200
+    closed = await step(client, ref, "closed", review_result="confirmed")
+    assert closed.status_code == 200 and closed.json()["status"] == "closed"
