@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlmodel import Field, Session, SQLModel, col, delete, select
+from sqlmodel import Field, Session, SQLModel, col, delete, func, select
 
 from shared.bus.base import Bus, BusUnavailable
 from shared.db import Database
@@ -78,6 +78,17 @@ class OutboxRelay:
                 .limit(self._batch)
             )
             return session.exec(stmt).all()
+
+    def backlog(self) -> tuple[int, datetime | None]:
+        """Rows not yet published and the creation time of the oldest (blocking: a thread)."""
+        with self._db.session() as session:
+            stmt = select(func.count(), func.min(OutboxMessage.created_at)).where(
+                OutboxMessage.service == self._service
+            )
+            count, oldest = session.exec(stmt).one()
+        if oldest is not None and oldest.tzinfo is None:  # SQLite keeps no zone: stored as UTC
+            oldest = oldest.replace(tzinfo=UTC)
+        return int(count), oldest
 
     def _delete(self, ids: list[int]) -> None:
         with self._db.session() as session:

@@ -28,7 +28,13 @@ def _decode(record: Record) -> SystemSnapshot | _Tombstone:
 
 
 class RegistryView:
-    def __init__(self, bus: Bus, *, name: str) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        name: str,
+        on_dead_letter: Callable[[Record, str], None] | None = None,
+    ) -> None:
         self.systems: dict[str, SystemSnapshot] = {}
         self._listeners: list[Callable[[SystemSnapshot], None]] = []
         self._worker: StreamWorker[SystemSnapshot | _Tombstone] = StreamWorker(
@@ -38,6 +44,7 @@ class RegistryView:
             group_id=None,
             decode=_decode,
             handle=self._apply,
+            on_dead_letter=on_dead_letter,
         )
 
     def on_change(self, listener: Callable[[SystemSnapshot], None]) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from services.alerts.app import create_app as create_alerts
 from services.alerts.settings import Settings as AlertsSettings
@@ -30,6 +31,7 @@ from services.registry.app import create_app as create_registry
 from services.registry.settings import Settings as RegistrySettings
 from shared.auth import service_headers
 from shared.bus import MemoryBus, Topics
+from shared.metrics import merged_exposition
 
 __all__ = ["EmbeddedOptions", "create_embedded_app"]
 
@@ -128,6 +130,12 @@ def create_embedded_app(options: EmbeddedOptions | None = None) -> FastAPI:
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         return {"status": "ok", "service": "embedded"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """The four services' registries in one scrape (each also at /<service>/metrics)."""
+        registries = [apps[name].state.metrics_registry for name in SERVICES]
+        return Response(merged_exposition(registries), media_type=CONTENT_TYPE_LATEST)
 
     for name in SERVICES:
         app.mount(f"/{name}", apps[name])

@@ -19,7 +19,7 @@ from shared.contracts import EvaluationResult, NonconformityChanged, SystemSnaps
 from shared.db import Database
 from shared.health import health_router
 from shared.lifespan import bus_lifespan, components_lifespan
-from shared.metrics import metrics_router
+from shared.metrics import ConsumerLag, serve_metrics, watch_outbox
 from shared.migrations import OUTBOX, MigrationChain, migrated_database
 from shared.outbox import OutboxRelay
 from shared.registry_view import RegistryView
@@ -121,10 +121,11 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     the_bus = bus or bus_from_settings(settings)
     db = Database(settings.database_url)
     registry = CollectorRegistry()
-    metrics = AlertsMetrics(registry)
-    view = RegistryView(the_bus, name="alerts")
+    metrics = AlertsMetrics(registry, db=db, topics=the_bus.topics)
+    view = RegistryView(the_bus, name="alerts", on_dead_letter=metrics.dead_letters.count)
     view.on_change(lambda system: metrics.system_known(system.system_id))
     relay = OutboxRelay(db=db, bus=the_bus, service="alerts")
+    watch_outbox(registry, relay, service="alerts")
     write_lock = threading.Lock()
     objective_log = ObjectiveLogger(db, write_lock)
     view.on_change(objective_log.offer)
@@ -189,6 +190,10 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
         group_id=settings.group_id,
         decode=decode_evaluation,
         handle=handle,
+        on_dead_letter=metrics.dead_letters.count,
+    )
+    lag = ConsumerLag(
+        registry, service="alerts", consumers=lambda: [(settings.group_id, worker.consumer)]
     )
 
     @contextlib.asynccontextmanager
@@ -196,7 +201,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
         async with (
             bus_lifespan(the_bus, owned=owned),
             migrated_database(db, [OUTBOX, MIGRATIONS]),
-            components_lifespan([objective_log, view, relay, notifier, worker]),
+            components_lifespan([objective_log, view, relay, notifier, worker, lag]),
         ):
             yield
 
@@ -216,8 +221,8 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.include_router(router)
     app.state.readiness = {"bus": the_bus.ready, "database": db.ready, "consumer": consuming}
     app.include_router(health_router("alerts", app.state.readiness))
-    app.include_router(metrics_router(registry))
     app.add_middleware(
         RequestGuard, max_body_bytes=settings.max_body_bytes, auth_secret=settings.auth_secret
     )
+    serve_metrics(app, registry, service="alerts")
     return app

@@ -68,6 +68,18 @@ def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
+def _series(result: EvaluationResult) -> dict[str, object]:
+    """What a window verdict keeps for the evidence charts (the metric per window)."""
+    return {
+        "system_id": result.system_id,
+        "objective_id": result.objective_id,
+        "objective_version": result.objective_version,
+        "window_end": result.window_end,
+        "value": result.value,
+        "threshold": result.threshold,
+    }
+
+
 @dataclass(slots=True)
 class BatchState:
     """What a batch of evaluations reads, loaded with a few IN queries up front (one round
@@ -243,6 +255,7 @@ class _Step:
                 evaluation_id=result.id,
                 revision=result.revision,
                 status=result.status.value,
+                **_series(result),
             )
             session.add(verdict)
             if self.batch is not None:
@@ -260,6 +273,8 @@ class _Step:
             return None
         verdict.revision, verdict.status = result.revision, result.status.value
         verdict.evaluation_id = result.id
+        for name, value in _series(result).items():
+            setattr(verdict, name, value)
         session.add(verdict)
         return self._revision(effect)
 

@@ -127,6 +127,13 @@ class WindowVerdict(SQLModel, table=True):
     evaluation_id: str = Field(max_length=255)
     revision: int
     status: str
+    # what the evidence charts draw (revision 0004; None on verdicts stored before it)
+    system_id: str | None = Field(default=None, index=True, max_length=128)
+    objective_id: str | None = Field(default=None, max_length=128)
+    objective_version: int | None = None
+    window_end: datetime | None = None
+    value: float | None = None
+    threshold: float | None = None
 
 
 class Inhibition(SQLModel, table=True):

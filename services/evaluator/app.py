@@ -14,7 +14,7 @@ from shared.bus import Bus, bus_from_settings
 from shared.db import Database
 from shared.health import health_router
 from shared.lifespan import bus_lifespan, components_lifespan
-from shared.metrics import metrics_router
+from shared.metrics import ConsumerLag, serve_metrics, watch_outbox
 from shared.migrations import OUTBOX, MigrationChain, migrated_database
 from shared.outbox import OutboxRelay
 from shared.registry_view import RegistryView
@@ -58,9 +58,11 @@ def create_app(
     the_bus = bus or bus_from_settings(settings)
     db = Database(settings.database_url)
     registry = CollectorRegistry()
-    metrics = EvaluatorMetrics(registry)
-    view = RegistryView(the_bus, name="evaluator")
+    metrics = EvaluatorMetrics(registry, topics=the_bus.topics, db=db)
+    view = RegistryView(the_bus, name="evaluator", on_dead_letter=metrics.dead_letters.count)
+    view.on_change(metrics.system_changed)
     relay = OutboxRelay(db=db, bus=the_bus, service="evaluator")
+    watch_outbox(registry, relay, service="evaluator")
     secret = settings.auth_secret
     source = references or HttpReferenceSource(
         settings.registry_url, headers=lambda: service_headers(secret, "evaluator")
@@ -89,13 +91,17 @@ def create_app(
         metrics=metrics,
     )
 
+    lag = ConsumerLag(
+        registry, service="evaluator", consumers=lambda: [(settings.group_id, runner.consumer)]
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         announce_auth_mode(settings.auth_secret, "evaluator")
         async with (
             bus_lifespan(the_bus, owned=owned),
             migrated_database(db, [OUTBOX, MIGRATIONS]),
-            components_lifespan([view, relay, runner]),
+            components_lifespan([view, relay, runner, lag]),
         ):
             yield
 
@@ -119,8 +125,8 @@ def create_app(
         "partitions": partitions,
     }
     app.include_router(health_router("evaluator", app.state.readiness))
-    app.include_router(metrics_router(registry))
     app.add_middleware(
         RequestGuard, max_body_bytes=settings.max_body_bytes, auth_secret=settings.auth_secret
     )
+    serve_metrics(app, registry, service="evaluator")
     return app

@@ -269,6 +269,10 @@ class StreamProcessor:
         """Late and refused events per (system, counter) since the last checkpoint."""
         self.tallied: dict[tuple[str, str], int] = {}
         """The tallies the last checkpoint made durable (for counters that only go up)."""
+        self._delays: dict[str, list[FloatArray]] = {}
+        self.delays: dict[str, list[FloatArray]] = {}
+        """Label delays (outcome minus prediction time) of the joins the last checkpoint made
+        durable, per system (for the label delay histogram)."""
         self._plans: dict[tuple[str, int, str, str | None], WindowPlan] = {}
 
     # --- ownership -----------------------------------------------------------------------
@@ -702,6 +706,7 @@ class StreamProcessor:
     ) -> None:
         """Labels joined to predictions (time ``ts``, accepted when the prediction watermark
         was ``arrival``, -inf if none): each goes into the bucket of the revision it is due in."""
+        self._delays.setdefault(system.system_id, []).append(labels.delay_s)
         lateness = self.config.lateness_s
         objectives = _active(system)
         for size in _label_sizes(system):
@@ -1064,6 +1069,7 @@ class StreamProcessor:
                 self._evict_labels(state)
         emitted, self._emitted = self._emitted, []
         self.tallied, self._tallies = self._tallies, {}
+        self.delays, self._delays = self._delays, {}
         return [e.result for e in emitted]
 
     def _evict_labels(self, state: SystemState) -> None:
@@ -1108,6 +1114,7 @@ class StreamProcessor:
         self.partitions.clear()
         self._emitted = []
         self._tallies = {}
+        self._delays = {}
 
     @property
     def records_since_checkpoint(self) -> int:

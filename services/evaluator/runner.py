@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from shared.bus import (
@@ -121,6 +121,11 @@ class EvaluatorRunner:
         """True once the group handed this instance its share of the partitions (possibly
         none, with more instances than partitions); False again while a rebalance moves them."""
         self.checkpoints = 0
+
+    @property
+    def consumer(self) -> Consumer | None:
+        """The running consumer (None while connecting or stopped), for its lag."""
+        return self._consumer
 
     async def start(self) -> None:
         self._stopping = False
@@ -377,11 +382,7 @@ class EvaluatorRunner:
 
     def _export_counters(self) -> None:
         self._metrics.known_systems(self._view.systems)
-        self._metrics.partitions.set(len(self._processor.partitions))
-        for part in self._processor.partitions.values():
-            for sid, state in part.systems.items():
-                for name, value in state.counters.items():
-                    self._metrics.stream.labels(sid, name).set(value)
+        self._metrics.checkpointed(self._processor.partitions, self._processor.delays)
 
     # --- rebalance -----------------------------------------------------------------------
 
@@ -395,7 +396,8 @@ class EvaluatorRunner:
         async with self._lock:
             for partition in sorted(self._stream_partitions(tps)):
                 if partition not in self._processor.partitions:
-                    await asyncio.to_thread(self._processor.load, partition)
+                    state = await asyncio.to_thread(self._processor.load, partition)
+                    await self._seed(state.systems)
             self._metrics.partitions.set(len(self._processor.partitions))
 
     async def _on_revoke(self, tps: set[TopicPartition]) -> None:
@@ -412,14 +414,25 @@ class EvaluatorRunner:
                     await asyncio.to_thread(self._processor.abort)
             self._drop_held(revoked)
             for partition in revoked:
+                if partition in self._processor.partitions:
+                    self._metrics.partition_dropped(self._processor.partitions[partition].systems)
                 self._processor.drop(partition)
             self._metrics.partitions.set(len(self._processor.partitions))
+
+    async def _seed(self, systems: Iterable[str]) -> None:
+        """A partition taken over: its objectives' state from their newest verdicts."""
+        try:
+            verdicts = await asyncio.to_thread(self._metrics.latest_verdicts, list(systems))
+        except Exception:  # metrics only: the verdicts come again with the next windows
+            log.warning("evaluator: cannot read the newest verdicts", exc_info=True)
+            return
+        self._metrics.seed(verdicts)
 
     # --- DLQ -----------------------------------------------------------------------------
 
     async def _dead_letter(self, record: Record, error: str) -> None:
         await dead_letter(self._bus, record, error, consumer="evaluator")
-        self._metrics.dead_lettered.inc()
+        self._metrics.dead_letter(record)
 
 
 async def _dropped(ahead: asyncio.Task[_Polled] | None) -> None:

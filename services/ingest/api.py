@@ -348,7 +348,7 @@ async def _deliver(
         ctx.dedup.settle(seq)
 
     for system_id, count in Tally(event.system_id for event in events).items():
-        metrics.accepted.labels(system_id, kind).inc(count)
+        metrics.event_accepted(system_id, kind, count)
     for system_id, count in Tally(event.system_id for event in duplicates).items():
         metrics.duplicates.labels(system_id, kind).inc(count)
     return _json(

@@ -13,7 +13,7 @@ from shared.bus import Bus, bus_from_settings
 from shared.db import Database
 from shared.health import health_router
 from shared.lifespan import Component, bus_lifespan, components_lifespan
-from shared.metrics import metrics_router
+from shared.metrics import serve_metrics
 from shared.registry_view import RegistryView
 
 from .api import IngestFastPath, router
@@ -34,9 +34,9 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     owned = bus is None
     the_bus = bus or bus_from_settings(settings)
     registry = CollectorRegistry()
-    metrics = IngestMetrics(registry)
-    view = RegistryView(the_bus, name="ingest")
-    view.on_change(lambda system: metrics.system_known(system.system_id))
+    metrics = IngestMetrics(registry, topics=the_bus.topics)
+    view = RegistryView(the_bus, name="ingest", on_dead_letter=metrics.dead_letters.count)
+    view.on_change(metrics.system_changed)
     dedup = (
         DedupStore(
             Database(settings.database_url),
@@ -82,6 +82,6 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     if dedup is not None:
         app.state.readiness["dedup_store"] = dedup.ready
     app.include_router(health_router("ingest", app.state.readiness))
-    app.include_router(metrics_router(registry))
     app.add_middleware(IngestFastPath, ctx=ctx)
+    serve_metrics(app, registry, service="ingest")
     return app

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import contextlib
+import time
+from collections.abc import Iterator
 
-from shared.contracts import OutcomeEvent, PredictionEvent
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from shared.bus import Topics
+from shared.contracts import OutcomeEvent, PredictionEvent, SystemSnapshot
+from shared.metrics import DeadLetters
 
 __all__ = ["IngestMetrics"]
 
@@ -26,7 +34,11 @@ class IngestMetrics:
     system once the registry view knows it (:meth:`system_known`): a first burst is an
     increase Prometheus sees, not a series born non-zero."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, topics: Topics | None = None) -> None:
+        self.started = time.time()
+        self.systems: set[str] = set()
+        self.last_event: dict[str, float] = {}
+        """Wall-clock time of the last event accepted per system."""
         self.accepted = Counter(
             "watchkeeper_ingest_events_accepted",
             "Events acknowledged by the bus",
@@ -113,12 +125,77 @@ class IngestMetrics:
             "Requests answered 503 whose events Kafka may still write (being followed)",
             registry=registry,
         )
+        self.last_event_time = Gauge(
+            "watchkeeper_ingest_last_event_timestamp_seconds",
+            "Wall-clock time this instance last accepted an event of the system (from its "
+            "first accepted event since the process started)",
+            ["system", "kind"],
+            registry=registry,
+        )
+        self.dead_letters = DeadLetters(
+            registry, service="ingest", source_topics=((topics or Topics()).registry,)
+        )
+        registry.register(_Freshness(self))
+
+    def event_accepted(self, system_id: str, kind: str, count: int) -> None:
+        """``count`` events of the system acknowledged by the bus now."""
+        now = time.time()
+        self.accepted.labels(system_id, kind).inc(count)
+        self.last_event_time.labels(system_id, kind).set(now)
+        self.last_event[system_id] = now
+
+    def system_changed(self, system: SystemSnapshot) -> None:
+        """A registry snapshot: series at 0 for an active system, none for a retired one."""
+        if system.status == "retired":
+            self.system_retired(system.system_id)
+        else:
+            self.system_known(system.system_id)
+
+    def system_retired(self, system_id: str) -> None:
+        """Remove the system's series (events still sent for it are refused and counted)."""
+        self.systems.discard(system_id)
+        self.last_event.pop(system_id, None)
+        for kind in KINDS:
+            for counter in (
+                self.accepted,
+                self.duplicates,
+                self.rate_limited,
+                self.last_event_time,
+            ):
+                with contextlib.suppress(KeyError):
+                    counter.remove(system_id, kind)
+            for reason in REJECTION_REASONS[kind]:
+                with contextlib.suppress(KeyError):
+                    self.rejected.remove(system_id, kind, reason)
 
     def system_known(self, system_id: str) -> None:
         """Start the system's per-system counters at 0 (idempotent)."""
+        self.systems.add(system_id)
         for kind in KINDS:
             self.accepted.labels(system_id, kind)
             self.duplicates.labels(system_id, kind)
             self.rate_limited.labels(system_id, kind)
             for reason in REJECTION_REASONS[kind]:
                 self.rejected.labels(system_id, kind, reason)
+
+
+class _Freshness(Collector):
+    """``watchkeeper_ingest_seconds_since_last_event{system}`` at scrape time, for every
+    active system the registry names."""
+
+    def __init__(self, metrics: IngestMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "watchkeeper_ingest_seconds_since_last_event",
+            "Seconds since this instance last accepted an event of the system; for a system "
+            "it has not seen since it started, seconds since it started (a lower bound). "
+            "Across instances, the freshness is the min",
+            labels=["system"],
+        )
+        now = time.time()
+        metrics = self._metrics
+        for sid in sorted(metrics.systems):
+            family.add_metric([sid], now - metrics.last_event.get(sid, metrics.started))
+        yield family

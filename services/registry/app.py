@@ -17,7 +17,7 @@ from shared.bus import Bus, bus_from_settings
 from shared.db import Database
 from shared.health import health_router
 from shared.lifespan import bus_lifespan, components_lifespan
-from shared.metrics import metrics_router
+from shared.metrics import serve_metrics, watch_outbox
 from shared.migrations import OUTBOX, MigrationChain, migrated_database
 from shared.outbox import OutboxRelay
 from shared.request_guard import RequestGuard, RouteLimit
@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     db = Database(settings.database_url)
     registry = CollectorRegistry()
     relay = OutboxRelay(db=db, bus=the_bus, service="registry")
-    metrics = RegistryMetrics(registry, published=lambda: relay.published)
+    metrics = RegistryMetrics(registry, published=lambda: relay.published, db=db)
+    watch_outbox(registry, relay, service="registry")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,7 +76,6 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.include_router(router)
     app.state.readiness = {"bus": the_bus.ready, "database": db.ready}
     app.include_router(health_router("registry", app.state.readiness))
-    app.include_router(metrics_router(registry))
     app.add_middleware(
         RequestGuard,
         max_body_bytes=settings.max_body_bytes,
@@ -84,4 +84,5 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
             RouteLimit("POST", r"/v1/systems/[^/]+/references", settings.max_reference_bytes)
         ],
     )
+    serve_metrics(app, registry, service="registry")
     return app

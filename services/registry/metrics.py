@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from sqlmodel import col, func, select
+
+from shared.db import Database
+
+from .models import AISystem
 
 __all__ = ["UPLOAD_OUTCOMES", "RegistryMetrics"]
 
 UPLOAD_OUTCOMES = ("stored", "unchanged", "invalid", "too_large")
+SYSTEM_STATUSES = ("active", "retired")
+
+log = logging.getLogger(__name__)
 
 
 class _PublishedSnapshots(Collector):
@@ -27,11 +36,45 @@ class _PublishedSnapshots(Collector):
         )
 
 
+class _Systems(Collector):
+    """Registered AI systems by status, counted in the database at scrape time."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            with self._db.session() as session:
+                rows = session.exec(
+                    select(AISystem.status, func.count()).group_by(col(AISystem.status))
+                ).all()
+        except Exception as exc:  # the database is down (or not migrated yet): skip it
+            log.debug("registry: systems unknown (%s)", exc)
+            return
+        counts = dict.fromkeys(SYSTEM_STATUSES, 0) | {status: int(n) for status, n in rows}
+        family = GaugeMetricFamily(
+            "watchkeeper_registry_systems",
+            "Registered AI systems by status (active, retired)",
+            labels=["status"],
+        )
+        for status, n in sorted(counts.items()):
+            family.add_metric([status], n)
+        yield family
+
+
 class RegistryMetrics:
     """Every labelled series exists at 0 from the start (an increase is visible at once)."""
 
-    def __init__(self, registry: CollectorRegistry, *, published: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        published: Callable[[], int],
+        db: Database | None = None,
+    ) -> None:
         registry.register(_PublishedSnapshots(published))
+        if db is not None:
+            registry.register(_Systems(db))
         self.reference_uploads = Counter(
             "watchkeeper_registry_reference_uploads",
             "Reference dataset uploads by outcome (stored, unchanged, invalid, too_large)",

@@ -160,6 +160,10 @@ class Consumer(Protocol):
         """Records between the current positions and the ends of the assigned partitions."""
         ...
 
+    async def lags(self) -> dict[TopicPartition, int]:
+        """``lag`` per assigned partition."""
+        ...
+
 
 class Bus(Protocol):
     topics: Topics

@@ -531,18 +531,20 @@ class KafkaConsumer:
         return {_tp(tp) for tp in self._consumer.assignment()}
 
     async def lag(self) -> int:
+        return sum((await self.lags()).values())
+
+    async def lags(self) -> dict[TopicPartition, int]:
         consumer = self._require()
         parts = list(consumer.assignment())
         if not parts:
-            return 0
+            return {}
         try:
             ends = await consumer.end_offsets(parts)
-            total = 0
-            for tp in parts:
-                total += max(0, int(ends[tp]) - int(await consumer.position(tp)))
+            return {
+                _tp(tp): max(0, int(ends[tp]) - int(await consumer.position(tp))) for tp in parts
+            }
         except KafkaError as exc:
             raise BusUnavailable(f"lag unknown: {exc!r}") from exc
-        return total
 
 
 class KafkaBus:

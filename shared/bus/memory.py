@@ -472,7 +472,10 @@ class MemoryConsumer:
         return set(self._assigned)
 
     async def lag(self) -> int:
-        return sum(max(0, self._broker.end(tp) - self._positions[tp]) for tp in self._assigned)
+        return sum((await self.lags()).values())
+
+    async def lags(self) -> dict[TopicPartition, int]:
+        return {tp: max(0, self._broker.end(tp) - self._positions[tp]) for tp in self._assigned}
 
 
 class MemoryBus:

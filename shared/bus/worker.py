@@ -102,6 +102,11 @@ class StreamWorker(Generic[T]):
         """Set once the consumer holds partitions and has reached their end (tables are loaded)."""
         self.running = False
 
+    @property
+    def consumer(self) -> Consumer | None:
+        """The running consumer (None while connecting or stopped), for its lag."""
+        return self._consumer
+
     async def start(self) -> None:
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"worker:{self.name}")
