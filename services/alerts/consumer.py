@@ -68,16 +68,11 @@ def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-def _series(result: EvaluationResult) -> dict[str, object]:
+def _keep_series(verdict: WindowVerdict, result: EvaluationResult) -> None:
     """What a window verdict keeps for the evidence charts (the metric per window)."""
-    return {
-        "system_id": result.system_id,
-        "objective_id": result.objective_id,
-        "objective_version": result.objective_version,
-        "window_end": result.window_end,
-        "value": result.value,
-        "threshold": result.threshold,
-    }
+    verdict.system_id, verdict.objective_id = result.system_id, result.objective_id
+    verdict.objective_version, verdict.window_end = result.objective_version, result.window_end
+    verdict.value, verdict.threshold = result.value, result.threshold
 
 
 @dataclass(slots=True)
@@ -255,8 +250,8 @@ class _Step:
                 evaluation_id=result.id,
                 revision=result.revision,
                 status=result.status.value,
-                **_series(result),
             )
+            _keep_series(verdict, result)
             session.add(verdict)
             if self.batch is not None:
                 self.batch.verdicts[self.key] = verdict
@@ -273,8 +268,7 @@ class _Step:
             return None
         verdict.revision, verdict.status = result.revision, result.status.value
         verdict.evaluation_id = result.id
-        for name, value in _series(result).items():
-            setattr(verdict, name, value)
+        _keep_series(verdict, result)
         session.add(verdict)
         return self._revision(effect)
 
