@@ -46,6 +46,7 @@ from .semantics import (
 )
 
 __all__ = [
+    "ACTION_STATES",
     "DEFAULT_DUE_DAYS",
     "LogVerification",
     "NotFound",
@@ -57,8 +58,11 @@ __all__ = [
     "lock_log_head",
     "log_objective_changes",
     "next_reference",
+    "nonconformity_filters",
     "publish",
     "reclassify",
+    "record_facts",
+    "revise_analysis",
     "snapshot",
     "start_watching",
     "transition",
@@ -314,6 +318,29 @@ _TRANSITION_FIELDS = (
 )
 
 
+def record_facts(*, session: Session, nc: Nonconformity, data: dict[str, Any]) -> RecordFacts:
+    """What the lifecycle guards see: the record, its actions and the fields ``data`` brings
+    with the step (the web UI asks with the fields its forms will send, to say why a step is
+    not possible yet)."""
+    fields = {k: data[k] for k in _TRANSITION_FIELDS if data.get(k) is not None}
+    merged = {k: fields.get(k, getattr(nc, k)) for k in _TRANSITION_FIELDS}
+    actions = actions_of(session=session, nc_id=nc.id)
+    live = [a for a in actions if a.status != "cancelled"]
+    plan = [a for a in live if a.action_plan == nc.action_plan]  # earlier plans do not count
+    return RecordFacts(
+        state=State(nc.status),
+        containment=bool(merged["containment"]),
+        root_cause=bool(merged["root_cause_method"] and merged["root_cause"]),
+        actions_open=sum(1 for a in plan if a.status != "implemented"),
+        actions_live=len(plan),
+        action_owners=frozenset(a.owner for a in live),
+        review_result=merged["review_result"],
+        reviewer=merged["reviewer"],
+        evidence_breached=bool(nc.review_evidence.get("breached")),
+        action_plan=nc.action_plan,
+    )
+
+
 def transition(
     *,
     session: Session,
@@ -327,23 +354,8 @@ def transition(
     the step is illegal or its guard fails (nothing is written then)."""
     before = snapshot(nc)
     fields = {k: data[k] for k in _TRANSITION_FIELDS if data.get(k) is not None}
-    merged = {k: fields.get(k, getattr(nc, k)) for k in _TRANSITION_FIELDS}
-    actions = actions_of(session=session, nc_id=nc.id)
-    live = [a for a in actions if a.status != "cancelled"]
-    plan = [a for a in live if a.action_plan == nc.action_plan]  # earlier plans do not count
     reason = str(data.get("reason") or "")
-    facts = RecordFacts(
-        state=State(nc.status),
-        containment=bool(merged["containment"]),
-        root_cause=bool(merged["root_cause_method"] and merged["root_cause"]),
-        actions_open=sum(1 for a in plan if a.status != "implemented"),
-        actions_live=len(plan),
-        action_owners=frozenset(a.owner for a in live),
-        review_result=merged["review_result"],
-        reviewer=merged["reviewer"],
-        evidence_breached=bool(nc.review_evidence.get("breached")),
-        action_plan=nc.action_plan,
-    )
+    facts = record_facts(session=session, nc=nc, data=data)
     if target is State.REJECTED:
         if data.get("rejection") not in ("false_positive", "duplicate") or not reason.strip():
             raise TransitionError(
@@ -406,13 +418,55 @@ def reclassify(
     return nc
 
 
-_ACTION_STATES = frozenset({State.CAUSE_ANALYSED, State.ACTION_PLANNED})
+ACTION_STATES = frozenset({State.CAUSE_ANALYSED, State.ACTION_PLANNED})
+"""The states in which corrective actions are planned (and the analysis may be revised)."""
+
+ROOT_CAUSE_METHODS = ("five_whys", "fishbone", "other")
+
+
+def _analysis_view(nc: Nonconformity) -> dict[str, Any]:
+    return {
+        "root_cause_method": nc.root_cause_method,
+        "root_cause": nc.root_cause,
+        "contributing_causes": list(nc.contributing_causes or []),
+    }
+
+
+def revise_analysis(
+    *, session: Session, nc: Nonconformity, data: dict[str, Any], actor: str
+) -> Nonconformity:
+    """Refine the root cause analysis while the actions are being planned (states
+    cause_analysed and action_planned); the log keeps the analysis before and after."""
+    if State(nc.status) not in ACTION_STATES:
+        raise TransitionError(
+            f"the record is {nc.status}: the root cause analysis is revised while actions are "
+            "planned (state cause_analysed or action_planned)"
+        )
+    method, text = data.get("root_cause_method"), str(data.get("root_cause") or "").strip()
+    if method not in ROOT_CAUSE_METHODS:
+        raise ValueError(f"root_cause_method: one of {', '.join(ROOT_CAUSE_METHODS)}")
+    if not text:
+        raise ValueError("root_cause: the root cause cannot be empty")
+    before = _analysis_view(nc)
+    nc.root_cause_method, nc.root_cause = method, text
+    nc.contributing_causes = [str(c) for c in data.get("contributing_causes") or [] if str(c)]
+    nc.updated_at = datetime.now(UTC)
+    session.add(nc)
+    append_log(
+        session=session,
+        actor=actor,
+        kind="analysis_revised",
+        subject=nc.id,
+        before=before,
+        after=_analysis_view(nc),
+    )
+    return nc
 
 
 def add_action(
     *, session: Session, nc: Nonconformity, data: dict[str, Any], actor: str
 ) -> CorrectiveAction:
-    if State(nc.status) not in _ACTION_STATES:
+    if State(nc.status) not in ACTION_STATES:
         raise TransitionError(
             f"the record is {nc.status}: corrective actions are planned after the root cause "
             "analysis (state cause_analysed or action_planned)"
@@ -590,6 +644,41 @@ def active_silences(*, session: Session, at: datetime) -> Sequence[Silence]:
     ).all()
 
 
+def nonconformity_filters(
+    *,
+    system_id: str | None = None,
+    state: str | None = None,
+    classification: str | None = None,
+    owner: str | None = None,
+    source: str | None = None,
+    open_only: bool = False,
+    overdue: bool = False,
+    min_age_days: float | None = None,
+    now: datetime | None = None,
+) -> list[Any]:
+    """The WHERE conditions of a filtered list of records (the API's list and the web queue):
+    ``overdue`` = open and past ``due_at``; ``min_age_days`` = raised at least that long ago."""
+    now = now or datetime.now(UTC)
+    conditions: list[Any] = [
+        column == value
+        for column, value in (
+            (Nonconformity.system_id, system_id),
+            (Nonconformity.status, state),
+            (Nonconformity.classification, classification),
+            (Nonconformity.owner, owner),
+            (Nonconformity.source, source),
+        )
+        if value is not None
+    ]
+    if open_only or overdue:
+        conditions.append(col(Nonconformity.open).is_(True))
+    if overdue:
+        conditions.append(col(Nonconformity.due_at) < now)
+    if min_age_days is not None:
+        conditions.append(col(Nonconformity.raised_at) <= now - timedelta(days=min_age_days))
+    return conditions
+
+
 def count(session: Session, stmt: Any) -> int:
     return int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
 
@@ -617,6 +706,10 @@ def log_objective_changes(*, session: Session, system: SystemSnapshot) -> int:
                 "severity": objective.severity.value,
                 "changed_at": _utc(objective.changed_at).isoformat(),
                 "change_reason": objective.change_reason,
+                "owner": objective.owner,
+                "rationale": objective.rationale,
+                "references": list(objective.references),
+                "window_seconds": objective.window_seconds,
             },
         )
         seen = seen or SeenObjective(
