@@ -46,6 +46,7 @@ from .models import (
     WindowVerdict,
 )
 from .notify import Notifier
+from .reports_api import router as reports_router
 from .settings import Settings
 
 __all__ = ["MIGRATIONS", "create_app"]
@@ -219,6 +220,8 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.state.effectiveness_windows = settings.effectiveness_windows
     app.state.templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
     app.include_router(router)
+    app.state.registry_view = view
+    app.include_router(reports_router)
     app.state.readiness = {"bus": the_bus.ready, "database": db.ready, "consumer": consuming}
     app.include_router(health_router("alerts", app.state.readiness))
     app.add_middleware(
