@@ -15,6 +15,7 @@ import uvicorn
 from rich.console import Console
 
 from .cli_alerts import register as register_alerts_commands
+from .cli_evidence import register as register_evidence_commands
 from .cli_registry import register as register_registry_commands
 
 __all__ = ["app", "main"]
@@ -22,6 +23,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(help="Watchkeeper: continuous AI performance monitoring.", no_args_is_help=True)
 register_registry_commands(app)
 register_alerts_commands(app)
+register_evidence_commands(app)
 err = Console(stderr=True)
 
 

@@ -634,10 +634,12 @@ def _attainment(period: Period, rows: ReviewRows) -> list[dict[str, Any]]:
     for window in rows.windows:
         if period.covers(window.system_id) and window.window_start in period:
             counts[(window.system_id, window.objective_id)][window.status] += 1
+    in_force = _versions_at(rows.log, period.end)
     found = []
     for (system_id, objective_id), by_status in sorted(counts.items()):
         judged = by_status["pass"] + by_status["breach"]
-        definition = rows.objectives.get((system_id, objective_id), {})
+        key = (system_id, objective_id)
+        definition = in_force.get(key) or rows.objectives.get(key) or {}
         found.append(
             {
                 "system_id": system_id,
@@ -654,6 +656,19 @@ def _attainment(period: Period, rows: ReviewRows) -> list[dict[str, Any]]:
             }
         )
     return found
+
+
+def _versions_at(log: Sequence[LogEntry], at: datetime) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each objective's version in force just before ``at``, as the log recorded it."""
+    found: dict[tuple[str, str], tuple[datetime, dict[str, Any]]] = {}
+    for entry in log:
+        key = _objective_key(entry.subject)
+        if entry.kind != "objective_changed" or key is None or not isinstance(entry.after, dict):
+            continue
+        changed_at = _parse_time(entry.after.get("changed_at")) or _utc(entry.at)
+        if changed_at < at and (key not in found or found[key][0] <= changed_at):
+            found[key] = (changed_at, entry.after)
+    return {key: after for key, (_, after) in found.items()}
 
 
 def _objective_changes(period: Period, log: Sequence[LogEntry]) -> list[dict[str, Any]]:
@@ -691,6 +706,10 @@ def _objective_changes(period: Period, log: Sequence[LogEntry]) -> list[dict[str
 # --- charts (geometry for the HTML page; drawn as inline SVG by the template) ---------------
 
 
+_STEPS = tuple(m * 10**e for e in range(12) for m in (1, 2, 5))
+"""Axis steps for counts: whole numbers, at most five steps up to the tallest bar."""
+
+
 def bar_chart(
     labels: Sequence[str],
     series: Sequence[tuple[str, str, Sequence[float]]],
@@ -704,8 +723,8 @@ def bar_chart(
     plot_w, plot_h = width - left - 8, height - bottom - top
     totals = [sum(values[i] for _, _, values in series) for i in range(len(labels))]
     peak = max([*totals, 1.0])
-    scale = 10 ** max(len(str(int(peak))) - 1, 0)
-    ceiling = float(-(-peak // scale) * scale)
+    step = next(s for s in _STEPS if peak / s <= 5)
+    ceiling = float(-(-peak // step) * step)
     slot = plot_w / max(len(labels), 1)
     bar = max(slot * 0.7, 1.0)
     rects = []
@@ -734,7 +753,8 @@ def bar_chart(
         "left": left,
         "right": width - 8,
         "ticks": [
-            {"y": top + plot_h - plot_h * f, "label": f"{ceiling * f:g}"} for f in (0, 0.5, 1)
+            {"y": top + plot_h - plot_h * v / ceiling, "label": f"{v:g}"}
+            for v in (step * i for i in range(int(ceiling / step) + 1))
         ],
         "labels": [
             {"x": left + i * slot + slot / 2, "text": label}

@@ -16,6 +16,7 @@ import pytest
 from services.alerts.review import (
     Period,
     ReviewRows,
+    bar_chart,
     buckets,
     management_review,
     parse_bound,
@@ -297,3 +298,34 @@ async def test_the_page_shows_every_section_and_its_charts(client: httpx.AsyncCl
     assert "6.5 days" in html  # mean time to contain: (24 h + 12 h + 18 days) / 3
     assert "NC-2026-0004" in html and "70.0 %" in html  # B's overdue action; acc's attainment
     assert "@media print" in html and "<script src" not in html  # prints; nothing from a CDN
+
+
+def test_objectives_read_their_version_in_force_from_the_log() -> None:
+    """Without the registry topic, the metric and target come from the log's versions: the
+    one in force at the end of the period (acc v2 from 15 March), not a later one."""
+    fixture = review_fixture.build()
+    rows = ReviewRows(
+        records=list(fixture.records.values()),
+        actions=list(fixture.actions.values()),
+        log=fixture.log,
+        windows=fixture.windows,
+    )
+    march = management_review(MARCH, rows, now=datetime(2026, 12, 1, tzinfo=UTC))
+    found = {o["objective_id"]: o for o in march["objectives"]}
+    assert (found["acc"]["version"], found["acc"]["threshold"]) == (2, 0.85)
+    assert (found["psi"]["metric"], found["psi"]["comparator"]) == ("psi", "lt")
+    early = Period(at("2026-03-01T00:00:00"), at("2026-03-10T00:00:00"), "credit")
+    report = management_review(early, rows, now=datetime(2026, 12, 1, tzinfo=UTC))
+    acc = next(o for o in report["objectives"] if o["objective_id"] == "acc")
+    assert (acc["version"], acc["threshold"]) == (1, 0.8)
+
+
+@pytest.mark.parametrize(
+    "peak,ticks", [(1, ["0", "1"]), (3, ["0", "1", "2", "3"]), (7, ["0", "2", "4", "6", "8"])]
+)
+def test_chart_axes_count_in_whole_numbers(peak: int, ticks: list[str]) -> None:
+    chart = bar_chart(["a", "b"], [("major", "#000", [peak, 0])], height=120)
+    assert [t["label"] for t in chart["ticks"]] == ticks
+    [bar] = chart["rects"]
+    top = min(t["y"] for t in chart["ticks"])
+    assert bar["h"] == pytest.approx((chart["baseline"] - top) * peak / int(ticks[-1]))
