@@ -10,13 +10,14 @@ values: the template FastAPI's router put in the scope, or, for an answer given 
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette._utils import get_route_path
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["UNMATCHED", "HttpMetrics", "HttpMetricsMiddleware"]
@@ -64,6 +65,22 @@ def _template(route: Any) -> str | None:
     return template if isinstance(template, str) else None
 
 
+def _templates(routes: Sequence[BaseRoute]) -> Iterator[str]:
+    """The path templates of ``routes``, into included routers (FastAPI includes them lazily:
+    their routes are reached through ``effective_route_contexts``)."""
+    for route in routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        if callable(contexts):
+            for context in contexts():
+                found = _template(getattr(context, "starlette_route", None)) or _template(context)
+                if found is not None:
+                    yield found
+        else:
+            found = _template(route)
+            if found is not None:
+                yield found
+
+
 class HttpMetricsMiddleware:
     """Counts and times every HTTP request of the app it wraps (``routes``: the app's own,
     to name the template of a request answered before the router ran)."""
@@ -72,6 +89,9 @@ class HttpMetricsMiddleware:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self._patterns: list[tuple[re.Pattern[str], str]] | None = None
+        """The app's templates as regular expressions, built at the first unrouted request
+        (every route is registered by then)."""
         self._static: dict[str, str] = {}
         """Templates found by matching, for paths without parameters (bounded by the app)."""
 
@@ -101,10 +121,10 @@ class HttpMetricsMiddleware:
         found = self._static.get(path)
         if found is not None:
             return found
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match is not Match.NONE:
-                template = _template(route) or UNMATCHED
+        if self._patterns is None:
+            self._patterns = [(compile_path(t)[0], t) for t in _templates(self.routes)]
+        for pattern, template in self._patterns:
+            if pattern.match(path):
                 if template == path:
                     self._static[path] = template
                 return template
