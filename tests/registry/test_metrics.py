@@ -41,3 +41,23 @@ async def test_upload_outcomes_are_at_zero_before_any_upload(registry: Registry)
     for outcome in ("stored", "unchanged", "invalid", "too_large"):
         key = ("watchkeeper_registry_reference_uploads_total", str([("outcome", outcome)]))
         assert values.get(key) == 0, outcome
+
+
+async def test_systems_by_status(registry: Registry) -> None:
+    """Counted in the database at each scrape (deltas: the PostgreSQL database is shared)."""
+
+    async def systems() -> dict[str, float]:
+        _types, values = await scrape(registry)
+        return {
+            status: values[("watchkeeper_registry_systems", str([("status", status)]))]
+            for status in ("active", "retired")
+        }
+
+    before = await systems()
+    body = make_system()
+    system_id = await registry.add_system(body)
+    assert await systems() == {"active": before["active"] + 1, "retired": before["retired"]}
+    update = {k: v for k, v in body.items() if k != "id"} | {"status": "retired"}
+    response = await registry.client.put(f"/v1/systems/{system_id}", json=update)
+    assert response.status_code == 200, response.text
+    assert await systems() == {"active": before["active"], "retired": before["retired"] + 1}
