@@ -25,6 +25,7 @@ from services.alerts.review import (
 from shared.auth import Role, issue_token
 from tests.alerts import review_fixture
 from tests.alerts.review_fixture import at
+from tests.deployments import fresh_database
 
 SECRET = "r" * 32
 MARCH = Period(at("2026-03-01T00:00:00"), at("2026-04-01T00:00:00"), "credit")
@@ -329,3 +330,96 @@ def test_chart_axes_count_in_whole_numbers(peak: int, ticks: list[str]) -> None:
     [bar] = chart["rects"]
     top = min(t["y"] for t in chart["ticks"])
     assert bar["h"] == pytest.approx((chart["baseline"] - top) * peak / int(ticks[-1]))
+
+
+# --- a lifecycle walked through the API, as the service writes its log ------------------------
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_a_lifecycle_walked_through_the_api_is_reported_and_packed(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'live.db'}"
+        if kind == "sqlite"
+        else fresh_database(str(request.getfixturevalue("database_url")))
+    )
+    qm = as_user(Role.QUALITY_MANAGER)
+    async with review_fixture.serve(url, SECRET) as client:
+
+        async def step(ref: str, to: str, **fields: Any) -> None:
+            response = await client.post(
+                f"/v1/nonconformities/{ref}/transitions", json={"to": to, **fields}, headers=qm
+            )
+            assert response.status_code == 200, response.text
+
+        created = await client.post(
+            "/v1/nonconformities",
+            json={
+                "source": "incident",
+                "system_id": "credit",
+                "title": "t",
+                "classification": "major",
+            },
+            headers=qm,
+        )
+        nc = created.json()
+        ref = nc["reference"]
+        await step(ref, "triaged")
+        await step(ref, "contained", containment="fallback")
+        await step(ref, "cause_analysed", root_cause_method="five_whys", root_cause="drift")
+        action = await client.post(
+            f"/v1/nonconformities/{ref}/actions",
+            json={"description": "retrain", "owner": "olivia", "due_at": "2000-01-01T00:00:00Z"},
+            headers=qm,
+        )
+        assert action.status_code == 201, action.text
+        await step(ref, "action_planned")
+        report = (
+            await client.get(
+                "/v1/reports/management-review", params={"system": "credit"}, headers=qm
+            )
+        ).json()
+        assert report["actions"]["overdue_count"] == 1  # due in 2000, still planned
+        done = await client.patch(
+            f"/v1/actions/{action.json()['id']}",
+            json={"status": "implemented", "evidence_links": ["https://git/pr/1"]},
+            headers=qm,
+        )
+        assert done.status_code == 200, done.text
+        await step(ref, "action_implemented")
+        await step(ref, "effectiveness_review", reviewer="rita")
+        await step(ref, "closed", review_result="confirmed")
+
+        log = (await client.get("/v1/log", params={"subject": nc["id"]}, headers=qm)).json()
+        raised_at = datetime.fromisoformat(nc["raised_at"])
+        contained_at = next(
+            datetime.fromisoformat(e["at"])
+            for e in log
+            if e["kind"] == "transition" and e["after"]["status"] == "contained"
+        )
+        closed_at = datetime.fromisoformat(log[-1]["at"])
+
+        def utc(at: datetime) -> datetime:
+            return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+        report = (
+            await client.get(
+                "/v1/reports/management-review", params={"system": "credit"}, headers=qm
+            )
+        ).json()
+        ncs = report["nonconformities"]
+        assert (ncs["raised"], ncs["closed"], ncs["open_at_end"]) == (1, 1, 0)
+        assert ncs["raised_by_source"] == {"incident": 1}
+        assert report["time_to_contain"]["mean_seconds"] == pytest.approx(
+            (utc(contained_at) - utc(raised_at)).total_seconds(), abs=1e-3
+        )
+        assert report["time_to_close"]["mean_seconds"] == pytest.approx(
+            (utc(closed_at) - utc(raised_at)).total_seconds(), abs=1e-3
+        )
+        assert (report["actions"]["planned"], report["actions"]["implemented"]) == (1, 1)
+        assert report["actions"]["overdue_count"] == 0
+        assert report["effectiveness"]["results"]["confirmed"] == 1
+
+        pack = await client.get("/v1/evidence", params={"system": "credit"}, headers=qm)
+        assert pack.status_code == 200 and pack.headers["x-evidence-chain-ok"] == "true"
