@@ -8,6 +8,7 @@ reachable either through an ``httpx.MockTransport`` (in process) or as a real HT
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import threading
 import time
@@ -41,7 +42,8 @@ class Attempt:
     headers: dict[str, str]
     events: list[dict[str, Any]]
     status: int
-    at: float = field(default_factory=time.monotonic)
+    at: float = field(default_factory=time.monotonic)  # when ingest answered
+    began: float | None = None  # when the request left the client (see ``slow_transport``)
 
 
 class FakeIngest:
@@ -124,6 +126,25 @@ class FakeIngest:
             headers = {key.lower(): value for key, value in request.headers.items()}
             status, extra, payload = self.respond(request.url.path, headers, request.content)
             return httpx.Response(status, headers=extra, content=orjson.dumps(payload))
+
+        return httpx.MockTransport(handle)
+
+    def slow_transport(self, delay: Callable[[int], float]) -> httpx.MockTransport:
+        """Requests take ``delay(n)`` seconds (n: the request's number, from 0) without
+        blocking the client's loop, so that several can be in flight; records ``began``."""
+        inner = self.transport()
+        numbers = iter(range(1 << 62))
+
+        async def handle(request: httpx.Request) -> httpx.Response:
+            began = time.monotonic()
+            await asyncio.sleep(delay(next(numbers)))
+            with self.lock:
+                seen = len(self.attempts)
+            response = await inner.handle_async_request(request)
+            with self.lock:
+                if len(self.attempts) > seen:  # the fake answers synchronously on this loop
+                    self.attempts[-1].began = began
+            return response
 
         return httpx.MockTransport(handle)
 

@@ -90,7 +90,8 @@ async def test_queue_full_spills_to_disk_without_blocking_the_loop(
 
     options = client_options(ingest, spool_dir, transport=httpx.MockTransport(held))
     client = AsyncWatchkeeper(
-        **{**options, "max_queue": 4, "block_timeout": 0.01, "batch_size": 2, "linger": 0.0}
+        **{**options, "max_queue": 4, "block_timeout": 0.01, "batch_size": 2, "linger": 0.0},
+        max_in_flight=1,  # one batch stuck in flight, the other 14 events queued or spooled
     )
     first = await client.log_prediction({"i": 0}, 0)
     await asyncio.sleep(0.05)  # the sender is now stuck in its first request

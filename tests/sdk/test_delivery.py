@@ -4,15 +4,24 @@ registered) as opposed to "never" (the event itself is invalid)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.sdk.conftest import SYSTEM_ID, Attempt, FakeIngest, client_options, wait_until
+from tests.sdk.conftest import (
+    SYSTEM_ID,
+    Attempt,
+    FakeIngest,
+    Scripted,
+    client_options,
+    wait_until,
+)
 from watchkeeper_sdk import (
     AsyncWatchkeeper,
     ConfigurationError,
@@ -105,6 +114,85 @@ def test_interleaved_logging_faster_than_delivery_overflows_and_stays_batched(
     requests = delivered(ingest)
     # 6,000 events: a request per event (the defect) would be ~6,000 requests
     assert len(requests) <= 6000 / 25, f"{len(requests)} requests for 6,000 events"
+
+
+# -- several batches in flight ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 3])
+def test_up_to_max_in_flight_batches_are_sent_at_once(
+    make_client: MakeClient, ingest: FakeIngest, max_in_flight: int
+) -> None:
+    inner = ingest.slow_transport(lambda n: 0.05)
+    in_flight = most = 0
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1  # on the sender's loop: no lock needed
+        most = max(most, in_flight)
+        try:
+            return await inner.handle_async_request(request)
+        finally:
+            in_flight -= 1
+
+    transport = httpx.MockTransport(handle)
+    client = make_client(batch_size=10, max_in_flight=max_in_flight, transport=transport)
+
+    ids = [client.log_prediction({"i": i}, 0) for i in range(200)]
+
+    assert client.flush(timeout=30)
+    assert most == max_in_flight
+    assert sorted(ingest.accepted_ids()) == sorted(ids)
+    assert [len(a.events) for a in ingest.attempts] == [10] * 20
+
+
+@pytest.mark.parametrize("max_retries", [5, 0])
+def test_no_outcome_leaves_before_every_prediction_logged_before_it_is_acknowledged(
+    make_client: MakeClient, ingest: FakeIngest, max_retries: int
+) -> None:
+    """Requests take 0-40 ms, so batches in flight overtake each other, and every third
+    request of predictions is answered 503 (retried in memory, or spooled with max_retries 0):
+    still no request carries an outcome before every prediction logged before that outcome
+    was acknowledged."""
+    answers = itertools.count()
+
+    def flaky(events: list[dict[str, Any]]) -> Scripted | None:
+        if "prediction_id" not in events[0] and next(answers) % 3 == 0:
+            return 503, {}, {"detail": "Kafka unavailable"}
+        return None
+
+    ingest.rule = flaky
+    client = make_client(
+        batch_size=20,
+        max_in_flight=4,
+        max_retries=max_retries,
+        transport=ingest.slow_transport(lambda n: (n * 7 % 5) * 0.01),
+    )
+    logged: list[tuple[str, str]] = []  # (kind, event_id) in logging order
+    predictions: list[str] = []
+    for i in range(300):
+        predictions.append(client.log_prediction({"i": i}, 0))
+        logged.append(("prediction", predictions[-1]))
+        if i >= 7:  # the outcome of a prediction logged a little earlier, often in another batch
+            logged.append(("outcome", client.log_outcome(predictions[i - 7], 1)))
+
+    assert client.flush(timeout=30)
+    assert sorted(ingest.accepted_ids()) == sorted(event_id for _, event_id in logged)
+    acknowledged: dict[str, float] = {}
+    first_sent: dict[str, float] = {}
+    for attempt in ingest.attempts:
+        assert attempt.began is not None
+        for event in attempt.events:
+            if attempt.status == 202:
+                acknowledged.setdefault(event["event_id"], attempt.at)
+            first_sent.setdefault(event["event_id"], attempt.began)
+    latest = 0.0  # when the last of the predictions logged so far was acknowledged
+    for kind, event_id in logged:
+        if kind == "outcome":
+            assert first_sent[event_id] > latest, "an outcome left before an earlier prediction"
+        else:
+            latest = max(latest, acknowledged[event_id])
+    assert (client.stats().spooled > 0) == (max_retries == 0)
 
 
 # -- defect 6: "not yet" is kept and retried, "never" is dropped with its reason ----------------

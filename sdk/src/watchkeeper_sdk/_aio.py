@@ -59,6 +59,7 @@ class AsyncWatchkeeper(BaseClient):
         transport: httpx.AsyncBaseTransport | None = None,
         flush_at_exit: bool = True,
         exit_timeout: float = 5.0,
+        max_in_flight: int = 4,
     ) -> None:
         super().__init__(
             url,
@@ -79,6 +80,7 @@ class AsyncWatchkeeper(BaseClient):
             transport=transport,
             flush_at_exit=flush_at_exit,
             exit_timeout=exit_timeout,
+            max_in_flight=max_in_flight,
         )
         self._closed = False
         self._executor = concurrent.futures.ThreadPoolExecutor(

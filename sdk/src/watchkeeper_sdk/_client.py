@@ -73,13 +73,14 @@ class BaseClient:
         transport: httpx.AsyncBaseTransport | None = None,
         flush_at_exit: bool = True,
         exit_timeout: float = 5.0,
+        max_in_flight: int = 4,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"url must be an http(s) URL, got {url!r}")
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty str")
-        if batch_size < 1 or max_queue < 1:
-            raise ValueError("batch_size and max_queue must be >= 1")
+        if batch_size < 1 or max_queue < 1 or max_in_flight < 1:
+            raise ValueError("batch_size, max_queue and max_in_flight must be >= 1")
         if linger < 0 or block_timeout < 0 or timeout <= 0 or max_retries < 0:
             raise ValueError("linger, block_timeout, max_retries must be >= 0 and timeout > 0")
         if not 0 < backoff <= max_backoff:
@@ -102,6 +103,7 @@ class BaseClient:
             backoff=backoff,
             max_backoff=max_backoff,
             on_error=on_error,
+            max_in_flight=max_in_flight,
             user_agent=f"watchkeeper-sdk/{_version.__version__}",
         )
         self._spool_root = (
@@ -233,6 +235,7 @@ class Watchkeeper(BaseClient):
         transport: httpx.AsyncBaseTransport | None = None,
         flush_at_exit: bool = True,
         exit_timeout: float = 5.0,
+        max_in_flight: int = 4,
     ) -> None:
         super().__init__(
             url,
@@ -253,6 +256,7 @@ class Watchkeeper(BaseClient):
             transport=transport,
             flush_at_exit=flush_at_exit,
             exit_timeout=exit_timeout,
+            max_in_flight=max_in_flight,
         )
         self._closed = False
         self._start()

@@ -6,15 +6,18 @@ the callers only touch the :class:`Inbox` (a bounded deque behind a lock).
 
 Two modes:
 
-* direct: take up to ``batch_size`` events (after ``linger`` or as soon as a batch is full),
-  POST them gzip'd, retry retryable failures in memory a few times with backoff;
+* direct: take up to ``batch_size`` events (after ``linger`` or as soon as a batch is full)
+  and send them in a task of their own, so that up to ``max_in_flight`` batches are on their
+  way at once; retry retryable failures in memory a few times with backoff;
 * spool: once a batch could not be delivered it is written to the disk spool, and from then on
   new events are appended to the spool too (so nothing overtakes it) while the sender replays
   the spool head in order, with backoff between failed attempts. When the spool is empty the
   sender goes back to direct mode.
 
-Either way a batch is up to ``batch_size`` events *of each kind* taken in logging order; its
-predictions are sent before its outcomes, so an outcome never overtakes its prediction.
+Either way a batch is up to ``batch_size`` events *of each kind* taken in logging order. Its
+outcomes are sent only once its predictions, and those of every batch taken before it, are
+settled, so an outcome never overtakes a prediction logged before it. When a batch goes to the
+spool instead, the outcomes of the batches after it follow it there.
 Answers that mean "not yet" (wrong URL, key or system not known to ingest yet) keep the events
 like a 503 does, and are reported once per cause (``Stats.problem``, ``flush()``).
 """
@@ -71,6 +74,7 @@ class Options:
     backoff: float
     max_backoff: float
     on_error: ErrorCallback | None
+    max_in_flight: int = 4
     rescan_interval: float = 60.0
     user_agent: str = "watchkeeper-sdk"
 
@@ -219,7 +223,7 @@ class Inbox:
                     predictions += 1
                 records.append(items.popleft())
             self.outcomes -= outcomes
-            ticket = self.spool.reserve()
+            ticket = self.spool.reserve(sending=True)
             if items:
                 self.first_at = time.monotonic()
             if self.pressure:
@@ -266,6 +270,27 @@ class Inbox:
 class _Progress:
     remaining: list[int]  # indexes of the events still to deliver (none: all settled)
     retry_after: float | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Delivery:
+    """A batch taken off the queue and sent directly: its predictions at once, its outcomes
+    once every prediction taken before them (this batch's and earlier batches') is settled."""
+
+    ticket: int
+    predictions: list[dict[str, Any]]  # not settled yet
+    outcomes: list[dict[str, Any]]
+    previous: _Delivery | None  # the batch taken just before (until its gate opened)
+    # set once this batch's predictions and those of every earlier batch are settled
+    # (``clear``), or once some of them went to the spool (then the outcomes must follow)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    clear: bool = False
+    task: asyncio.Task[None] | None = None
+
+    def records(self) -> list[Record]:
+        return [("prediction", event) for event in self.predictions] + [
+            ("outcome", event) for event in self.outcomes
+        ]
 
 
 @dataclass(slots=True)
@@ -325,11 +350,9 @@ class Engine:
         self._replays: deque[_Replay] = deque()  # the spool head, and one read ahead
         self.problem: ConfigurationError | None = None  # the setup problem blocking delivery
         self._logged_causes: set[str] = set()
-        self._inflight: tuple[int, list[Record]] | None = None
-        self._inflight_parts: list[tuple[EventKind, list[dict[str, Any]]]] = []
-        # the outcomes of the previous batch, sent while the next batch's predictions go
-        self._tail: asyncio.Task[None] | None = None
-        self._tail_batch: tuple[int, list[dict[str, Any]]] | None = None
+        self._inflight: tuple[int, list[Record]] | None = None  # the queue, being spooled
+        self._deliveries: deque[_Delivery] = deque()  # batches being sent, in ticket order
+        self._last_delivery: _Delivery | None = None
         self._last_io: concurrent.futures.Future[Any] | None = None
 
     # -- control from the client -----------------------------------------------------------
@@ -386,16 +409,17 @@ class Engine:
                     self._requeue_inflight()
                     await asyncio.sleep(1.0)
         except asyncio.CancelledError:
-            tail = self._tail
-            if tail is not None and not tail.done():
-                tail.cancel()
+            for delivery in self._deliveries:
+                if delivery.task is not None:
+                    delivery.task.cancel()
             self.salvage()
             raise
         finally:
-            tail = self._tail
-            if tail is not None and not tail.done():
-                tail.cancel()
-                await asyncio.wait([tail])
+            tasks = [d.task for d in self._deliveries if d.task is not None and not d.task.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
             self.stopped = True
             self.on_progress()
 
@@ -432,10 +456,11 @@ class Engine:
 
     async def _direct_step(self) -> bool:
         inbox, options = self.inbox, self.options
+        self._reap()
         if not inbox.items:
             if self.closing:
-                await self._await_tail()
-                return self.spool.pending()  # the tail was spooled: the spool step decides
+                await self._await_deliveries()
+                return self.spool.pending()  # something was spooled: the spool step decides
             idle_until = time.monotonic() + options.rescan_interval
             woken = await self._wait_until(
                 lambda: bool(inbox.items) or self.closing or self.spool.pending(), idle_until
@@ -443,113 +468,94 @@ class Engine:
             if not woken:
                 await self._io(self.spool.adopt_orphans)
             return True
+        if len(self._deliveries) >= options.max_in_flight:
+            await asyncio.wait(
+                [d.task for d in self._deliveries if d.task is not None],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            return True
         await self._wait_until(
             lambda: inbox.full_batch() or self._urgent() or self.spool.pending(),
             inbox.first_at + options.linger,
         )
         taken = inbox.take(options.batch_size)
         if taken is not None:
-            await self._deliver(*taken)
+            self._start_delivery(*taken)
         return True
 
-    async def _deliver(self, ticket: int, records: list[Record]) -> None:
-        """Send a batch: its predictions, then its outcomes. Once the predictions are all
-        settled, the outcomes go in a task of their own, so they travel alongside the next
-        batch's predictions (never before their own predictions)."""
-        parts: list[tuple[EventKind, list[dict[str, Any]]]] = []
-        predictions = [event for kind, event in records if kind == "prediction"]
-        if predictions:
-            parts.append(("prediction", predictions))
-        if len(predictions) < len(records):
-            parts.append(("outcome", [event for kind, event in records if kind == "outcome"]))
-        self._inflight = (ticket, records)
-        self._inflight_parts = parts
-        if not await self._deliver_predictions():
-            return  # spooled, outcomes included, under this batch's ticket
-        self._inflight = None
-        self._inflight_parts = []
-        self.spool.release(ticket)  # a failed tail is written under this ticket all the same
-        if not parts:
-            self._backoff.reset()
-            return
-        await self._await_tail()
-        self._tail_batch = (ticket, parts[0][1])
-        self._tail = asyncio.get_running_loop().create_task(self._deliver_tail())
+    def _start_delivery(self, ticket: int, records: list[Record]) -> None:
+        delivery = _Delivery(
+            ticket,
+            [event for kind, event in records if kind == "prediction"],
+            [event for kind, event in records if kind == "outcome"],
+            self._last_delivery,
+        )
+        self._last_delivery = delivery
+        self._deliveries.append(delivery)
+        delivery.task = asyncio.get_running_loop().create_task(self._deliver(delivery))
 
-    async def _await_tail(self) -> None:
-        tail = self._tail
-        if tail is not None:
-            await asyncio.wait([tail])
-            self._tail = None
+    def _reap(self) -> None:
+        deliveries = self._deliveries
+        while deliveries and deliveries[0].task is not None and deliveries[0].task.done():
+            deliveries.popleft()
+        if deliveries and any(d.task is not None and d.task.done() for d in deliveries):
+            self._deliveries = deque(d for d in deliveries if d.task is None or not d.task.done())
 
-    async def _deliver_tail(self) -> None:
-        """Send the outcomes in ``_tail_batch`` (kept up to date: salvage() writes what is
-        left if the sender is cancelled); spool them after ``max_retries``, like a batch."""
-        assert self._tail_batch is not None
-        ticket, outcomes = self._tail_batch
-        failures = 0
+    async def _await_deliveries(self) -> None:
+        while self._deliveries:
+            await asyncio.wait([d.task for d in self._deliveries if d.task is not None])
+            self._reap()
+
+    async def _deliver(self, delivery: _Delivery) -> None:
+        """Send a batch: its predictions at once (other batches' requests may be in flight),
+        its outcomes once every prediction taken before them is settled. On failure what is
+        left goes to the spool under the batch's ticket, and so do the outcomes of the batches
+        after it (they may refer to the spooled predictions)."""
         try:
-            while outcomes:
-                progress = await self._send("outcome", outcomes)
-                if len(progress.remaining) < len(outcomes):
-                    self._settle(len(outcomes) - len(progress.remaining))
-                    outcomes = [outcomes[i] for i in progress.remaining]
-                    self._tail_batch = (ticket, outcomes)
-                    if not outcomes:
-                        break
-                failures += 1
-                delay = self._backoff.next_delay(progress.retry_after)
-                deadline = time.monotonic() + delay
-                if failures <= self.options.max_retries:
-                    await self._wait_until(self._must_spool, deadline)
-                    if not self._must_spool():
-                        continue
-                if await self._spool_after(ticket, outcomes, deadline):
+            if not await self._send_directly(delivery, "prediction"):
+                return  # spooled, outcomes included, under the ticket it still held
+            self.spool.release(delivery.ticket)  # outcomes spooled later go after it anyway
+            previous = delivery.previous
+            if previous is not None:
+                await previous.gate.wait()
+                delivery.previous = None  # let finished batches be collected
+                if not previous.clear:
+                    await self._spool_delivery_until_done(delivery)
                     return
-                await self._wait_until(lambda: False, deadline)  # could not spool: retry
-            self._tail_batch = None
-            self._backoff.reset()
+            delivery.clear = True
+            delivery.gate.set()
+            if await self._send_directly(delivery, "outcome"):
+                self._backoff.reset()
         except asyncio.CancelledError:
             raise
         except Exception:  # the sender must outlive any bug: keep the events on disk
-            logger.exception("watchkeeper: unexpected error sending outcomes")
-            await self._spool_after(ticket, outcomes)
+            logger.exception("watchkeeper: unexpected error sending a batch")
+            await self._spool_delivery_until_done(delivery)
+        finally:
+            delivery.previous = None
+            delivery.gate.set()  # ``clear`` stays False unless the outcomes could go
+            self.wake_event.set()  # the main loop may have to go to spool mode
 
-    async def _spool_after(
-        self, ticket: int, outcomes: list[dict[str, Any]], deadline: float | None = None
-    ) -> bool:
-        """Write a batch's outcomes to the spool under its ticket (after its predictions)."""
-        records: list[Record] = [("outcome", event) for event in outcomes]
-        try:
-            await self._io(lambda: self.spool.write(ticket, records))
-        except SpoolError as exc:
-            logger.error("watchkeeper: ingest unreachable and the spool failed: %s", exc)
-            return False
-        self._tail_batch = None
-        with self.counters.lock:
-            self.counters.spooled += len(records)
-        if deadline is not None:
-            self._next_attempt = max(self._next_attempt, deadline)
-        if self.closing:
-            self._gave_up = True
-        return True
-
-    async def _deliver_predictions(self) -> bool:
-        """Deliver the predictions of ``self._inflight_parts`` (the outcomes wait); False when
-        the batch was spooled instead."""
-        parts = self._inflight_parts
+    async def _send_directly(self, delivery: _Delivery, kind: EventKind) -> bool:
+        """Deliver the batch's events of ``kind``, retrying in memory ``max_retries`` times
+        (fewer when callers wait for queue room or the client closes); then spool what is
+        left of the batch and return False."""
         failures = 0
-        while parts and parts[0][0] == "prediction":
-            kind, events = parts[0]
+        while True:
+            events = delivery.predictions if kind == "prediction" else delivery.outcomes
+            if not events:
+                return True
             progress = await self._send(kind, events)
             done = len(events) - len(progress.remaining)
             if done:
+                left = [events[i] for i in progress.remaining]
+                if kind == "prediction":
+                    delivery.predictions = left
+                else:
+                    delivery.outcomes = left
                 self._settle(done)
             if not progress.remaining:
-                parts.pop(0)
-                continue
-            if done:
-                parts[0] = (kind, [events[i] for i in progress.remaining])
+                return True
             failures += 1
             delay = self._backoff.next_delay(progress.retry_after)
             deadline = time.monotonic() + delay
@@ -557,40 +563,23 @@ class Engine:
                 await self._wait_until(self._must_spool, deadline)
                 if not self._must_spool():
                     continue
-            if await self._spool_inflight(progress, deadline):
+            if await self._spool_delivery(delivery, deadline):
                 return False
             await self._wait_until(lambda: False, deadline)  # could not spool: keep retrying
-        return True
 
-    def _requeue_inflight(self) -> None:
-        """Put an interrupted batch back at the head of the queue and free its ticket."""
-        if self._inflight is None:
-            return
-        ticket, records = self._inflight
-        if self._inflight_parts:
-            records = self._inflight_records()
-        with self.inbox.lock:
-            self.inbox.push_front(records)
-        self.spool.release(ticket)
-        self._inflight = None
-        self._inflight_parts = []
+    async def _spool_delivery_until_done(self, delivery: _Delivery) -> None:
+        while not await self._spool_delivery(delivery):
+            deadline = time.monotonic() + self._backoff.next_delay(None)
+            await self._wait_until(lambda: False, deadline)
 
-    def _must_spool(self) -> bool:
-        """Stop retrying in memory: we are closing, or callers are waiting for queue room."""
-        return self.closing or self.inbox.pressure > 0
-
-    def _inflight_records(self) -> list[Record]:
-        return [(kind, event) for kind, events in self._inflight_parts for event in events]
-
-    async def _spool_inflight(self, progress: _Progress, deadline: float) -> bool:
-        assert self._inflight is not None
-        ticket = self._inflight[0]
-        records = self._inflight_records()
+    async def _spool_delivery(self, delivery: _Delivery, deadline: float | None = None) -> bool:
+        """Write what is left of a batch to the spool under its ticket."""
+        records = delivery.records()
 
         def write() -> None:
-            self.spool.write(ticket, records)
-            self._inflight = None
-            self._inflight_parts = []
+            self.spool.write(delivery.ticket, records)
+            delivery.predictions = []
+            delivery.outcomes = []
 
         try:
             await self._io(write)
@@ -599,10 +588,11 @@ class Engine:
             return False
         with self.counters.lock:
             self.counters.spooled += len(records)
-        self._next_attempt = deadline
+        if deadline is not None:
+            self._next_attempt = max(self._next_attempt, deadline)
         if self.closing:
             self._gave_up = True
-        if not self._spooling_logged:
+        if records and not self._spooling_logged:
             self._spooling_logged = True
             logger.warning(
                 "watchkeeper: ingest at %s not reachable, spooling events to %s",
@@ -610,6 +600,20 @@ class Engine:
                 self.spool.directory,
             )
         return True
+
+    def _requeue_inflight(self) -> None:
+        """Put records taken for the spool back at the head of the queue and free the ticket."""
+        if self._inflight is None:
+            return
+        ticket, records = self._inflight
+        with self.inbox.lock:
+            self.inbox.push_front(records)
+        self.spool.release(ticket)
+        self._inflight = None
+
+    def _must_spool(self) -> bool:
+        """Stop retrying in memory: we are closing, or callers are waiting for queue room."""
+        return self.closing or self.inbox.pressure > 0
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -769,7 +773,7 @@ class Engine:
         While the replay goes well the queue waits in memory and is sent directly once the
         spool is empty, rather than taking a detour through the disk."""
         inbox, options = self.inbox, self.options
-        await self._await_tail()
+        await self._await_deliveries()
         now = time.monotonic()
         failing = now < self._next_attempt
         if inbox.items and (
@@ -805,7 +809,6 @@ class Engine:
             return
         ticket, records = taken
         self._inflight = taken
-        self._inflight_parts = []
 
         def write() -> None:
             self.spool.write(ticket, records)
@@ -898,18 +901,17 @@ class Engine:
             concurrent.futures.wait([self._last_io])
         pending: list[tuple[int, list[Record]]] = []
         if self._inflight is not None:
-            ticket, records = self._inflight
-            if self._inflight_parts:
-                records = self._inflight_records()
-            pending.append((ticket, records))
-        if self._tail_batch is not None:
-            ticket, outcomes = self._tail_batch
-            pending.append((ticket, [("outcome", event) for event in outcomes]))
-            self._tail_batch = None
+            pending.append(self._inflight)
+        for delivery in self._deliveries:
+            records = delivery.records()
+            delivery.predictions = []
+            delivery.outcomes = []
+            if records:
+                pending.append((delivery.ticket, records))
         taken = self.inbox.take_all()
         if taken is not None:
             pending.append(taken)
-        for ticket, records in pending:
+        for ticket, records in sorted(pending, key=lambda item: item[0]):
             try:
                 self.spool.write(ticket, records)
             except SpoolError as exc:
@@ -922,7 +924,6 @@ class Engine:
             with self.counters.lock:
                 self.counters.spooled += len(records)
         self._inflight = None
-        self._inflight_parts = []
 
     def stats(self) -> Stats:
         counters = self.counters

@@ -138,6 +138,7 @@ class Spool:
         self._book = threading.Lock()  # guards the index below (never held during a write)
         self._tickets = 0
         self._outstanding: set[int] = set()
+        self._sending: set[int] = set()  # outstanding tickets of batches being sent directly
         self._orphans: list[_Orphan] = []
         self._own: list[_Segment] = []
         self._open: _Segment | None = None
@@ -289,21 +290,29 @@ class Spool:
 
     # -- tickets ---------------------------------------------------------------------------
 
-    def reserve(self) -> int:
-        """A new ticket: a place in the replay order for events just taken off the queue."""
+    def reserve(self, *, sending: bool = False) -> int:
+        """A new ticket: a place in the replay order for events just taken off the queue.
+
+        ``sending``: they are being sent directly; they only come to the spool if that
+        fails, so meanwhile the queue behind them may be sent directly too (see pending())."""
         with self._book:
             self._tickets += 1
             self._outstanding.add(self._tickets)
+            if sending:
+                self._sending.add(self._tickets)
             return self._tickets
 
     def release(self, ticket: int) -> None:
         """The events of ``ticket`` were delivered (or accepted back) and need no place."""
         with self._book:
             self._outstanding.discard(ticket)
+            self._sending.discard(ticket)
 
     def pending(self) -> bool:
-        """True while anything is spooled, or being spooled, ahead of the in-memory queue."""
-        return self._backlog > 0 or bool(self._outstanding)
+        """True while anything is spooled, or being spooled, ahead of the in-memory queue
+        (not counting batches that are being sent directly)."""
+        with self._book:
+            return self._backlog > 0 or len(self._outstanding) > len(self._sending)
 
     @property
     def backlog_bytes(self) -> int:
@@ -340,6 +349,7 @@ class Spool:
                 segment.last = max(segment.last, ticket)
                 self._backlog += len(data)
                 self._outstanding.discard(ticket)
+                self._sending.discard(ticket)
                 if new:
                     keys = [s.key for s in self._own]
                     self._own.insert(bisect.bisect(keys, segment.key), segment)
