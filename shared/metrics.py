@@ -167,26 +167,34 @@ class ConsumerLag:
             registry=registry,
         )
 
-    async def sample_once(self) -> None:
+    async def sample_once(self) -> bool:
+        """Sample every group; False while a consumer is not running or holds no partition
+        yet (the next sample then comes sooner)."""
+        settled = True
         for group, consumer in self._consumers():
             lags: dict[TopicPartition, int] = {}
-            if consumer is not None:
+            if consumer is None:
+                settled = False
+            else:
                 try:
                     lags = await consumer.lags()
                 except Exception as exc:  # the next sample tries again
                     log.debug("%s: lag of %s unknown (%s)", self.service, group, exc)
+                    settled = False
                     continue
+                settled = settled and bool(lags)
             for tp, lag in lags.items():
                 self.lag.labels(self.service, group, tp.topic, str(tp.partition)).set(lag)
             for tp in self._reported.get(group, set()) - set(lags):
                 with contextlib.suppress(KeyError):
                     self.lag.remove(self.service, group, tp.topic, str(tp.partition))
             self._reported[group] = set(lags)
+        return settled
 
     async def _run(self) -> None:
         while True:
-            await self.sample_once()
-            await asyncio.sleep(self._interval_s)
+            settled = await self.sample_once()
+            await asyncio.sleep(self._interval_s if settled else min(self._interval_s, 0.5))
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"{self.service}:consumer-lag")
