@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: install demo up up-real down-real test lint system-deps schemas check-schemas bench-ingest \
-        bench-evaluator bench-registry bench-sdk bench-alerts kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
+        bench-evaluator bench-registry bench-sdk bench-alerts dashboards kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
 
 install: $(STAMP)
 
@@ -46,9 +46,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/watchkeeper schemas --check
+	$(BIN)/python -m watchkeeper.dashboards --check
 
 schemas: install
 	$(BIN)/watchkeeper schemas
+
+## The Grafana dashboards (deploy/grafana/dashboards/*.json) from watchkeeper/dashboards.py.
+dashboards: install
+	$(BIN)/python -m watchkeeper.dashboards
 
 ## Ingest throughput/latency vs the raw Kafka producer (own Kafka and PostgreSQL unless
 ## KAFKA_BOOTSTRAP / DATABASE_URL are set). BENCH_ARGS="--workers 1" etc. Ends with one JSON line.

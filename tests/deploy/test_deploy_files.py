@@ -15,14 +15,11 @@ import httpx
 import pytest
 import yaml
 
-from services.alerts.app import create_app as create_alerts
 from services.alerts.settings import Settings as AlertsSettings
-from services.evaluator.app import create_app as create_evaluator
 from services.evaluator.settings import Settings as EvaluatorSettings
-from services.ingest.app import create_app as create_ingest
 from services.ingest.settings import Settings as IngestSettings
-from services.registry.app import create_app as create_registry
 from services.registry.settings import Settings as RegistrySettings
+from tests.deployments import embedded_deployment
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SETTINGS = {
@@ -34,13 +31,27 @@ SETTINGS = {
 METRIC = re.compile(r"\bwatchkeeper_[a-z0-9_]+")
 
 
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+RULES = DEPLOY / "prometheus" / "rules"
+
+
+def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     tool = shutil.which("promtool")
     if tool is None:
         pytest.fail("promtool not found: `make system-deps` installs Debian's prometheus package")
     return subprocess.run(
-        [tool, *args], cwd=DEPLOY / "prometheus", capture_output=True, text=True, timeout=60
+        [tool, *args],
+        cwd=DEPLOY / "prometheus",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=stdin,
     )
+
+
+def rule_files() -> list[Path]:
+    files = sorted(RULES.glob("*.yml"))
+    assert files, f"no rule files in {RULES}"
+    return files
 
 
 def test_prometheus_config_is_valid() -> None:
@@ -48,48 +59,80 @@ def test_prometheus_config_is_valid() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_alert_rules_are_valid() -> None:
+    result = promtool("check", "rules", *map(str, rule_files()))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_rule_file_has_unit_tests() -> None:
+    tested = set()
+    for test_file in (RULES / "tests").glob("*.test.yml"):
+        for name in yaml.safe_load(test_file.read_text())["rule_files"]:
+            tested.add((test_file.parent / name).resolve())
+    assert {p.resolve() for p in rule_files()} <= tested
+
+
+def test_operations_docs_explain_every_alert() -> None:
+    docs = (DEPLOY.parent / "docs/operations.md").read_text()
+    alerts = [
+        r["alert"]
+        for path in rule_files()
+        for g in yaml.safe_load(path.read_text())["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    ]
+    assert alerts
+    for alert in alerts:
+        assert f"| {alert} |" in docs, f"docs/operations.md does not explain {alert}"
+
+
 def test_alert_rules_fire_as_intended() -> None:
-    result = promtool("test", "rules", "rules.test.yml")
+    tests = sorted(map(str, (RULES / "tests").glob("*.test.yml")))
+    assert tests
+    result = promtool("test", "rules", *tests)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 async def exported_metric_names(tmp_path: Path) -> set[str]:
-    """Sample names each service's /metrics exports (histograms as _bucket, _sum, _count)."""
+    """Sample names the embedded platform's root /metrics (the four services' registries,
+    running) exports; histograms as _bucket, _sum, _count. Names only: whether each panel
+    and rule finds series is tests/deploy/test_prometheus.py's question."""
     names: set[str] = set()
-    factories: list[Any] = [
-        (create_registry, RegistrySettings),
-        (create_ingest, IngestSettings),
-        (create_evaluator, EvaluatorSettings),
-        (create_alerts, AlertsSettings),
-    ]
     suffixes = {"histogram": ["_bucket", "_sum", "_count"]}
-    for create_app, settings_type in factories:
-        app = create_app(settings_type(database_url=f"sqlite:///{tmp_path / 'm.db'}"))
-        transport = httpx.ASGITransport(app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
-            text = (await client.get("/metrics")).text
-        for line in text.splitlines():
-            if line.startswith("# TYPE "):
-                _, _, name, kind = line.split()
-                names.update(name + s for s in suffixes.get(kind, [""]))
+    async with embedded_deployment(tmp_path) as deployment, httpx.AsyncClient() as client:
+        root = deployment.urls["registry"].rsplit("/", 1)[0]
+        response = await client.get(f"{root}/metrics")
+        assert response.status_code == 200, response.text
+    for line in response.text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names.update(name + s for s in suffixes.get(kind, [""]))
     return names
 
 
 def used_metric_names() -> dict[str, set[str]]:
-    dashboard = json.loads((DEPLOY / "grafana/dashboards/watchkeeper.json").read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    rules = yaml.safe_load((DEPLOY / "prometheus/rules.yml").read_text())
-    exprs_rules = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    exprs = [
+        t["expr"]
+        for path in (DEPLOY / "grafana/dashboards").glob("*.json")
+        for p in json.loads(path.read_text())["panels"]
+        for t in p.get("targets", [])
+    ]
+    exprs_rules = [
+        r["expr"]
+        for path in rule_files()
+        for g in yaml.safe_load(path.read_text())["groups"]
+        for r in g["rules"]
+    ]
     return {
         "dashboard": {m for e in exprs for m in METRIC.findall(e)},
         "rules": {m for e in exprs_rules for m in METRIC.findall(e)},
     }
 
 
-async def test_dashboard_and_rules_use_exported_metrics(tmp_path: Path) -> None:
+async def test_dashboards_and_rules_use_exported_metrics(tmp_path: Path) -> None:
     exported = await exported_metric_names(tmp_path)
     used = used_metric_names()
-    assert used["dashboard"], "the dashboard queries no Watchkeeper metric"
+    assert used["dashboard"], "the dashboards query no Watchkeeper metric"
     for where, names in used.items():
         assert names <= exported, f"{where} uses metrics nobody exports: {names - exported}"
 
