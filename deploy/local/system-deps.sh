@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need from Debian when it is missing:
 # Java (runs the Kafka broker), Maven (resolves the Kafka jars), PostgreSQL, and
-# Prometheus (its promtool checks deploy/prometheus) and Chromium (browser tests of the UI).
+# Prometheus (promtool checks deploy/prometheus; tests/deploy scrape the services with the
+# prometheus server) and Chromium (browser tests of the UI).
 set -euo pipefail
 need=()
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
