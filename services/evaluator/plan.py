@@ -26,7 +26,7 @@ from shared.stats import (
     OperationsAccumulator,
     ReferenceProfile,
 )
-from shared.stats.reference import DEFAULT_SAMPLE_SIZE
+from shared.stats.distribution import EXACT_WINDOW_VALUES
 
 __all__ = [
     "DEFAULT_POSITIVE_LABEL",
@@ -185,13 +185,12 @@ class WindowPlan:
         spec = self.columns[key[1]]
         if spec.numeric:
             ref = spec.reference if isinstance(spec.reference, NumericReference) else None
-            full = self.reference.sample_size if self.reference else DEFAULT_SAMPLE_SIZE
-            sample_size = full if spec.drift else 1
+            exact_limit = EXACT_WINDOW_VALUES if spec.drift else 0
             if ref is not None:
                 return NumericAccumulator.for_reference(
-                    ref, lower=spec.lower, upper=spec.upper, sample_size=sample_size
+                    ref, lower=spec.lower, upper=spec.upper, exact_limit=exact_limit
                 )
-            return NumericAccumulator(lower=spec.lower, upper=spec.upper, sample_size=sample_size)
+            return NumericAccumulator(lower=spec.lower, upper=spec.upper, exact_limit=exact_limit)
         return CategoricalAccumulator(categories=spec.categories)
 
 

@@ -7,10 +7,10 @@ JSON (``to_state`` / ``from_state``) so a window survives a restart.
 Where an exact answer would need every raw value, the accumulator keeps a bounded structure
 and says so:
 
-* ``NumericAccumulator`` keeps a uniform random sample of at most ``sample_size`` values
-  (bottom-k sampling: every value gets a uniform random key, the smallest keys are kept). While
-  the window holds no more values than that, the sample *is* the data and ks / wasserstein /
-  Evidently-style histograms are exact; beyond it they are computed on a uniform sample.
+* ``NumericAccumulator`` keeps a drift column's values exactly up to ``EXACT_WINDOW_VALUES``
+  distinct values (raw values, then distinct values with counts), then in cells of a grid cut
+  from the reference (``shared.stats.distribution.ValueStore``): drift is Evidently's number
+  exactly up to there, within a computed bound beyond.
 * ``ConfusionAccumulator`` keeps the exact (score, label) pairs for ROC AUC up to
   ``exact_scores`` pairs, then only a fixed fine histogram of scores per label (see
   ``performance.roc_auc`` for the resulting error bound). Log loss, Brier and calibration
@@ -38,13 +38,12 @@ from ._common import (
     combine_moments,
     decode_array,
     encode_array,
-    merge_value_counts,
     rng_from_state,
     rng_state,
 )
+from .distribution import EXACT_WINDOW_VALUES, Distribution, Grid, ValueStore
 from .reference import (
     DEFAULT_SAMPLE_SIZE,
-    LOW_CARDINALITY,
     CategoricalReference,
     NumericReference,
     bin_index,
@@ -166,9 +165,11 @@ class Reservoir:
 
 
 class NumericAccumulator:
-    """One numeric column in one window: bins, moments, range checks and a bounded sample.
+    """One numeric column in one window: bins, moments, range checks and (for drift) its values.
 
     NaN, None and +/-inf count as missing (Evidently drops them before any drift test too).
+    ``exact_limit`` distinct values are kept exactly (0: none, for columns no drift objective
+    reads), cells of ``grid`` beyond.
     """
 
     def __init__(
@@ -177,17 +178,14 @@ class NumericAccumulator:
         cut_points: npt.ArrayLike = (),
         lower: float | None = None,
         upper: float | None = None,
-        sample_size: int = DEFAULT_SAMPLE_SIZE,
-        seed: int = 0,
-        track_distinct: bool = False,
-        max_distinct: int = 4 * LOW_CARDINALITY,
+        exact_limit: int = EXACT_WINDOW_VALUES,
+        grid: Grid | None = None,
     ) -> None:
         self.cut_points: FloatArray = as_float_array(cut_points).copy()
         if np.any(np.diff(self.cut_points) <= 0):
             raise ValueError("cut points must be strictly increasing")
         self.lower = lower
         self.upper = upper
-        self.max_distinct = max_distinct
         self.count = 0
         self.missing = 0
         self.out_of_range = 0
@@ -196,14 +194,7 @@ class NumericAccumulator:
         self.min = math.inf
         self.max = -math.inf
         self.bin_counts: IntArray = np.zeros(self.cut_points.size + 1, dtype=np.int64)
-        self.reservoir = Reservoir(sample_size, seed=seed)
-        self.track_distinct = track_distinct
-        self._distinct_values: FloatArray | None = (
-            np.empty(0, dtype=np.float64) if track_distinct else None
-        )
-        self._distinct_counts: IntArray | None = (
-            np.empty(0, dtype=np.int64) if track_distinct else None
-        )
+        self.values = ValueStore(limit=exact_limit, grid=grid)
 
     @classmethod
     def for_reference(
@@ -212,20 +203,17 @@ class NumericAccumulator:
         *,
         lower: float | None = None,
         upper: float | None = None,
-        sample_size: int = DEFAULT_SAMPLE_SIZE,
-        seed: int = 0,
+        exact_limit: int = EXACT_WINDOW_VALUES,
     ) -> Self:
-        """Counts on the reference's bins; tracks distinct values when Evidently would need them.
-
-        ``lower``/``upper`` (usually the registered feature's min/max) bound the valid range.
-        """
+        """Counts on the reference's bins; values binned beyond the exact bound on the
+        reference's grid. ``lower``/``upper`` (usually the registered feature's min/max) bound
+        the valid range."""
         return cls(
             cut_points=reference.cut_points,
             lower=lower,
             upper=upper,
-            sample_size=sample_size,
-            seed=seed,
-            track_distinct=reference.low_cardinality,
+            exact_limit=exact_limit,
+            grid=reference.grid() if exact_limit > 0 else None,
         )
 
     @property
@@ -242,25 +230,17 @@ class NumericAccumulator:
         return math.sqrt(self.variance) if self.count else math.nan
 
     @property
-    def sample(self) -> FloatArray:
-        return self.reservoir.values
+    def exact(self) -> bool:
+        """The values are all kept (drift on them is Evidently's number exactly)."""
+        return self.values.exact and self.values.limit > 0
 
-    @property
-    def sample_complete(self) -> bool:
-        return self.reservoir.complete
-
-    def distinct(self) -> tuple[FloatArray, IntArray] | None:
-        """Exact (value, count) pairs if tracked and never more than ``max_distinct`` values."""
-        if self._distinct_values is None or self._distinct_counts is None:
-            return None
-        return self._distinct_values, self._distinct_counts
+    def distribution(self) -> Distribution | None:
+        """The window's values (exact or binned); None when empty or not kept."""
+        return self.values.distribution()
 
     @property
     def nbytes(self) -> int:
-        return (
-            _nbytes(self.cut_points, self.bin_counts, self._distinct_values, self._distinct_counts)
-            + self.reservoir.nbytes
-        )
+        return _nbytes(self.cut_points, self.bin_counts) + self.values.nbytes
 
     def update(self, values: npt.ArrayLike) -> None:
         raw = as_float_array(values)
@@ -283,21 +263,7 @@ class NumericAccumulator:
             self.out_of_range += int(np.count_nonzero(x < self.lower))
         if self.upper is not None:
             self.out_of_range += int(np.count_nonzero(x > self.upper))
-        self.reservoir.add(x)
-        if self._distinct_values is not None:
-            values_b, counts_b = np.unique(x, return_counts=True)
-            self._add_distinct(values_b, counts_b)
-
-    def _add_distinct(self, values: FloatArray, counts: IntArray) -> None:
-        if self._distinct_values is None or self._distinct_counts is None:
-            return
-        merged = merge_value_counts(
-            self._distinct_values, self._distinct_counts, values, counts, self.max_distinct
-        )
-        if merged is None:
-            self._distinct_values = self._distinct_counts = None
-            return
-        self._distinct_values, self._distinct_counts = merged
+        self.values.add(x)
 
     def _check_compatible(self, other: NumericAccumulator) -> None:
         if not np.array_equal(self.cut_points, other.cut_points):
@@ -315,21 +281,13 @@ class NumericAccumulator:
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
         self.bin_counts = self.bin_counts + other.bin_counts
-        self.reservoir.merge(other.reservoir)
-        theirs = other.distinct()
-        if theirs is None:
-            self._distinct_values = self._distinct_counts = None
-        else:
-            self._add_distinct(*theirs)
+        self.values.merge(other.values)
 
     def to_state(self) -> State:
-        distinct = self.distinct()
         return {
             "cut_points": encode_array(self.cut_points),
             "lower": self.lower,
             "upper": self.upper,
-            "max_distinct": self.max_distinct,
-            "track_distinct": self.track_distinct,
             "count": self.count,
             "missing": self.missing,
             "out_of_range": self.out_of_range,
@@ -338,10 +296,7 @@ class NumericAccumulator:
             "min": None if self.count == 0 else self.min,
             "max": None if self.count == 0 else self.max,
             "bin_counts": encode_array(self.bin_counts),
-            "reservoir": self.reservoir.to_state(),
-            "distinct": None
-            if distinct is None
-            else {"values": encode_array(distinct[0]), "counts": encode_array(distinct[1])},
+            "values": self.values.to_state(),
         }
 
     @classmethod
@@ -350,8 +305,6 @@ class NumericAccumulator:
             cut_points=decode_array(state["cut_points"]),
             lower=state["lower"],
             upper=state["upper"],
-            max_distinct=int(state["max_distinct"]),
-            track_distinct=bool(state["track_distinct"]),
         )
         acc.count = int(state["count"])
         acc.missing = int(state["missing"])
@@ -361,13 +314,7 @@ class NumericAccumulator:
         acc.min = math.inf if state["min"] is None else float(state["min"])
         acc.max = -math.inf if state["max"] is None else float(state["max"])
         acc.bin_counts = decode_array(state["bin_counts"]).astype(np.int64)
-        acc.reservoir = Reservoir.from_state(state["reservoir"])
-        distinct = state["distinct"]
-        if distinct is None:
-            acc._distinct_values = acc._distinct_counts = None
-        else:
-            acc._distinct_values = decode_array(distinct["values"])
-            acc._distinct_counts = decode_array(distinct["counts"]).astype(np.int64)
+        acc.values = ValueStore.from_state(state["values"])
         return acc
 
 

@@ -2,9 +2,14 @@
 
 Built once from the reference dataset registered with an AI system, then stored as JSON. It
 keeps, per column, exact summaries (count, moments, quantile bins, category counts) and a
-bounded deterministic sample of raw values for the methods that need raw data (ks,
-wasserstein, and Evidently-style binning). Its ``content_hash`` goes into every evaluation's
-evidence, so an auditor can tell which baseline a drift verdict was measured against.
+bounded deterministic sample of raw values. The drift methods that need every value (ks,
+wasserstein, Evidently-style binning) read the column's *distribution*
+(``shared.stats.distribution``): the sample itself when it holds every value, else a separate
+blob, named in the profile by its SHA-256 (``values_sha256``) so that the profile's
+``content_hash``, which goes into every evaluation's evidence, pins it too. The blob holds the
+sorted distinct values and their counts up to ``EXACT_REFERENCE_VALUES`` distinct values (any
+reference of up to 1,000,000 rows), cells beyond; the registry stores and serves it, the
+evaluator loads it once per reference hash and attaches it (:meth:`NumericReference.attach`).
 """
 
 from __future__ import annotations
@@ -17,11 +22,25 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from shared.contracts import FeatureType
 
 from ._common import FloatArray, InsufficientData, IntArray, as_float_array, category_keys
+from .distribution import (
+    EXACT_REFERENCE_VALUES,
+    Distribution,
+    Grid,
+    ValueStore,
+    encode_distribution,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,6 +98,69 @@ class NumericReference(_Frozen):
     distinct_values: tuple[float, ...] | None = None
     """Set when the column has at most ``LOW_CARDINALITY`` distinct values."""
     distinct_counts: tuple[int, ...] | None = None
+    values_sha256: str | None = None
+    """Hex SHA-256 of the column's distribution blob, when the sample does not hold every value."""
+    values_binned: bool = False
+    """The blob holds cells (more than ``EXACT_REFERENCE_VALUES`` distinct values)."""
+
+    _distribution: Distribution | None = PrivateAttr(default=None)
+    _grid: Grid | None = PrivateAttr(default=None)
+
+    @model_serializer(mode="wrap")
+    def _omit_no_values(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Profiles without a blob serialise (and hash) as they did before blobs existed."""
+        data: dict[str, Any] = handler(self)
+        if data.get("values_sha256") is None:
+            data.pop("values_sha256", None)
+        if data.get("values_binned") is False:
+            data.pop("values_binned", None)
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        """Equal fields (whether the blob is attached yet does not matter)."""
+        if not isinstance(other, NumericReference):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.model_dump().items()))
+
+    def attach(self, blob: bytes) -> None:
+        """Load the distribution blob named by ``values_sha256`` (refused if it does not hash
+        to it)."""
+        from .distribution import decode_distribution
+
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest != self.values_sha256:
+            raise ValueError(f"distribution blob hashes to {digest}, not {self.values_sha256}")
+        self._distribution = decode_distribution(blob)
+
+    @property
+    def distribution(self) -> Distribution | None:
+        """Every value (exact or in cells); None when only the sample is at hand."""
+        if self._distribution is None and self.sample_complete:
+            self._distribution = Distribution.of(self.sample_array)
+        return self._distribution
+
+    @property
+    def needs_values(self) -> bool:
+        """A blob is named but not attached yet."""
+        return self.values_sha256 is not None and self._distribution is None
+
+    def blob(self) -> bytes | None:
+        """The attached distribution's blob (what the registry stores and serves)."""
+        if self.values_sha256 is None or self._distribution is None:
+            return None
+        return encode_distribution(self._distribution)
+
+    def grid(self) -> Grid | None:
+        """The grid a window's values are binned on beyond the exact bound (cached)."""
+        if self._grid is None:
+            distribution = self.distribution
+            if distribution is None:
+                return None
+            self._grid = Grid.for_reference(distribution, std=self.std)
+        return self._grid
 
     @cached_property
     def cut_points(self) -> FloatArray:
@@ -117,12 +199,29 @@ class CategoricalReference(_Frozen):
 ColumnReference = Annotated[NumericReference | CategoricalReference, Field(discriminator="kind")]
 
 
+def reference_distribution(
+    batches: Any, *, sample: FloatArray, std: float, low: float, high: float
+) -> Distribution:
+    """A reference column's distribution from its finite values (an iterable of arrays, read
+    once): exact up to ``EXACT_REFERENCE_VALUES`` distinct values, else cells cut on a grid
+    from the sorted ``sample`` (so the cells do not depend on how the values were batched)."""
+    grid = Grid.for_reference(Distribution.of(sample), std=std, low=low, high=high)
+    store = ValueStore(limit=EXACT_REFERENCE_VALUES, grid=grid)
+    for batch in batches:
+        store.add(np.asarray(batch, dtype=np.float64))
+    distribution = store.distribution()
+    if distribution is None:
+        raise InsufficientData("a numeric reference column needs at least one finite value")
+    return distribution
+
+
 def profile_numeric(
     values: npt.ArrayLike,
     *,
     n_bins: int = DEFAULT_BINS,
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     seed: int = 0,
+    with_values: bool = True,
 ) -> NumericReference:
     raw = as_float_array(values)
     finite = np.isfinite(raw)
@@ -139,11 +238,21 @@ def profile_numeric(
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(x, size=sample_size, replace=False))
     low = distinct.size <= LOW_CARDINALITY
-    return NumericReference(
+    std = float(np.std(x))
+    distribution: Distribution | None = None
+    if with_values and x.size > sample_size:
+        if distinct.size <= EXACT_REFERENCE_VALUES:
+            distribution = Distribution(distinct, distinct_counts.astype(np.int64))
+        else:
+            distribution = reference_distribution(
+                [x], sample=sample, std=std, low=float(distinct[0]), high=float(distinct[-1])
+            )
+    blob = None if distribution is None else encode_distribution(distribution)
+    reference = NumericReference(
         n=int(x.size),
         n_missing=int(raw.size - x.size),
         mean=float(np.mean(x)),
-        std=float(np.std(x)),
+        std=std,
         min=float(edges[0]),
         max=float(edges[-1]),
         n_unique=int(distinct.size),
@@ -152,7 +261,11 @@ def profile_numeric(
         sample=tuple(sample.tolist()),
         distinct_values=tuple(distinct.tolist()) if low else None,
         distinct_counts=tuple(distinct_counts.tolist()) if low else None,
+        values_sha256=None if blob is None else hashlib.sha256(blob).hexdigest(),
+        values_binned=distribution is not None and not distribution.exact,
     )
+    reference._distribution = distribution
+    return reference
 
 
 def profile_categorical(values: npt.ArrayLike) -> CategoricalReference:
@@ -232,7 +345,7 @@ class ReferenceProfile(_Frozen):
             else _profile_column(_column_values(data, prediction), prediction_type, **options)
         )
         scores = {
-            label: profile_numeric(_column_values(data, column), **options)
+            label: profile_numeric(_column_values(data, column), **options, with_values=False)
             for label, column in (score_columns or {}).items()
         }
         lengths = {np.asarray(_column_values(data, name)).shape[0] for name in feature_types}
@@ -257,6 +370,28 @@ class ReferenceProfile(_Frozen):
     def content_hash(self) -> str:
         """``sha256:<hex>`` of :meth:`canonical_json`; equal profiles hash equal across runs."""
         return "sha256:" + hashlib.sha256(self.canonical_json()).hexdigest()
+
+    def numeric_columns(self) -> list[NumericReference]:
+        """The numeric feature and prediction columns (those drift reads values of)."""
+        columns = [*self.features.values(), self.prediction]
+        return [c for c in columns if isinstance(c, NumericReference)]
+
+    def missing_values(self) -> set[str]:
+        """SHA-256 of every distribution blob named but not attached yet."""
+        return {
+            c.values_sha256 for c in self.numeric_columns() if c.needs_values and c.values_sha256
+        }
+
+    def attach_values(self, blobs: Mapping[str, bytes]) -> None:
+        for column in self.numeric_columns():
+            sha = column.values_sha256
+            if column.needs_values and sha is not None and sha in blobs:
+                column.attach(blobs[sha])
+
+    def blobs(self) -> dict[str, bytes]:
+        """The attached distribution blobs by SHA-256."""
+        found = {c.values_sha256: c.blob() for c in self.numeric_columns()}
+        return {sha: blob for sha, blob in found.items() if sha is not None and blob is not None}
 
     def column(self, name: str) -> NumericReference | CategoricalReference:
         if name not in self.features:

@@ -29,6 +29,7 @@ from shared.stats import (
 )
 from shared.stats._common import category_keys
 from shared.stats.accumulators import OVERFLOW_CATEGORY
+from shared.stats.distribution import EXACT_WINDOW_VALUES, MAX_CELLS
 from shared.stats.reference import bin_index, profile_numeric
 
 
@@ -67,23 +68,37 @@ def test_numeric_accumulator_agrees_with_numpy(values: np.ndarray) -> None:
     assert acc.out_of_range == np.count_nonzero((finite < 30.0) | (finite > 80.0))
     expected_bins = np.bincount(bin_index(acc.cut_points, finite), minlength=acc.bin_counts.size)
     np.testing.assert_array_equal(acc.bin_counts, expected_bins)
-    assert acc.sample.size == 5_000
-    assert not acc.sample_complete
-    assert np.isin(acc.sample, finite).all()
+    assert acc.exact
+    kept = acc.distribution()
+    assert kept is not None and kept.exact
+    np.testing.assert_array_equal(np.repeat(kept.values, kept.counts), np.sort(finite))
 
 
-def test_the_sample_does_not_depend_on_how_the_window_was_batched(values: np.ndarray) -> None:
-    one, many = numeric_for(values), numeric_for(values)
+def _cells_of(acc: NumericAccumulator) -> tuple[np.ndarray, ...]:
+    kept = acc.distribution()
+    assert kept is not None and kept.cells is not None
+    cells = kept.cells
+    return cells.lo, cells.hi, cells.count, cells.total
+
+
+def test_kept_values_do_not_depend_on_how_the_window_was_batched(
+    rng: np.random.Generator,
+) -> None:
+    """Exact up to the bound, then cells that are the same however the stream was cut."""
+    values = rng.standard_t(3, 150_000)
+    one, many = numeric_for(values, exact_limit=40_000), numeric_for(values, exact_limit=40_000)
     one.update(values)
     for batch in np.array_split(values, 101):
         many.update(batch)
-    np.testing.assert_array_equal(np.sort(one.sample), np.sort(many.sample))
+    assert not one.exact and not many.exact
+    for left, right in zip(_cells_of(one), _cells_of(many), strict=True):
+        np.testing.assert_allclose(left, right, rtol=1e-12)
 
 
 def test_merge_and_checkpoint_give_the_single_pass_result(values: np.ndarray) -> None:
     whole = numeric_for(values)
     whole.update(values)
-    left, right = numeric_for(values, seed=1), numeric_for(values, seed=2)
+    left, right = numeric_for(values), numeric_for(values)
     left.update(values[:7_000])
     right.update(values[7_000:])
     merged = round_trip(left)
@@ -98,8 +113,29 @@ def test_merge_and_checkpoint_give_the_single_pass_result(values: np.ndarray) ->
     assert merged.m2 == pytest.approx(whole.m2, rel=1e-9)
     assert (merged.min, merged.max) == (whole.min, whole.max)
     np.testing.assert_array_equal(merged.bin_counts, whole.bin_counts)
-    assert merged.reservoir.seen == whole.reservoir.seen
-    assert merged.sample.size == 5_000
+    assert merged.values.seen == whole.values.seen
+    merged_values, whole_values = merged.distribution(), whole.distribution()
+    assert merged_values is not None and whole_values is not None
+    np.testing.assert_array_equal(merged_values.values, whole_values.values)
+    np.testing.assert_array_equal(merged_values.counts, whole_values.counts)
+
+
+def test_binned_windows_merge_and_checkpoint_to_the_single_pass_cells(
+    rng: np.random.Generator,
+) -> None:
+    values = np.concatenate([rng.normal(size=90_000), np.zeros(30_000)])
+    rng.shuffle(values)
+    whole = numeric_for(values, exact_limit=20_000)
+    whole.update(values)
+    left, right = numeric_for(values, exact_limit=20_000), numeric_for(values, exact_limit=20_000)
+    left.update(values[:70_000])
+    right.update(values[70_000:75_000])  # still exact: merged into the binned side
+    right = round_trip(right)
+    right.update(values[75_000:])
+    merged = round_trip(left)
+    merged.merge(right)
+    for got, expected in zip(_cells_of(merged), _cells_of(whole), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
 def test_a_checkpointed_reservoir_continues_exactly(rng: np.random.Generator) -> None:
@@ -138,17 +174,18 @@ def test_merged_reservoirs_weigh_each_side_by_its_count() -> None:
     assert np.mean(left.values >= 2.0) == pytest.approx(0.5, abs=0.03)
 
 
-def test_low_cardinality_values_are_counted_exactly_until_they_overflow() -> None:
+def test_distinct_values_stay_exact_beyond_the_raw_bound() -> None:
+    """A discrete column keeps distinct values with counts: exact whatever the count."""
     reference = profile_numeric(np.repeat([1.0, 2.0, 3.0], 10))
-    acc = NumericAccumulator.for_reference(reference)
-    acc.update([1.0, 1.0, 4.0])
-    acc.update([4.0, np.nan])
-    distinct = acc.distinct()
-    assert distinct is not None
-    assert distinct[0].tolist() == [1.0, 4.0]
-    assert distinct[1].tolist() == [2, 2]
-    acc.update(np.arange(100.0))
-    assert acc.distinct() is None
+    acc = NumericAccumulator.for_reference(reference, exact_limit=100)
+    for _ in range(50):
+        acc.update([1.0, 1.0, 4.0, np.nan] * 10)
+    kept = acc.distribution()
+    assert kept is not None and kept.exact
+    assert kept.values.tolist() == [1.0, 4.0]
+    assert kept.counts.tolist() == [1_000, 500]
+    acc.update(np.arange(200.0))
+    assert not acc.exact
 
 
 def test_categorical_accumulator_counts_missing_unseen_and_overflow() -> None:
@@ -273,7 +310,9 @@ ACCUMULATORS: dict[
     str, tuple[Callable[[], Any], Callable[[Any, np.random.Generator, int], None]]
 ] = {
     "numeric": (
-        lambda: NumericAccumulator(cut_points=np.linspace(-2, 2, 9), lower=-3, upper=3),
+        lambda: NumericAccumulator(
+            cut_points=np.linspace(-2, 2, 9), lower=-3, upper=3, exact_limit=0
+        ),
         _feed_numeric,
     ),
     "categorical": (
@@ -305,6 +344,21 @@ def test_memory_does_not_grow_with_the_number_of_events(
     assert memory_large == memory_small
     # the state differs only by the extra digits of its counters
     assert abs(state_large - state_small) <= 64, sizes
+
+
+def test_a_drift_column_holds_at_most_the_exact_bound_then_bounded_cells(
+    rng: np.random.Generator,
+) -> None:
+    """Values exact up to EXACT_WINDOW_VALUES (8 bytes each, 16 once counted), then at most
+    MAX_CELLS cells of 40 bytes: the same ceiling for 1 and 3 million values."""
+    reference = profile_numeric(rng.standard_cauchy(50_000))
+    acc = NumericAccumulator.for_reference(reference)
+    ceiling = EXACT_WINDOW_VALUES * 24 + MAX_CELLS * 40 + 64_000
+    for n in (EXACT_WINDOW_VALUES, 1_000_000, 3_000_000):
+        while acc.count < n:
+            acc.update(rng.standard_cauchy(BATCH))
+        assert acc.nbytes <= ceiling, (n, acc.nbytes)
+        assert acc.exact == (n <= EXACT_WINDOW_VALUES)
 
 
 def test_merging_requires_the_same_configuration() -> None:
