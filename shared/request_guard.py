@@ -12,6 +12,8 @@ is a pure ASGI middleware every service puts in front of its routes:
 
 ``/healthz``, ``/readyz`` and ``/metrics`` pass untouched. A route that needs a larger limit
 (the registry's reference uploads, streamed to disk) gets its own through ``route_limits``.
+``open_writes`` names paths a writing request may reach without a token (the alerts web UI's
+sign-in form, which carries the token in its body); their body limit still applies.
 """
 
 from __future__ import annotations
@@ -77,8 +79,10 @@ class RequestGuard:
         max_body_bytes: int,
         auth_secret: SecretStr | None,
         route_limits: Sequence[RouteLimit] = (),
+        open_writes: Sequence[str] = (),
     ) -> None:
         self.app = app
+        self.open_writes = frozenset(open_writes)
         self.max_body_bytes = max_body_bytes
         self.auth_secret = auth_secret
         self.route_limits = [
@@ -114,7 +118,7 @@ class RequestGuard:
             return
         method: str = scope["method"]
         headers = Headers(scope=scope)
-        if method not in _SAFE_METHODS:
+        if method not in _SAFE_METHODS and path not in self.open_writes:
             problem = self._credential_problem(headers)
             if problem is not None:
                 await _answer(send, 401, problem[0], [(b"www-authenticate", problem[1])])

@@ -6,11 +6,10 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
-from fastapi.responses import HTMLResponse
 from sqlmodel import Session, col, select
 
 from shared.auth import Principal, Role, require_roles
@@ -107,23 +106,18 @@ def list_nonconformities(
     offset: Offset = 0,
 ) -> list[Nonconformity]:
     """Newest first; ``X-Total-Count`` gives the number of matches for paging."""
-    now = datetime.now(UTC)
-    stmt = select(Nonconformity)
-    for column, value in (
-        (Nonconformity.system_id, system_id),
-        (Nonconformity.status, state.value if state else None),
-        (Nonconformity.classification, classification),
-        (Nonconformity.owner, owner),
-        (Nonconformity.source, source),
-    ):
-        if value is not None:
-            stmt = stmt.where(column == value)
-    if open_only or overdue:
-        stmt = stmt.where(Nonconformity.open == True)  # noqa: E712
-    if overdue:
-        stmt = stmt.where(col(Nonconformity.due_at) < now)
-    if min_age_days is not None:
-        stmt = stmt.where(col(Nonconformity.raised_at) <= now - timedelta(days=min_age_days))
+    stmt = select(Nonconformity).where(
+        *crud.nonconformity_filters(
+            system_id=system_id,
+            state=state.value if state else None,
+            classification=classification,
+            owner=owner,
+            source=source,
+            open_only=open_only,
+            overdue=overdue,
+            min_age_days=min_age_days,
+        )
+    )
     response.headers["X-Total-Count"] = str(crud.count(session, stmt))
     stmt = stmt.order_by(col(Nonconformity.raised_at).desc(), col(Nonconformity.id))
     return list(session.exec(stmt.offset(offset).limit(limit)).all())
@@ -313,17 +307,3 @@ def verify_log(session: SessionDep, _user: Reader) -> dict[str, Any]:
         "first_broken_seq": found.first_broken_seq,
         "reason": found.reason,
     }
-
-
-# --- the page -------------------------------------------------------------------------------
-
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def nonconformity_page(request: Request, session: SessionDep, _user: Reader) -> HTMLResponse:
-    rows = session.exec(
-        select(Nonconformity).order_by(col(Nonconformity.raised_at).desc()).limit(200)
-    ).all()
-    templates = request.app.state.templates
-    return templates.TemplateResponse(  # type: ignore[no-any-return]
-        request, "nonconformities.html", {"nonconformities": rows}
-    )

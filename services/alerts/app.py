@@ -48,6 +48,8 @@ from .models import (
 from .notify import Notifier
 from .reports_api import router as reports_router
 from .settings import Settings
+from .web import SessionCookie
+from .web import router as web_router
 
 __all__ = ["MIGRATIONS", "create_app"]
 
@@ -222,10 +224,15 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.include_router(router)
     app.state.registry_view = view
     app.include_router(reports_router)
+    app.include_router(web_router)
     app.state.readiness = {"bus": the_bus.ready, "database": db.ready, "consumer": consuming}
     app.include_router(health_router("alerts", app.state.readiness))
     app.add_middleware(
-        RequestGuard, max_body_bytes=settings.max_body_bytes, auth_secret=settings.auth_secret
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        auth_secret=settings.auth_secret,
+        open_writes=("/login",),  # the web UI's sign-in form carries the token in its body
     )
+    app.add_middleware(SessionCookie, auth_secret=settings.auth_secret)  # runs before the guard
     serve_metrics(app, registry, service="alerts")
     return app
