@@ -41,6 +41,7 @@ from ._common import (
     rng_from_state,
     rng_state,
 )
+from ._error_moments import ErrorMoments
 from .distribution import EXACT_WINDOW_VALUES, Distribution, Grid, ValueStore
 from .reference import (
     DEFAULT_SAMPLE_SIZE,
@@ -677,10 +678,12 @@ class RegressionAccumulator:
         self.sum_abs_percentage_error = 0.0
         self.actual_mean = 0.0
         self.actual_m2 = 0.0
+        self.moments = ErrorMoments()
+        """Higher moments for the sampling errors of RMSE, MAPE and R^2."""
 
     @property
     def nbytes(self) -> int:
-        return 6 * 8
+        return 16 * 8
 
     def update(self, actual: npt.ArrayLike, predicted: npt.ArrayLike) -> None:
         y, y_hat = as_float_array(actual), as_float_array(predicted)
@@ -695,7 +698,9 @@ class RegressionAccumulator:
         eps = float(np.finfo(np.float64).eps)
         self.sum_abs_error += float(error.sum())
         self.sum_squared_error += float(np.square(error).sum())
-        self.sum_abs_percentage_error += float((error / np.maximum(np.abs(y), eps)).sum())
+        percentage = error / np.maximum(np.abs(y), eps)
+        self.sum_abs_percentage_error += float(percentage.sum())
+        self.moments.update(y, error, percentage)
         batch_mean = float(y.mean())
         batch_m2 = float(np.square(y - batch_mean).sum())
         self.n, self.actual_mean, self.actual_m2 = combine_moments(
@@ -709,6 +714,7 @@ class RegressionAccumulator:
         self.n, self.actual_mean, self.actual_m2 = combine_moments(
             self.n, self.actual_mean, self.actual_m2, other.n, other.actual_mean, other.actual_m2
         )
+        self.moments.merge(other.moments)
 
     def to_state(self) -> State:
         return {
@@ -718,6 +724,7 @@ class RegressionAccumulator:
             "sum_abs_percentage_error": self.sum_abs_percentage_error,
             "actual_mean": self.actual_mean,
             "actual_m2": self.actual_m2,
+            "moments": self.moments.to_state(),
         }
 
     @classmethod
@@ -729,6 +736,7 @@ class RegressionAccumulator:
         acc.sum_abs_percentage_error = float(state["sum_abs_percentage_error"])
         acc.actual_mean = float(state["actual_mean"])
         acc.actual_m2 = float(state["actual_m2"])
+        acc.moments = ErrorMoments.from_state(state.get("moments"))
         return acc
 
 

@@ -41,6 +41,7 @@ from .distribution import (
     ValueStore,
     encode_distribution,
 )
+from .estimation import PerformanceReference, build_performance_reference
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -316,6 +317,8 @@ class ReferenceProfile(_Frozen):
     prediction: ColumnReference | None = None
     scores: dict[str, NumericReference] = Field(default_factory=dict)
     """Per class label: the profile of that class's probability score."""
+    performance: PerformanceReference | None = None
+    """Score calibration and the loss model, when the reference came with its outcomes."""
 
     @classmethod
     def build(
@@ -326,13 +329,15 @@ class ReferenceProfile(_Frozen):
         prediction: str | None = None,
         prediction_type: FeatureType = FeatureType.CATEGORICAL,
         score_columns: Mapping[str, str] | None = None,
+        target: str | None = None,
         n_bins: int = DEFAULT_BINS,
         sample_size: int = DEFAULT_SAMPLE_SIZE,
         seed: int = 0,
     ) -> ReferenceProfile:
         """Profile ``data``: each feature per its type, the prediction column, class scores.
 
-        ``score_columns`` maps a class label to the column holding its probability.
+        ``score_columns`` maps a class label to the column holding its probability; ``target``
+        names the outcome column (then the profile has its ``performance`` part).
         """
         options: dict[str, Any] = {"n_bins": n_bins, "sample_size": sample_size, "seed": seed}
         features = {
@@ -359,11 +364,27 @@ class ReferenceProfile(_Frozen):
             features=features,
             prediction=prediction_profile,
             scores=scores,
+            performance=None
+            if target is None
+            else build_performance_reference(
+                target_name=target,
+                target=_column_values(data, target),
+                regression=prediction_type is FeatureType.NUMERIC,
+                features={name: _column_values(data, name) for name in feature_types},
+                numeric={n: t is FeatureType.NUMERIC for n, t in feature_types.items()},
+                prediction=None if prediction is None else _column_values(data, prediction),
+                scores={
+                    label: _column_values(data, column)
+                    for label, column in (score_columns or {}).items()
+                },
+            ),
         )
 
     def canonical_json(self) -> bytes:
         """Sorted keys, no whitespace: the bytes the content hash is taken over."""
         payload = self.model_dump(mode="json")
+        if payload.get("performance") is None:  # profiles from before it hash as they did
+            payload.pop("performance", None)
         return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     @cached_property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -125,3 +125,17 @@ def evidently_drift_share(evidently: SimpleNamespace) -> Callable[..., tuple[flo
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20_260_101)
+
+
+@pytest.fixture(scope="session")
+def nannyml() -> Iterator[Any]:
+    """NannyML 0.13 as the oracle of performance estimation, its usage telemetry off.
+
+    Its estimators warn about pandas and LightGBM internals while they run; those are NannyML's
+    own, so the tests call it under ``oracles.quiet()``.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NML_DISABLE_USAGE_LOGGING", "1")
+        import nannyml
+
+        yield nannyml
