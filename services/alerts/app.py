@@ -27,7 +27,7 @@ from shared.request_guard import RequestGuard
 
 from . import crud
 from .api import router
-from .consumer import apply_evaluation, prefetch
+from .consumer import apply_batch
 from .metrics import AlertsMetrics
 from .models import (
     AlertState,
@@ -158,21 +158,16 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
 
     def apply(batch: Sequence[Decoded[EvaluationResult]]) -> list[NonconformityChanged]:
         """The whole batch in one transaction (committed before the offsets are)."""
-        changes = []
         with write_lock, db.session() as session:
-            state = prefetch(session=session, results=[item.value for item in batch])
-            for item in batch:
-                result = item.value
-                change = apply_evaluation(
-                    session=session,
-                    result=result,
-                    objective=view.objective(result.system_id, result.objective_id),
-                    topic=the_bus.topics.nonconformities,
-                    due_days=due_days,
-                    batch=state,
-                )
-                if change is not None:
-                    changes.append(change)
+            changes = apply_batch(
+                session=session,
+                items=[
+                    (item.value, view.objective(item.value.system_id, item.value.objective_id))
+                    for item in batch
+                ],
+                topic=the_bus.topics.nonconformities,
+                due_days=due_days,
+            )
             session.commit()
         return changes
 

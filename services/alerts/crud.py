@@ -57,6 +57,7 @@ __all__ = [
     "expire_silence",
     "lock_log_head",
     "log_objective_changes",
+    "log_row",
     "next_reference",
     "nonconformity_filters",
     "publish",
@@ -115,23 +116,50 @@ def append_log(
     after the other, never fork the chain; pass ``head`` when this transaction locked it."""
     if head is None:
         head = lock_log_head(session=session)
-    at = datetime.now(UTC)
     entry = LogEntry(
-        seq=head.seq + 1,
-        at=at,
-        actor=actor,
-        kind=kind,
-        subject=subject,
-        before=_json(before),
-        after=_json(after),
-        prev_hash=head.hash,
-        hash="",
+        **log_row(
+            seq=head.seq + 1,
+            prev_hash=head.hash,
+            actor=actor,
+            kind=kind,
+            subject=subject,
+            before=before,
+            after=after,
+        )
     )
-    entry.hash = chain_hash(head.hash, _canonical(entry))
     head.seq, head.hash = entry.seq, entry.hash
     session.add(head)
     session.add(entry)
     return entry
+
+
+def log_row(
+    *, seq: int, prev_hash: str, actor: str, kind: str, subject: str, before: Any, after: Any
+) -> dict[str, Any]:
+    """The ``alerts_log`` row of the entry after ``prev_hash``, its hash computed (``at`` is
+    now); the caller writes it and moves the head to it."""
+    at = datetime.now(UTC)
+    before, after = _json(before), _json(after)
+    canonical = canonical_entry(
+        seq=seq,
+        at=_at_text(at),
+        actor=actor,
+        kind=kind,
+        subject=subject,
+        before=before,
+        after=after,
+    )
+    return {
+        "seq": seq,
+        "at": at,
+        "actor": actor,
+        "kind": kind,
+        "subject": subject,
+        "before": before,
+        "after": after,
+        "prev_hash": prev_hash,
+        "hash": chain_hash(prev_hash, canonical),
+    }
 
 
 def _canonical(entry: LogEntry) -> bytes:

@@ -14,7 +14,7 @@ from sqlmodel import col, select
 
 from services.alerts import crud
 from services.alerts.app import MIGRATIONS
-from services.alerts.consumer import apply_evaluation, prefetch
+from services.alerts.consumer import apply_batch, apply_evaluation
 from services.alerts.models import LogEntry, Nonconformity, Occurrence
 from services.alerts.semantics import State, TransitionError
 from shared.contracts import (
@@ -231,6 +231,64 @@ def test_missing_data_and_broken_inputs_inhibit_performance_raises(
     assert len(performance) == 1 and performance[0].occurrences == 1
 
 
+@pytest.mark.parametrize(
+    "inhibitor,metric",
+    [
+        (EvaluationStatus.INSUFFICIENT_DATA, "label_coverage"),
+        (EvaluationStatus.BREACH, "missing_rate"),
+    ],
+)
+def test_an_inhibition_arriving_after_the_raise_withdraws_it(
+    db: Database, inhibitor: EvaluationStatus, metric: str
+) -> None:
+    """The data-quality breach (or missing data) of window 0 is evaluated after the accuracy
+    breach of window 0 raised a record: that window was its only breach, so the record is
+    withdrawn, as if the inhibiting evaluation had come first."""
+    raised = apply(db, judged(EvaluationStatus.BREACH, 0))
+    assert raised is not None and raised.change is NonconformityChange.RAISED
+    late = judged(inhibitor, 0, objective_id="inputs", metric=metric)
+    apply(db, late)
+    [performance] = [nc for nc in records(db) if nc.objective_id == "acc"]
+    assert (performance.status, performance.open, performance.occurrences) == (
+        "withdrawn",
+        False,
+        0,
+    )
+    with db.session() as session:
+        entry = session.exec(
+            select(LogEntry).where(LogEntry.kind == "withdrawn", LogEntry.subject == performance.id)
+        ).one()
+        evidence = session.exec(
+            select(Occurrence).where(Occurrence.nonconformity_id == performance.id)
+        ).one()
+        assert crud.verify_log(session=session).ok
+    assert entry.after["by_evaluation"] == late.id and "inhibited" in entry.after["why"]
+    assert evidence.withdrawn is True
+    again = apply(db, judged(EvaluationStatus.BREACH, 1))  # the next window raises afresh
+    assert again is not None and again.change is NonconformityChange.RAISED
+    [_, fresh] = [nc for nc in records(db) if nc.objective_id == "acc"]
+    assert (fresh.open, fresh.occurrences, fresh.recurrence_of) == (True, 1, None)
+
+
+def test_inhibition_decides_the_same_whether_it_arrives_before_or_after_the_raise(
+    db: Database,
+) -> None:
+    """Results depend on the evaluations, not on their order: an accuracy record breaching in
+    windows 0 and 1, with window 0's inputs broken, counts one occurrence either way."""
+    breaches = [judged(EvaluationStatus.BREACH, w) for w in (0, 1)]
+    broken = judged(EvaluationStatus.BREACH, 0, objective_id="inputs", metric="missing_rate")
+    for system, order in (("first", [broken, *breaches]), ("last", [*breaches, broken])):
+        for result in order:
+            apply(db, result.model_copy(update={"system_id": system, "id": system + result.id}))
+    outcome = {
+        nc.system_id: (nc.status, nc.open, nc.occurrences)
+        for nc in records(db)
+        if nc.objective_id == "acc" and nc.open
+    }
+    assert outcome == {"first": ("raised", True, 1), "last": ("raised", True, 1)}
+    assert "occurrence_withdrawn" in log_kinds(db)
+
+
 def test_silences_hold_raises_back_until_they_expire(db: Database) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     with db.session() as session:
@@ -443,11 +501,7 @@ def test_a_batch_in_one_transaction_decides_as_one_evaluation_at_a_time(db: Data
     for start in range(0, len(batched), 4):
         chunk = batched[start : start + 4]
         with db.session() as session:
-            state = prefetch(session=session, results=chunk)
-            for result in chunk:
-                apply_evaluation(
-                    session=session, result=result, objective=target, topic="nc", batch=state
-                )
+            apply_batch(session=session, items=[(r, target) for r in chunk], topic="nc")
             session.commit()
 
     def outcome(system: str) -> tuple[list[tuple[str, int, bool, bool]], list[str]]:
@@ -489,18 +543,12 @@ def test_a_batch_sees_silences_and_links_recurrences(db: Database) -> None:
         session.commit()
     chunk = [judged(EvaluationStatus.BREACH, w) for w in (2, 3, 5)]
     with db.session() as session:
-        state = prefetch(session=session, results=chunk)
-        changes = [
-            apply_evaluation(
-                session=session, result=r, objective=objective(), topic="nc", batch=state
-            )
-            for r in chunk
-        ]
+        changes = apply_batch(session=session, items=[(r, objective()) for r in chunk], topic="nc")
         session.commit()
-    assert [c.change if c else None for c in changes] == [
-        None,  # its window ends inside the silence
-        NonconformityChange.RAISED,  # its window ends when the silence expires
-        NonconformityChange.OCCURRENCE,
+    assert [(c.change, c.evaluation_id) for c in changes] == [
+        # the first window ends inside the silence: no change
+        (NonconformityChange.RAISED, chunk[1].id),  # its window ends when the silence expires
+        (NonconformityChange.OCCURRENCE, chunk[2].id),
     ]
     old, new = records(db)
     assert new.recurrence_of == old.id
