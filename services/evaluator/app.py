@@ -41,6 +41,7 @@ MIGRATIONS = MigrationChain(
         "evaluator_label_window",
         "evaluator_evaluation",
         "evaluator_reference",
+        "evaluator_reference_values",
     ),
 )
 """The evaluator's tables; the outbox table comes from shared.migrations.OUTBOX."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "LabelWindowCheckpoint",
     "PartitionCheckpoint",
     "ReferenceRow",
+    "ReferenceValuesRow",
     "WaitingOutcome",
     "WindowCheckpoint",
 ]
@@ -141,3 +142,13 @@ class ReferenceRow(SQLModel, table=True):
 
     hash: str = Field(primary_key=True, max_length=128)
     profile: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class ReferenceValuesRow(SQLModel, table=True):
+    """Distribution blobs of reference columns (``NumericReference.values_sha256``), fetched
+    from the registry once, so a restart does not need it."""
+
+    __tablename__ = "evaluator_reference_values"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -1,8 +1,13 @@
 """Reference profiles by content hash: fetched from the registry over HTTP, cached.
 
-The registry serves ``GET {registry_url}/v1/references/{hash}`` (a ``ReferenceProfile``); the
-evaluator keeps every profile it fetched in memory and in its own table, so a restart does not
-depend on the registry. A profile whose content does not hash to the requested hash is refused.
+The registry serves ``GET {registry_url}/v1/references/{hash}`` (a ``ReferenceProfile``) and,
+for each numeric column whose values the profile's sample does not all hold, the column's
+distribution blob at ``GET .../references/{hash}/values/{sha256}`` (every value, exact up to
+1,000,000 distinct values: what drift compares a window with). The evaluator keeps every profile
+and blob it fetched in memory (parsed once per reference hash) and in its own tables
+(``evaluator_reference``, ``evaluator_reference_values``), so a restart does not depend on the
+registry. A profile whose content does not hash to the requested hash is refused, and so is a
+blob that does not hash to the SHA-256 its profile names (the profile's hash covers those).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import httpx
 from shared.db import Database
 from shared.stats import ReferenceProfile
 
-from .models import ReferenceRow
+from .models import ReferenceRow, ReferenceValuesRow
 
 __all__ = [
     "HttpReferenceSource",
@@ -37,6 +42,10 @@ class ReferenceNotFound(LookupError):
 class ReferenceSource(Protocol):
     async def fetch(self, reference_hash: str) -> ReferenceProfile:
         """The profile; raises ReferenceNotFound, or another error when it may be retried."""
+        ...
+
+    async def fetch_values(self, reference_hash: str, sha256: str) -> bytes:
+        """A distribution blob the profile names; errors as :meth:`fetch`."""
         ...
 
 
@@ -65,6 +74,17 @@ class HttpReferenceSource:
         # a profile can be megabytes of bin edges: parse it off the event loop
         return await asyncio.to_thread(ReferenceProfile.model_validate_json, response.content)
 
+    async def fetch_values(self, reference_hash: str, sha256: str) -> bytes:
+        async with httpx.AsyncClient(transport=self._transport, timeout=self._timeout_s) as client:
+            response = await client.get(
+                f"{self._base_url}/v1/references/{reference_hash}/values/{sha256}",
+                headers=self._headers(),
+            )
+        if response.status_code == 404:
+            raise ReferenceNotFound(f"{reference_hash} values {sha256}")
+        response.raise_for_status()
+        return response.content
+
 
 class StaticReferenceSource:
     """Profiles given up front (tests, benchmarks)."""
@@ -80,6 +100,16 @@ class StaticReferenceSource:
         if reference_hash not in self.profiles:
             raise ReferenceNotFound(reference_hash)
         return self.profiles[reference_hash]
+
+    async def fetch_values(self, reference_hash: str, sha256: str) -> bytes:
+        blob = (
+            self.profiles[reference_hash].blobs().get(sha256)
+            if reference_hash in self.profiles
+            else None
+        )
+        if blob is None:
+            raise ReferenceNotFound(f"{reference_hash} values {sha256}")
+        return blob
 
 
 class ReferenceCache:
@@ -112,6 +142,36 @@ class ReferenceCache:
             session.add(ReferenceRow(hash=reference_hash, profile=profile.model_dump_json()))
             session.commit()
 
+    def _load_values(self, hashes: set[str]) -> dict[str, bytes]:
+        with self._db.session() as session:
+            found = (session.get(ReferenceValuesRow, sha256) for sha256 in sorted(hashes))
+            return {row.sha256: row.data for row in found if row is not None}
+
+    def _store_values(self, blobs: dict[str, bytes]) -> None:
+        with self._db.session() as session:
+            for sha256, data in blobs.items():
+                if session.get(ReferenceValuesRow, sha256) is None:
+                    session.add(ReferenceValuesRow(sha256=sha256, data=data))
+            session.commit()
+
+    async def _attach_values(self, reference_hash: str, profile: ReferenceProfile) -> None:
+        """Every distribution blob the profile names, from our table or the source (parsed and
+        verified in a thread: a blob can be 8 MB per column)."""
+        wanted = profile.missing_values()
+        if not wanted:
+            return
+        blobs = await self._db.run(self._load_values, wanted)
+        fetched: dict[str, bytes] = {}
+        for sha256 in sorted(wanted - set(blobs)):
+            try:
+                fetched[sha256] = await self._source.fetch_values(reference_hash, sha256)
+            except ReferenceNotFound:
+                # drift on that column falls back to the profile's sample (approximate, said so)
+                log.warning("reference %s: the registry has no values %s", reference_hash, sha256)
+        await asyncio.to_thread(profile.attach_values, blobs | fetched)  # verifies each hash
+        if fetched:
+            await self._db.run(self._store_values, fetched)
+
     async def ensure(self, hashes: Iterable[str]) -> None:
         """Make every profile available; raises if one cannot be fetched now (retry later)."""
         for reference_hash in hashes:
@@ -119,6 +179,7 @@ class ReferenceCache:
                 continue
             stored = await self._db.run(self._load, reference_hash)
             if stored is not None:
+                await self._attach_values(reference_hash, stored)
                 self._profiles[reference_hash] = stored
                 continue
             try:
@@ -132,5 +193,6 @@ class ReferenceCache:
                     f"reference profile fetched for {reference_hash} hashes to "
                     f"{profile.content_hash}"
                 )
+            await self._attach_values(reference_hash, profile)
             await self._db.run(self._store, reference_hash, profile)
             self._profiles[reference_hash] = profile

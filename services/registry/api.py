@@ -15,15 +15,17 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from sqlmodel import Session
 
 from shared.auth import Principal, Role, require_roles
 from shared.contracts import SystemSnapshot, Task
 from shared.db import Database, SessionDep
 from shared.outbox import OutboxRelay
+from shared.stats.reference import ReferenceProfile
 
 from . import crud, uploads
 from .metrics import RegistryMetrics
@@ -439,6 +441,7 @@ async def upload_reference(
     finally:
         metrics.reference_seconds.observe(time.perf_counter() - started)
     data_path = await anyio.to_thread.run_sync(uploads.stored_copy, processed, directory)
+    await anyio.to_thread.run_sync(uploads.store_values, processed.profile, directory)
     new = crud.NewReference(
         profile=processed.profile,
         data_sha256=received.sha256,
@@ -519,6 +522,42 @@ def get_reference_profile(profile_hash: str, session: SessionDep, _user: Reader)
             "ETag": f'"{profile_hash}"',
             "Cache-Control": _IMMUTABLE,
         },
+    )
+
+
+@router.get(
+    "/references/{profile_hash}/values/{sha256}",
+    responses={
+        200: {
+            "description": "A numeric column's distribution blob "
+            "(shared.stats.distribution.encode_distribution)",
+            "content": {"application/octet-stream": {}},
+        }
+    },
+)
+def get_reference_values(
+    profile_hash: str,
+    sha256: Annotated[str, PathParam(pattern="^[0-9a-f]{64}$")],
+    request: Request,
+    session: SessionDep,
+    _user: Reader,
+) -> Response:
+    """Every value of one numeric column of the profile (named by its ``values_sha256``):
+    what drift compares a window with."""
+    text = crud.get_profile(session=session, profile_hash=profile_hash)
+    if text is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no reference profile {profile_hash!r}")
+    profile = ReferenceProfile.model_validate_json(text)
+    if sha256 not in {c.values_sha256 for c in profile.numeric_columns()}:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"the profile names no values {sha256}")
+    settings: Settings = request.app.state.settings
+    path = uploads.values_path(settings.references_path(), sha256)
+    if not path.exists():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"the values {sha256} are not stored")
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        headers={"ETag": f'"{sha256}"', "Cache-Control": _IMMUTABLE},
     )
 
 

@@ -20,14 +20,23 @@ several times (the validated Parquet copy on disk), holding only bounded state:
   1 GB one usually two. The bin counts follow exactly from the ranks found (the number of
   values below each cut point), so no pass is spent on them.
 
+* **the distribution** (:func:`column_distribution`) of a numeric feature or prediction
+  column holding more values than the sample: one more pass over that column alone into a
+  ``shared.stats.distribution.ValueStore``, exact (sorted distinct values and counts) up to
+  ``EXACT_REFERENCE_VALUES`` distinct values, cells on a grid cut from the pass-1 sample
+  beyond; at most ~24 MB of one column at a time. Its blob is stored beside the validated
+  copy and named in the profile by its SHA-256 (drift reads every reference value from it).
+
 The result equals ``ReferenceProfile.build`` on the same data in edges, counts, min, max,
-category counts and low-cardinality distinct values; mean and std agree to rounding (batched
-summation); the sample is another uniform sample of the same size (identical when the column
-has at most ``sample_size`` values).
+category counts, low-cardinality distinct values and exact distributions; mean and std agree
+to rounding (batched summation); the sample is another uniform sample of the same size
+(identical when the column has at most ``sample_size`` values), and so are the cells of a
+column with more than ``EXACT_REFERENCE_VALUES`` distinct values (cut on the sample).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,12 +46,14 @@ import numpy.typing as npt
 
 from shared.stats._common import FloatArray, IntArray, combine_moments, merge_value_counts
 from shared.stats.accumulators import Reservoir
+from shared.stats.distribution import Distribution, encode_distribution
 from shared.stats.reference import (
     DEFAULT_BINS,
     DEFAULT_SAMPLE_SIZE,
     LOW_CARDINALITY,
     CategoricalReference,
     NumericReference,
+    reference_distribution,
 )
 
 __all__ = [
@@ -53,7 +64,9 @@ __all__ = [
     "NumericSummary",
     "ProfileProblem",
     "QuantileSelector",
+    "column_distribution",
     "numeric_references",
+    "with_distribution",
 ]
 
 COLLECT_BUDGET = 1_000_000
@@ -430,3 +443,28 @@ def numeric_references(
             distinct_counts=tuple(low[1].tolist()) if low is not None else None,
         )
     return references, passes
+
+
+def column_distribution(summary: NumericSummary, batches: Iterable[FloatArray]) -> Distribution:
+    """Every value of a column (one more pass: its batches, NaN and infinities dropped here),
+    exact up to ``EXACT_REFERENCE_VALUES`` distinct values, else cells cut on the sample."""
+    return reference_distribution(
+        (batch[np.isfinite(batch)] for batch in batches),
+        sample=summary.sorted_sample,
+        std=math.sqrt(summary.m2 / summary.count),
+        low=summary.min,
+        high=summary.max,
+    )
+
+
+def with_distribution(reference: NumericReference, distribution: Distribution) -> NumericReference:
+    """The reference naming (and holding) its distribution blob."""
+    blob = encode_distribution(distribution)
+    named = reference.model_copy(
+        update={
+            "values_sha256": hashlib.sha256(blob).hexdigest(),
+            "values_binned": not distribution.exact,
+        }
+    )
+    named.attach(blob)
+    return named

@@ -35,7 +35,9 @@ from .profiling import (
     CategoricalSummary,
     NumericSummary,
     ProfileProblem,
+    column_distribution,
     numeric_references,
+    with_distribution,
 )
 
 __all__ = [
@@ -520,6 +522,7 @@ def profile_parquet(
     categorical = {
         r.name: CategoricalSummary(r.name) for r in reference.columns if r.kind != "numeric"
     }
+    by_role = {r.name: r for r in reference.columns}
     file = pq.ParquetFile(reference.path, pre_buffer=False, buffer_size=1 << 20)
     for batch in _releasing(file.iter_batches(batch_size=PARQUET_BATCH_ROWS, use_threads=False)):
         for name, summary in numeric.items():
@@ -539,10 +542,16 @@ def profile_parquet(
         numbers, passes = numeric_references(
             numeric, read, n_bins=n_bins, collect_budget=collect_budget
         )
+        for name, summary in numeric.items():  # drift reads every value of these
+            if by_role[name].role != "score" and summary.count > sample_size:
+                values = (batch[name] for batch in read([name]))
+                numbers[name] = with_distribution(
+                    numbers[name], column_distribution(summary, values)
+                )
+                passes += 1
         columns = numbers | {name: cat.reference() for name, cat in categorical.items()}
     except ProfileProblem as exc:
         raise ReferenceInvalid([ColumnProblem(exc.column, exc.reason)]) from exc
-    by_role = {r.name: r for r in reference.columns}
     profile = ReferenceProfile(
         n_rows=reference.n_rows,
         n_bins=n_bins,

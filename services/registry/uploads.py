@@ -31,7 +31,16 @@ from .references import (
     validate_to_parquet,
 )
 
-__all__ = ["Processed", "Received", "TooLarge", "process_upload", "receive", "stored_copy"]
+__all__ = [
+    "Processed",
+    "Received",
+    "TooLarge",
+    "process_upload",
+    "receive",
+    "store_values",
+    "stored_copy",
+    "values_path",
+]
 
 CHUNK_BYTES = 1 << 20
 
@@ -147,3 +156,24 @@ def stored_copy(processed: Processed, directory: Path) -> str:
     else:
         shutil.move(processed.validated.path, target)
     return name
+
+
+def values_path(directory: Path, sha256: str) -> Path:
+    """Where the distribution blob with this SHA-256 (hex) lives (content-addressed)."""
+    return directory / "values" / f"{sha256}.bin"
+
+
+def store_values(profile: ReferenceProfile, directory: Path) -> int:
+    """Write the profile's distribution blobs (each once: same bytes, same name); returns the
+    number written."""
+    written = 0
+    for sha256, blob in profile.blobs().items():
+        target = values_path(directory, sha256)
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{uuid.uuid4().hex}.part")
+        partial.write_bytes(blob)
+        partial.replace(target)
+        written += 1
+    return written

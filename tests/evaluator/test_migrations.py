@@ -11,7 +11,7 @@ from sqlalchemy.schema import CreateTable
 from sqlmodel import SQLModel
 
 from services.evaluator.app import MIGRATIONS
-from services.evaluator.models import ReferenceRow
+from services.evaluator.models import ReferenceRow, ReferenceValuesRow
 from services.evaluator.store import TABLES
 from shared.migrations import OUTBOX, current_revisions, upgrade
 
@@ -21,16 +21,17 @@ def test_upgrade_is_idempotent_and_recorded_per_service(tmp_path: Path) -> None:
     try:
         assert current_revisions(engine, MIGRATIONS) == ()
         upgrade(engine, OUTBOX)
-        assert upgrade(engine, MIGRATIONS) == ["0001"]
+        assert upgrade(engine, MIGRATIONS) == ["0001", "0002"]
         assert upgrade(engine, MIGRATIONS) == []
-        assert current_revisions(engine, MIGRATIONS) == MIGRATIONS.heads() == ("0001",)
+        assert current_revisions(engine, MIGRATIONS) == MIGRATIONS.heads() == ("0002",)
         assert set(MIGRATIONS.tables) <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
 
 
 def test_the_chain_covers_every_table_the_evaluator_writes() -> None:
-    written = {t.__tablename__ for t in [*TABLES, ReferenceRow]} - {"outbox_message"}  # type: ignore[attr-defined]
+    written = {t.__tablename__ for t in [*TABLES, ReferenceRow, ReferenceValuesRow]}  # type: ignore[attr-defined]
+    written -= {"outbox_message"}
     assert written == set(MIGRATIONS.tables)
 
 
