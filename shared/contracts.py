@@ -34,6 +34,7 @@ __all__ = [
     "FeatureSpec",
     "FeatureType",
     "Identifier",
+    "ImprovementLogEntry",
     "NonconformityChange",
     "NonconformityChanged",
     "Objective",
@@ -47,6 +48,7 @@ __all__ = [
     "SystemSnapshot",
     "Task",
     "decode",
+    "decode_nonconformity_message",
     "encode",
 ]
 
@@ -174,6 +176,9 @@ class EvaluationResult(Contract):
     n_samples: int
     label_coverage: float | None = None
     estimated: bool = False
+    approximate: bool = False
+    """The value is within a stated bound of the metric on every event, not equal to it (a drift
+    column beyond the values kept exactly); ``detail`` gives the bound and the sizes."""
     revision: int = 0
     detail: str | None = None
     evidence: Evidence
@@ -238,6 +243,10 @@ class NonconformityChange(StrEnum):
 
 
 class NonconformityChanged(Contract):
+    """A nonconformity record changed (value of the ``nonconformities`` topic, key: its id)."""
+
+    message: Literal["nonconformity_changed"] = "nonconformity_changed"
+    """Tells it from an :class:`ImprovementLogEntry` on the same topic (absent = this)."""
     nonconformity_id: str
     fingerprint: str
     system_id: Identifier
@@ -251,6 +260,28 @@ class NonconformityChanged(Contract):
     occurred_at: datetime
 
 
+class ImprovementLogEntry(Contract):
+    """One entry of the alerts service's continual improvement log (ISO/IEC 42001 clause
+    10.1), published on the ``nonconformities`` topic for every entry, about a record or not
+    (key: ``subject``). ``hash`` = SHA-256(``prev_hash`` || canonical bytes), where the
+    canonical bytes are the compact sorted-key JSON of {seq, at (UTC, no offset, microseconds),
+    actor, kind, subject, before, after}: a consumer can verify the chain from the topic."""
+
+    message: Literal["improvement_log_entry"] = "improvement_log_entry"
+    seq: Annotated[int, Field(ge=1)]
+    at: AwareDatetime
+    actor: str
+    kind: str
+    subject: str
+    """A record id, ``silence:<id>``, ``fingerprint:<fp>`` or ``objective:<system>/<id>``."""
+    nonconformity_id: str | None = None
+    """The record the entry is about (None for silences, objectives, held-back raises)."""
+    before: Any = None
+    after: Any = None
+    prev_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
 C = TypeVar("C", bound=Contract)
 
 CONTRACTS: dict[str, type[Contract]] = {
@@ -259,12 +290,24 @@ CONTRACTS: dict[str, type[Contract]] = {
     "EvaluationResult": EvaluationResult,
     "SystemSnapshot": SystemSnapshot,
     "NonconformityChanged": NonconformityChanged,
+    "ImprovementLogEntry": ImprovementLogEntry,
 }
 
 
 def encode(contract: Contract) -> bytes:
     """Serialise a contract for the bus."""
     return orjson.dumps(contract.model_dump(mode="json"))
+
+
+def decode_nonconformity_message(data: bytes | None) -> NonconformityChanged | ImprovementLogEntry:
+    """A value of the ``nonconformities`` topic, by its ``message`` field (absent: a
+    NonconformityChanged, as written before log entries were published)."""
+    if data is None:
+        raise ValueError("empty message value")
+    parsed: Any = orjson.loads(data)
+    if isinstance(parsed, dict) and parsed.get("message") == "improvement_log_entry":
+        return ImprovementLogEntry.model_validate(parsed)
+    return NonconformityChanged.model_validate(parsed)
 
 
 def decode(model: type[C], data: bytes | None) -> C:

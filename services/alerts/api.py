@@ -59,6 +59,7 @@ def _writing(request: Request, session: Session) -> Iterator[None]:
             session.rollback()
             raise HTTPException(422, str(exc)) from None
     request.app.state.relay.notify()
+    request.app.state.log_publisher.notify()
     request.app.state.notifier.notify()
 
 

@@ -28,6 +28,7 @@ from shared.request_guard import RequestGuard
 from . import crud
 from .api import router
 from .consumer import apply_batch
+from .log_topic import LogPublisher
 from .metrics import AlertsMetrics
 from .models import (
     AlertState,
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     view = RegistryView(the_bus, name="alerts", on_dead_letter=metrics.dead_letters.count)
     view.on_change(lambda system: metrics.system_known(system.system_id))
     relay = OutboxRelay(db=db, bus=the_bus, service="alerts")
+    log_publisher = LogPublisher(db=db, bus=the_bus, topic=the_bus.topics.nonconformities)
     watch_outbox(registry, relay, service="alerts")
     write_lock = threading.Lock()
     objective_log = ObjectiveLogger(db, write_lock)
@@ -177,6 +179,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
         changes = await db.run(apply, batch)
         for change in changes:
             metrics.changes.labels(change.system_id, change.change.value, change.severity).inc()
+        log_publisher.notify()  # held-back raises and review evidence log without a change
         if changes:
             relay.notify()
             notifier.notify()
@@ -199,7 +202,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
         async with (
             bus_lifespan(the_bus, owned=owned),
             migrated_database(db, [OUTBOX, MIGRATIONS]),
-            components_lifespan([objective_log, view, relay, notifier, worker, lag]),
+            components_lifespan([objective_log, view, relay, log_publisher, notifier, worker, lag]),
         ):
             yield
 
@@ -211,6 +214,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.state.bus = the_bus
     app.state.db = db
     app.state.relay = relay
+    app.state.log_publisher = log_publisher
     app.state.notifier = notifier
     app.state.write_lock = write_lock
     app.state.due_days = due_days

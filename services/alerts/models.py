@@ -225,7 +225,9 @@ class Notification(SQLModel, table=True):
 
 
 class NotifyCursor(SQLModel, table=True):
-    """The last improvement-log entry turned into notifications."""
+    """A reader's position in the improvement log: the last entry it handled. Row 1: the
+    notifier (entries turned into notifications); row 2: the log publisher (entries sent to
+    the nonconformities topic)."""
 
     __tablename__ = "alerts_notify_cursor"
 

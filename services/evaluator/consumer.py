@@ -838,6 +838,7 @@ class StreamProcessor:
                         verdict.label_coverage,
                         verdict.estimated,
                         note if verdict.detail is None else f"{verdict.detail}; {note}",
+                        verdict.approximate,
                     )
                 offsets = [
                     OffsetRange(topic=self.topics.predictions, partition=p, first=a, last=b)
@@ -996,6 +997,7 @@ class StreamProcessor:
             n_samples=verdict.n_samples,
             label_coverage=verdict.label_coverage,
             estimated=verdict.estimated,
+            approximate=verdict.approximate,
             revision=revision,
             detail=verdict.detail,
             evidence=Evidence(

@@ -54,6 +54,7 @@ class Measurement:
     n_samples: int
     estimated: bool = False
     detail: str | None = None
+    approximate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class Judgement:
     label_coverage: float | None
     estimated: bool = False
     detail: str | None = None
+    approximate: bool = False
 
 
 class ConfigurationError(ValueError):
@@ -133,8 +135,9 @@ def measure_window(
             method,
             binning=Binning(params.get("binning", Binning.EVIDENTLY.value)),
         )
-        detail = "computed on a uniform sample of the window" if result.approximate else None
-        return Measurement(result.value, acc.count, detail=detail)
+        return Measurement(
+            result.value, acc.count, detail=result.detail or None, approximate=result.approximate
+        )
     if metric == "dataset_drift_share":
         if reference is None:
             raise ConfigurationError("the system has no reference dataset profile")
@@ -159,9 +162,17 @@ def measure_window(
                 )
             )
         drift = dataset_drift_share(results)
-        return Measurement(
-            drift.share, n, detail=f"{drift.n_drifted} of {drift.n_columns} features drifted"
-        )
+        detail = f"{drift.n_drifted} of {drift.n_columns} features drifted"
+        approximate = [r for r in results if r.approximate]
+        if approximate:
+            largest = max(r.bound for r in approximate)
+            detail += (
+                f"; {len(approximate)} compared approximately (largest bound {largest:.2g}), "
+                f"e.g. {approximate[0].detail}"
+            )
+        else:
+            detail += "; every column compared exactly"
+        return Measurement(drift.share, n, detail=detail, approximate=bool(approximate))
     if metric in ("missing_rate", "out_of_range_rate", "unseen_category_rate"):
         acc = _column(plan, window, column_of(objective))
         if metric == "missing_rate":
@@ -240,4 +251,6 @@ def judge(
     if needs_labels and needed is not None and (label_coverage or 0.0) < float(needed):
         status = EvaluationStatus.INSUFFICIENT_DATA
         detail = f"label coverage {label_coverage or 0.0:.3f} is below {needed}"
-    return Judgement(m.value, status, m.n_samples, label_coverage, m.estimated, detail)
+    return Judgement(
+        m.value, status, m.n_samples, label_coverage, m.estimated, detail, m.approximate
+    )
