@@ -273,6 +273,10 @@ class StreamProcessor:
         self.delays: dict[str, list[FloatArray]] = {}
         """Label delays (outcome minus prediction time) of the joins the last checkpoint made
         durable, per system (for the label delay histogram)."""
+        self._latencies: dict[str, list[FloatArray]] = {}
+        self.latencies: dict[str, list[FloatArray]] = {}
+        """The predictions' ``latency_ms`` (NaN where not given) the last checkpoint made
+        durable, per system (for the model latency histogram)."""
         self._plans: dict[tuple[str, int, str, str | None], WindowPlan] = {}
 
     # --- ownership -----------------------------------------------------------------------
@@ -462,6 +466,7 @@ class StreamProcessor:
         offsets = batch.offsets
         seen, state.predictions = running_watermark(state.predictions, batch.ts)
         state.count("predictions", n)
+        self._latencies.setdefault(system.system_id, []).append(batch.latency())
         ids = batch.take(batch.batch.event_ids)
         first = _first_index(ids)
         duplicate = np.zeros(n, dtype=np.bool_)
@@ -1072,6 +1077,7 @@ class StreamProcessor:
         emitted, self._emitted = self._emitted, []
         self.tallied, self._tallies = self._tallies, {}
         self.delays, self._delays = self._delays, {}
+        self.latencies, self._latencies = self._latencies, {}
         return [e.result for e in emitted]
 
     def _evict_labels(self, state: SystemState) -> None:
@@ -1117,6 +1123,7 @@ class StreamProcessor:
         self._emitted = []
         self._tallies = {}
         self._delays = {}
+        self._latencies = {}
 
     @property
     def records_since_checkpoint(self) -> int:

@@ -41,7 +41,12 @@ from .models import EvaluationRow, LabelWindowCheckpoint, WindowCheckpoint
 if TYPE_CHECKING:
     from .consumer import PartitionState, SystemState
 
-__all__ = ["LABEL_DELAY_BUCKETS", "OBJECTIVE_STATES", "EvaluatorMetrics"]
+__all__ = [
+    "LABEL_DELAY_BUCKETS",
+    "OBJECTIVE_STATES",
+    "PREDICTION_LATENCY_BUCKETS",
+    "EvaluatorMetrics",
+]
 
 _VERDICTS = (EvaluationStatus.PASS, EvaluationStatus.BREACH)
 OBJECTIVE_STATES = {"insufficient_data": 0, "met": 1, "breached": 2}
@@ -65,6 +70,7 @@ LABEL_DELAY_BUCKETS = (
     30 * 86400.0,
 )
 """Seconds: labels arrive from minutes to weeks after the prediction."""
+PREDICTION_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _RECEIVED = {"predictions": "prediction", "outcomes": "outcome"}
 _DROPPED = {
@@ -79,8 +85,8 @@ _STREAMS = ("predictions", "outcomes")
 @dataclass(frozen=True, slots=True)
 class _Objective:
     metric: str
-    comparator: str | None = None
-    severity: str | None = None
+    info: tuple[str, str, str] | None = None
+    """The info series' comparator, severity and feature (None: no snapshot seen yet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +146,9 @@ class EvaluatorMetrics:
         self.info = Gauge(
             "watchkeeper_objective_info",
             "1 for each active objective, with its comparator (lt, le, gt, ge: how the value "
-            "must relate to the threshold to meet it) and severity",
-            ["system", "objective", "metric", "comparator", "severity"],
+            "must relate to the threshold to meet it), severity and feature (the parameter "
+            "naming the feature a drift or data-quality metric is computed on; empty if none)",
+            ["system", "objective", "metric", "comparator", "severity", "feature"],
             registry=registry,
         )
         self.state = Gauge(
@@ -238,7 +245,21 @@ class EvaluatorMetrics:
         self._owned: tuple[int, ...] = ()
         self._stream_state = _Stream({}, {})
         self._stream_labels: set[tuple[str, str]] = set()
-        self.label_delay = _LabelDelays()
+        self.label_delay = _SystemHistogram(
+            "watchkeeper_evaluator_label_delay_seconds",
+            "Outcome time minus prediction time of the labels joined (made durable)",
+            LABEL_DELAY_BUCKETS,
+            self._active_systems,
+        )
+        self.prediction_latency = _SystemHistogram(
+            "watchkeeper_evaluator_prediction_latency_seconds",
+            "The model's latency as the prediction events report it (latency_ms; events "
+            "without it are not counted)",
+            PREDICTION_LATENCY_BUCKETS,
+            self._active_systems,
+            scale=0.001,
+        )
+        registry.register(self.prediction_latency)
         registry.register(_StreamCollector(self))
         registry.register(self.label_delay)
         if db is not None:
@@ -264,13 +285,18 @@ class EvaluatorMetrics:
             key = (sid, oid)
             self._retired.discard(key)
             known = self._objectives.get(key)
-            fresh = _Objective(objective.metric, objective.comparator.value, objective.severity)
+            info = (
+                objective.comparator.value,
+                objective.severity.value,
+                objective.parameters.get("feature", ""),
+            )
+            fresh = _Objective(objective.metric, info)
             if known is not None and known != fresh:
                 if known.metric != fresh.metric:
                     self._forget(key)
-                elif known.comparator is not None and known.severity is not None:
+                elif known.info is not None:
                     with contextlib.suppress(KeyError):
-                        self.info.remove(sid, oid, known.metric, known.comparator, known.severity)
+                        self.info.remove(sid, oid, known.metric, *known.info)
             labels = (sid, oid, objective.metric)
             if key not in self._objectives or self._objectives[key].metric != objective.metric:
                 self.state.labels(*labels).set(0)
@@ -278,7 +304,7 @@ class EvaluatorMetrics:
                     self.objective_evaluations.labels(*labels, status.value)
             self._objectives[key] = fresh
             self.threshold.labels(*labels).set(objective.threshold)
-            self.info.labels(*labels, objective.comparator.value, objective.severity).set(1)
+            self.info.labels(*labels, *info).set(1)
 
     def known_systems(self, systems: Mapping[str, SystemSnapshot] | Iterable[str]) -> None:
         """Start the per-system counters at 0, so a rate over them exists before any event;
@@ -293,6 +319,9 @@ class EvaluatorMetrics:
             for kind in ("prediction", "outcome"):
                 self.refused_events.labels(sid, kind, "future")
         self._known = present
+
+    def _active_systems(self) -> set[str]:
+        return self._known - self._retired_systems
 
     def _retire_system(self, sid: str) -> None:
         for key in [k for k in self._objectives if k[0] == sid]:
@@ -309,6 +338,7 @@ class EvaluatorMetrics:
             with contextlib.suppress(KeyError):
                 self.evaluations.remove(sid, status.value)
         self.label_delay.forget([sid])
+        self.prediction_latency.forget([sid])
 
     def _forget(self, key: tuple[str, str]) -> None:
         """Remove every series of an objective."""
@@ -320,9 +350,9 @@ class EvaluatorMetrics:
         for gauge in (self.threshold, self.state):
             with contextlib.suppress(KeyError):
                 gauge.remove(*labels)
-        if known.comparator is not None and known.severity is not None:
+        if known.info is not None:
             with contextlib.suppress(KeyError):
-                self.info.remove(*labels, known.comparator, known.severity)
+                self.info.remove(*labels, *known.info)
         for status in EvaluationStatus:
             with contextlib.suppress(KeyError):
                 self.objective_evaluations.remove(*labels, status.value)
@@ -364,9 +394,10 @@ class EvaluatorMetrics:
         self,
         partitions: Mapping[int, PartitionState],
         delays: Mapping[str, Sequence[npt.NDArray[np.float64]]],
+        latencies: Mapping[str, Sequence[npt.NDArray[np.float64]]] | None = None,
     ) -> None:
-        """After a checkpoint: the owned systems' durable counts and watermarks, and the label
-        delays of the joins it made durable."""
+        """After a checkpoint: the owned systems' durable counts and watermarks, the label
+        delays of the joins it made durable and the latencies (ms) of its predictions."""
         self.last_checkpoint.set(time.time())
         self.partitions.set(len(partitions))
         self._owned = tuple(sorted(partitions))
@@ -388,9 +419,17 @@ class EvaluatorMetrics:
             with contextlib.suppress(KeyError):
                 self.watermark.remove(sid, stream)
         self._stream_state = _Stream(counters, watermarks)
-        self.label_delay.observe(
-            {sid: arrays for sid, arrays in delays.items() if sid not in self._retired_systems}
-        )
+        for histogram, observed in (
+            (self.label_delay, delays),
+            (self.prediction_latency, latencies or {}),
+        ):
+            histogram.observe(
+                {
+                    sid: values
+                    for sid, values in observed.items()
+                    if sid not in self._retired_systems
+                }
+            )
 
     def partition_dropped(self, systems: Iterable[str]) -> None:
         """A rebalance took a partition away: its systems' measurements are the new owner's."""
@@ -514,20 +553,35 @@ class _StreamCollector(Collector):
         yield lag
 
 
-class _LabelDelays(Collector):
-    """``watchkeeper_evaluator_label_delay_seconds{system}``: a histogram filled a whole
-    checkpoint at a time (numpy buckets, not one ``observe`` per label)."""
+class _SystemHistogram(Collector):
+    """A histogram per system filled a whole checkpoint at a time (numpy buckets, not one
+    ``observe`` per event), with every known system's series from the start (at 0)."""
 
-    def __init__(self) -> None:
-        self._bounds = np.asarray(LABEL_DELAY_BUCKETS, dtype=np.float64)
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        systems: Callable[[], Iterable[str]],
+        *,
+        scale: float = 1.0,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._buckets = tuple(buckets)
+        self._bounds = np.asarray(buckets, dtype=np.float64)
+        self._systems = systems
+        self._scale = scale
         self._counts: dict[str, npt.NDArray[np.int64]] = {}
         self._sums: dict[str, float] = {}
 
-    def observe(self, delays: Mapping[str, Sequence[npt.NDArray[np.float64]]]) -> None:
-        for sid, arrays in delays.items():
-            values = np.clip(
-                np.concatenate([np.asarray(a, dtype=np.float64) for a in arrays]), 0, None
-            )
+    def observe(self, observed: Mapping[str, Sequence[npt.NDArray[np.float64]]]) -> None:
+        """Values per system (times ``scale``; NaN: not given, skipped; negatives as 0)."""
+        for sid, arrays in observed.items():
+            if not arrays:
+                continue
+            joined = np.concatenate([np.asarray(a, dtype=np.float64) for a in arrays])
+            values = np.clip(joined[~np.isnan(joined)] * self._scale, 0, None)
             if values.size == 0:
                 continue
             bins = np.bincount(
@@ -544,16 +598,13 @@ class _LabelDelays(Collector):
             self._sums.pop(sid, None)
 
     def collect(self) -> Iterator[MetricFamily]:
-        family = HistogramMetricFamily(
-            "watchkeeper_evaluator_label_delay_seconds",
-            "Outcome time minus prediction time of the labels joined (made durable)",
-            labels=["system"],
-        )
-        for sid, counts in sorted(self._counts.items()):
-            cumulative = np.cumsum(counts).tolist()
+        family = HistogramMetricFamily(self._name, self._documentation, labels=["system"])
+        empty = np.zeros(len(self._bounds) + 1, dtype=np.int64)
+        for sid in sorted(set(self._systems()) | set(self._counts)):
+            cumulative = np.cumsum(self._counts.get(sid, empty)).tolist()
             buckets = [
                 (_bound(b), float(n))
-                for b, n in zip([*LABEL_DELAY_BUCKETS, float("inf")], cumulative, strict=True)
+                for b, n in zip([*self._buckets, float("inf")], cumulative, strict=True)
             ]
             family.add_metric([sid], buckets, self._sums.get(sid, 0.0))
         yield family

@@ -382,7 +382,8 @@ class EvaluatorRunner:
 
     def _export_counters(self) -> None:
         self._metrics.known_systems(self._view.systems)
-        self._metrics.checkpointed(self._processor.partitions, self._processor.delays)
+        processor = self._processor
+        self._metrics.checkpointed(processor.partitions, processor.delays, processor.latencies)
 
     # --- rebalance -----------------------------------------------------------------------
 

@@ -9,11 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from services.evaluator.app import MIGRATIONS
 from services.evaluator.consumer import PartitionState, SystemState
-from services.evaluator.metrics import LABEL_DELAY_BUCKETS, EvaluatorMetrics
+from services.evaluator.metrics import (
+    LABEL_DELAY_BUCKETS,
+    PREDICTION_LATENCY_BUCKETS,
+    EvaluatorMetrics,
+)
 from services.evaluator.store import EvaluatorStore
 from shared.bus import Record, Topics
 from shared.contracts import EvaluationResult, EvaluationStatus, ObjectiveStatus, SystemSnapshot
@@ -69,7 +74,14 @@ def test_threshold_info_and_zeroed_counters_come_with_the_snapshot() -> None:
     labels = {"system": "s1", "objective": "acc", "metric": "accuracy"}
     assert value(registry, "watchkeeper_objective_threshold", **labels) == 0.8
     assert (
-        value(registry, "watchkeeper_objective_info", **labels, comparator="ge", severity="major")
+        value(
+            registry,
+            "watchkeeper_objective_info",
+            **labels,
+            comparator="ge",
+            severity="major",
+            feature="",
+        )
         == 1
     )
     assert value(registry, "watchkeeper_objective_state", **labels) == 0
@@ -81,11 +93,25 @@ def test_threshold_info_and_zeroed_counters_come_with_the_snapshot() -> None:
     metrics.system_changed(snapshot(comparator="gt", threshold=0.7))
     assert value(registry, "watchkeeper_objective_threshold", **labels) == 0.7
     assert (
-        value(registry, "watchkeeper_objective_info", **labels, comparator="ge", severity="major")
+        value(
+            registry,
+            "watchkeeper_objective_info",
+            **labels,
+            comparator="ge",
+            severity="major",
+            feature="",
+        )
         is None
     )
     assert (
-        value(registry, "watchkeeper_objective_info", **labels, comparator="gt", severity="major")
+        value(
+            registry,
+            "watchkeeper_objective_info",
+            **labels,
+            comparator="gt",
+            severity="major",
+            feature="",
+        )
         == 1
     )
 
@@ -290,3 +316,31 @@ async def test_window_state_size_of_the_owned_partitions(tmp_path: Path) -> None
             text.encode()
         )
         assert value(registry, "watchkeeper_evaluator_window_states", kind="label") == 0
+
+
+def test_a_drift_objective_names_its_feature() -> None:
+    registry = CollectorRegistry()
+    metrics = EvaluatorMetrics(registry)
+    psi = objective("psi", 0.2, "le", id="drift", parameters={"feature": "income"})
+    metrics.system_changed(system([psi], system_id="s1"))
+    labels = {"system": "s1", "objective": "drift", "metric": "psi"}
+    info = {**labels, "comparator": "le", "severity": "minor", "feature": "income"}
+    assert value(registry, "watchkeeper_objective_info", **info) == 1
+
+
+def test_prediction_latency_per_system_from_latency_ms() -> None:
+    """Milliseconds from the events, in seconds; events without a latency are not counted;
+    a known system without predictions has its series at 0."""
+    registry = CollectorRegistry()
+    metrics = EvaluatorMetrics(registry)
+    metrics.known_systems(["s1", "s2"])
+    latencies = [np.asarray([3.0, np.nan, 40.0]), np.asarray([1500.0, 90_000.0])]
+    metrics.checkpointed({}, {}, {"s1": latencies})
+    name = "watchkeeper_evaluator_prediction_latency_seconds"
+    seconds = np.asarray([0.003, 0.04, 1.5, 90.0])
+    for bound in PREDICTION_LATENCY_BUCKETS:
+        found = value(registry, f"{name}_bucket", system="s1", le=repr(bound))
+        assert found == float(np.sum(seconds <= bound)), bound
+    assert value(registry, f"{name}_count", system="s1") == 4
+    assert value(registry, f"{name}_sum", system="s1") == pytest.approx(seconds.sum())
+    assert value(registry, f"{name}_count", system="s2") == 0

@@ -95,7 +95,7 @@ async def test_metrics_follow_a_breach_and_a_retirement(deployment: Deployment) 
             "breached with 20 label delays",
         )
         assert get(evaluator, "watchkeeper_objective_threshold", **objective_labels) == 0.9
-        info = {**objective_labels, "comparator": "ge", "severity": "major"}
+        info = {**objective_labels, "comparator": "ge", "severity": "major", "feature": ""}
         assert get(evaluator, "watchkeeper_objective_info", **info) == 1
         assert get(evaluator, "watchkeeper_objective_value", **objective_labels) == 0.5
         evaluations = "watchkeeper_objective_evaluations_total"
