@@ -3,7 +3,9 @@
 A credit-scoring classifier is registered with an accuracy objective (>= 0.80 over 10 s
 windows). Predictions and their outcomes stream in over HTTP at ``rate`` events/s; after
 ``degrade_after_s`` the model starts getting a third of its decisions wrong, the next closed
-window breaches, and a nonconformity appears in the alerts UI and API.
+window breaches, and a nonconformity appears in the alerts UI and API. The demo prints the
+record's page: open it and work it through (triage, containment, root cause, a corrective
+action, ...) while the model keeps streaming windows into its evidence chart.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class DemoSummary:
     evaluations: int
     nonconformities: int
     url: str
+    record_url: str | None = None
+    """The page of the first nonconformity the demo raised (the web UI)."""
 
     def as_json(self) -> dict[str, int]:
         return {
@@ -140,6 +144,18 @@ async def _post(client: httpx.AsyncClient, path: str, events: list[dict[str, Any
     raise RuntimeError(f"ingest kept refusing demo events: {response.text}")
 
 
+async def _first_record(client: httpx.AsyncClient, url: str) -> str | None:
+    """The web page of the demo system's first nonconformity, once there is one."""
+    response = await client.get(
+        "/alerts/v1/nonconformities", params={"system_id": SYSTEM_ID, "limit": 1000}
+    )
+    records = response.json() if response.status_code == 200 else []
+    if not records:
+        return None
+    first = min(records, key=lambda record: str(record["raised_at"]))
+    return f"{url}/alerts/nonconformities/{first['reference'] or first['id']}"
+
+
 async def _count(client: httpx.AsyncClient) -> tuple[int, int]:
     evaluations = await client.get(
         "/evaluator/v1/evaluations", params={"system_id": SYSTEM_ID, "limit": 1000}
@@ -179,7 +195,12 @@ async def run_demo(
                 raise RuntimeError(f"the server did not start on {url}")
             await asyncio.sleep(0.05)
         console.print(f"[bold]Watchkeeper[/] embedded platform on {url}")
-        console.print(f"  nonconformities UI: {url}/  ·  API docs: {url}/alerts/docs")
+        console.print(f"  quality manager's UI: {url}/  ·  API docs: {url}/alerts/docs")
+        console.print(
+            "  open mode: no sign-in, changes are recorded as 'anonymous' (with "
+            "WK_<SERVICE>_AUTH_SECRET set, sign in with a token from `watchkeeper tokens issue "
+            "--subject you@example.org --role quality_manager`)"
+        )
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             await _register(client)
             return await _stream(client, console, url, duration_s, rate, degrade_after_s)
@@ -202,6 +223,7 @@ async def _stream(
     events = 0
     last_report = started
     announced = False
+    record_url: str | None = None
     tick = 0.2
     per_tick = max(1, int(rate * tick))
     while duration_s is None or time.monotonic() - started < duration_s:
@@ -220,6 +242,23 @@ async def _stream(
                 f"{elapsed:5.1f}s  events {events:6d}  evaluations {evaluations:3d}  "
                 f"nonconformities {ncs}"
             )
+            if ncs and record_url is None:
+                record_url = await _first_record(client, url)
+                if record_url is not None:
+                    console.print(
+                        f"[bold green]{elapsed:5.1f}s  a nonconformity was raised: open "
+                        f"{record_url}[/]\n        and work it through in the browser (accept, "
+                        "contain, root cause, corrective action, ...) while windows keep coming"
+                    )
         await asyncio.sleep(tick)
     evaluations, ncs = await _count(client)
-    return DemoSummary(events=events, evaluations=evaluations, nonconformities=ncs, url=url)
+    record_url = record_url or await _first_record(client, url)
+    if record_url is not None:  # only after --duration: the platform stops with the demo
+        console.print(f"the demo's record: {record_url} (without --duration the UI stays up)")
+    return DemoSummary(
+        events=events,
+        evaluations=evaluations,
+        nonconformities=ncs,
+        url=url,
+        record_url=record_url,
+    )
