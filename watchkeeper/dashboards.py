@@ -496,11 +496,10 @@ def ai_system() -> dash.Dashboard:
             graph(
                 "Label coverage",
                 "What share of predictions has its ground-truth outcome: per label objective "
-                "(newest window) and over the last hour of joins?",
+                "of the system (newest window), and over the last hour of joins?",
                 [
                     query(
-                        "max by (objective) (watchkeeper_objective_label_coverage_ratio"
-                        f"{{{SYS}, {OBJ}}})",
+                        f"max by (objective) (watchkeeper_objective_label_coverage_ratio{{{SYS}}})",
                         "{{objective}}",
                     ),
                     query(

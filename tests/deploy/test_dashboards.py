@@ -77,6 +77,7 @@ def test_the_ai_system_dashboard_picks_a_system_and_its_objectives() -> None:
     assert variables["objective"]["multi"] and variables["objective"]["includeAll"]
     exprs = [t["expr"] for p in panels(dashboard) for t in p["targets"]]
     assert all('system="$system"' in e for e in exprs)
+    assert any('objective=~"$objective"' in e for e in exprs)
     repeated = [p for p in panels(dashboard) if p.get("repeat") == "objective"]
     assert len(repeated) == 1
     assert [t["legendFormat"] for t in repeated[0]["targets"]] == ["{{metric}}", "threshold"]

@@ -51,7 +51,8 @@ from tests.factories import (
 )
 from watchkeeper.dashboards import OUT_DIR
 
-RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules"
+PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+RULES = PROMETHEUS_DIR / "rules"
 JOB = "watchkeeper"
 WAIT_S = 90.0
 
@@ -120,6 +121,25 @@ def rules() -> list[dict[str, Any]]:
     return found
 
 
+def scrape_config(urls: dict[str, str]) -> dict[str, Any]:
+    """deploy/prometheus/prometheus-local.yml (the config for ``make up-real``) with each
+    target pointed at the test's service of the same ``component``, a 1-second scrape and
+    evaluation, and the rules loaded from the repository."""
+    config: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus-local.yml").read_text())
+    config["global"] = {
+        "scrape_interval": "1s",
+        "scrape_timeout": "1s",
+        "evaluation_interval": "1s",
+    }
+    config["rule_files"] = [str(PROMETHEUS_DIR / pattern) for pattern in config["rule_files"]]
+    [job] = config["scrape_configs"]
+    assert job["job_name"] == JOB
+    for static in job["static_configs"]:
+        static["targets"] = [urls[static["labels"]["component"]].removeprefix("http://")]
+    assert {s["labels"]["component"] for s in job["static_configs"]} == set(urls)
+    return config
+
+
 @contextlib.contextmanager
 def prometheus(tmp_path: Path, urls: dict[str, str]) -> Iterator[str]:
     """Debian's Prometheus on a free loopback port, scraping ``urls`` every second with the
@@ -127,19 +147,7 @@ def prometheus(tmp_path: Path, urls: dict[str, str]) -> Iterator[str]:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus not found: `make system-deps` installs Debian's prometheus package")
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES / "*.yml")],
-        "scrape_configs": [
-            {
-                "job_name": JOB,
-                "metrics_path": "/metrics",
-                "static_configs": [
-                    {"targets": [url.removeprefix("http://") for url in urls.values()]}
-                ],
-            }
-        ],
-    }
+    config = scrape_config(urls)
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))
     port = free_port()
@@ -195,16 +203,25 @@ Check = Callable[[], Awaitable[tuple[bool, Any]]]
 
 
 async def until(
-    description: str, check: Check, *, logs: Callable[[], str] = str, timeout_s: float = WAIT_S
+    description: str,
+    check: Check,
+    *,
+    logs: Callable[[], str] = str,
+    problems: list[str] | None = None,
+    timeout_s: float = WAIT_S,
 ) -> None:
-    """Poll ``check()`` (done, detail) every second until done; fail with the last detail."""
+    """Poll ``check()`` (done, detail) every second until done. On timeout, fail with the last
+    detail, or add it to ``problems`` (reported together at the end of the test)."""
     deadline = time.monotonic() + timeout_s
     while True:
         done, detail = await check()
         if done:
             return
         if time.monotonic() > deadline:
-            pytest.fail(f"{description} within {timeout_s:.0f} s: {detail}\n{logs()}")
+            if problems is None:
+                pytest.fail(f"{description} within {timeout_s:.0f} s: {detail}\n{logs()}")
+            problems.append(f"{description} within {timeout_s:.0f} s: {detail}")
+            return
         await asyncio.sleep(1)
 
 
@@ -305,8 +322,8 @@ async def run_stream_with_a_breach(
     return sid, [accuracy["id"], drift["id"]]
 
 
-async def check_metrics_lint(client: httpx.AsyncClient, urls: dict[str, str]) -> None:
-    """``promtool check metrics`` on each service's scrape."""
+async def check_metrics_lint(client: httpx.AsyncClient, urls: dict[str, str]) -> list[str]:
+    """``promtool check metrics`` on each service's scrape: the problems found."""
     tool = shutil.which("promtool")
     if tool is None:
         pytest.fail("promtool not found: `make system-deps` installs Debian's prometheus package")
@@ -322,8 +339,8 @@ async def check_metrics_lint(client: httpx.AsyncClient, urls: dict[str, str]) ->
             timeout=60,
         )
         if result.returncode != 0:
-            problems.append(f"{service}:\n{result.stdout}{result.stderr}")
-    assert not problems, "\n".join(problems)
+            problems.append(f"promtool check metrics, {service}:\n{result.stdout}{result.stderr}")
+    return problems
 
 
 @pytest.fixture
@@ -383,9 +400,20 @@ async def test_every_panel_and_rule_finds_series_in_a_real_prometheus(
                 ]
                 return not empty, "\n".join(["queries without a series:", *empty])
 
+            problems: list[str] = []
             await until(
-                "not every panel and recording rule found series", all_return_series, logs=logs
+                "not every panel and recording rule found series",
+                all_return_series,
+                problems=problems,
             )
+
+            # drift per feature names the feature of each drift objective
+            drift = next(
+                expr for where, expr in panel_targets if where.startswith("ai-system / Drift ")
+            )
+            features = {s["metric"].get("feature") for s in await query(client, prom, drift)}
+            if features != {"income"}:
+                problems.append(f"Drift per feature: series of features {features}, not income")
 
             # every metric any target or rule names is exported (by its name alone: a rule
             # may filter on a status no healthy run produces)
@@ -402,7 +430,8 @@ async def test_every_panel_and_rule_finds_series_in_a_real_prometheus(
                 for name, where in sorted(named.items())
                 if not await query(client, prom, f'count({{__name__="{name}"}})')
             ]
-            assert not missing, "metrics no service exports:\n" + "\n".join(missing)
+            if missing:
+                problems.append("metrics no service exports:\n" + "\n".join(missing))
 
             # Prometheus evaluates every rule without error, and the breach is alerting
             async def rules_healthy() -> tuple[bool, Any]:
@@ -412,7 +441,7 @@ async def test_every_panel_and_rule_finds_series_in_a_real_prometheus(
                 bad = [b for b in bad if b[1] != "ok"]
                 return len(loaded) == len(rules()) and not bad, (len(loaded), bad)
 
-            await until("not every rule evaluated cleanly", rules_healthy)
+            await until("not every rule evaluated cleanly", rules_healthy, problems=problems)
 
             async def breach_alerting() -> tuple[bool, Any]:
                 alerts = (await client.get(f"{prom}/api/v1/alerts")).json()["data"]["alerts"]
@@ -425,6 +454,9 @@ async def test_every_panel_and_rule_finds_series_in_a_real_prometheus(
                 expected = {("AIObjectiveBreached", o) for o in objectives}
                 return expected <= names, mine
 
-            await until("AIObjectiveBreached is not pending or firing", breach_alerting)
+            await until(
+                "AIObjectiveBreached is not pending or firing", breach_alerting, problems=problems
+            )
 
-            await check_metrics_lint(client, deployment.urls)
+            problems += await check_metrics_lint(client, deployment.urls)
+            assert not problems, "\n\n".join(problems)
