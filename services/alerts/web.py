@@ -48,6 +48,7 @@ from . import crud
 from .api import _writing
 from .charts import COMPARATOR_SIGNS, Annotation, OccurrenceMark, WindowPoint, evidence_chart
 from .models import CorrectiveAction, LogEntry, Nonconformity, Occurrence, WindowVerdict
+from .reports_api import EXPORTERS
 from .schemas import ActionCreate, ActionUpdate, ClassificationChange, TransitionRequest
 from .semantics import ORDER, TERMINAL, TRANSITIONS, State, TransitionError, check_transition
 
@@ -319,7 +320,8 @@ def _render(
 ) -> HTMLResponse:
     viewer = context.get("viewer", _viewer(request))
     now = datetime.now(UTC)
-    section = "systems" if template.startswith("system") else "queue"
+    sections = {"system.html": "systems", "systems.html": "systems", "evidence.html": "evidence"}
+    section = sections.get(template, "queue")
     templates = request.app.state.templates
     base = {
         "path": lambda name, **params: _path(request, name, **params),
@@ -1257,5 +1259,31 @@ def system_page(request: Request, session: SessionDep, system_id: str) -> Respon
             "snapshot": snapshot,
             "statuses": statuses,
             "open_count": len(open_records),
+        },
+    )
+
+
+# --- the evidence pack ----------------------------------------------------------------------
+
+
+@router.get("/evidence", response_class=HTMLResponse, name="evidence")
+def evidence_page(request: Request, session: SessionDep) -> Response:
+    """Choose the period and system of the auditors' evidence pack (the zip itself is
+    ``GET /v1/evidence``, reports_api.py)."""
+    viewer = _signed_in(request)
+    systems = sorted(
+        set(session.exec(select(Nonconformity.system_id).distinct()).all())
+        | set(_registry_systems(request))
+    )
+    today = datetime.now(UTC).date()
+    return _render(
+        request,
+        "evidence.html",
+        {
+            "viewer": viewer,
+            "systems": systems,
+            "can_export": not viewer.authenticated or viewer.role in EXPORTERS,
+            "default_from": (today - timedelta(days=90)).isoformat(),
+            "default_to": today.isoformat(),
         },
     )

@@ -10,7 +10,7 @@ import re
 import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -587,3 +587,19 @@ async def test_only_the_sign_in_form_is_posted_without_a_token(tmp_path: Path) -
             assert other.status_code == 401
             good = await client.post("/login", data={"token": token(Role.AUDITOR)})
             assert good.status_code == 303
+
+
+async def test_the_evidence_page_downloads_the_pack_with_the_session(alerts: Alerts) -> None:
+    await manual(alerts)
+    await alerts.sign_in(Role.AUDITOR, "aud")
+    page = await alerts.page("/evidence")
+    assert 'action="/v1/evidence"' in page and '<option value="credit">' in page
+    today = datetime.now(UTC).date()
+    pack = await alerts.client.get(
+        "/v1/evidence",
+        params={"system": "credit", "from": str(today - timedelta(days=30)), "to": str(today)},
+    )
+    assert pack.status_code == 200 and pack.headers["content-type"] == "application/zip"
+    await alerts.sign_in(Role.SRE, "sam")
+    page = await alerts.page("/evidence")
+    assert 'action="/v1/evidence"' not in page and "does not export the pack" in page
