@@ -760,7 +760,19 @@ def _summary(entry: LogEntry) -> list[tuple[str, str]]:
 @router.get("/nonconformities/{ref}", response_class=HTMLResponse, name="record")
 def record_page(request: Request, session: SessionDep, ref: str) -> Response:
     viewer = _signed_in(request)
-    return _record_page(request, session, _find(session, ref), viewer)
+    try:
+        nc = _find(session, ref)
+    except HTTPException as exc:
+        return _not_found(request, viewer, exc)
+    return _record_page(request, session, nc, viewer)
+
+
+def _not_found(request: Request, viewer: Principal, exc: HTTPException) -> HTMLResponse:
+    """A page that names what was not found (a 404 a person reads, not JSON)."""
+    if exc.status_code != status.HTTP_404_NOT_FOUND:
+        raise exc
+    context = {"viewer": viewer, "message": str(exc.detail)}
+    return _render(request, "not_found.html", context, status.HTTP_404_NOT_FOUND)
 
 
 def _after_write(
@@ -1113,10 +1125,14 @@ def occurrence_page(
     """The evidence behind one occurrence, as the alerts service stored it: the evaluation's
     id, window, revision and value, the window's verdict now, and the log entries naming it."""
     viewer = _signed_in(request)
-    nc = _find(session, ref)
+    try:
+        nc = _find(session, ref)
+    except HTTPException as exc:
+        return _not_found(request, viewer, exc)
     occurrence = session.get(Occurrence, occurrence_id)
     if occurrence is None or occurrence.nonconformity_id != nc.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no occurrence {occurrence_id} of {ref}")
+        missing = HTTPException(404, f"no occurrence {occurrence_id} of {ref}")
+        return _not_found(request, viewer, missing)
     verdict = session.get(WindowVerdict, (nc.fingerprint, occurrence.window_start))
     window = _utc(occurrence.window_start).isoformat()[:19]
     entries = [
@@ -1249,7 +1265,7 @@ def system_page(request: Request, session: SessionDep, system_id: str) -> Respon
                 )
             )
     if snapshot is None and not statuses:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no AI system {system_id!r}")
+        return _not_found(request, viewer, HTTPException(404, f"no AI system {system_id!r}"))
     return _render(
         request,
         "system.html",

@@ -540,8 +540,12 @@ async def test_the_record_page_charts_every_window_and_the_system_page_each_obje
     assert f">{record['reference']}</a>" in system
     systems = await alerts.page("/systems")
     assert 'href="/systems/credit"' in systems
-    assert (await alerts.client.get("/systems/nowhere")).status_code == 404
-    assert (await alerts.client.get("/nonconformities/NC-1999-0001")).status_code == 404
+    missing = await alerts.client.get("/systems/nowhere")
+    assert missing.status_code == 404 and "no AI system &#39;nowhere&#39;" in missing.text
+    missing = await alerts.client.get("/nonconformities/NC-1999-0001")
+    assert missing.status_code == 404 and "<h1>Not found</h1>" in missing.text
+    missing = await alerts.client.get(f"/nonconformities/{record['reference']}/occurrences/999")
+    assert missing.status_code == 404 and "no occurrence 999" in missing.text
 
 
 async def test_links_and_the_cookie_stay_under_the_mount_path(tmp_path: Path) -> None:
