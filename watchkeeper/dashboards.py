@@ -369,14 +369,14 @@ def ai_system() -> dash.Dashboard:
     quantiles = [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")]
     alerts_links: list[Builder[model.DashboardLink]] = [
         link(
-            "Nonconformity records (alerts UI)",
-            "${alerts_url}/",
-            "The alerts service's page of nonconformity records",
+            "Nonconformities of ${system} (alerts UI)",
+            "${alerts_url}/?system=${system}",
+            "The alerts service's queue of this system's nonconformity records",
         ),
         link(
-            "Open nonconformities of ${system} (JSON)",
-            "${alerts_url}/v1/nonconformities?system_id=${system}&open_only=true",
-            "The open records of this system from the alerts API",
+            "${system} in the alerts UI",
+            "${alerts_url}/systems/${system}",
+            "The alerts service's page of this system: its objectives' evidence charts",
         ),
     ]
     return (

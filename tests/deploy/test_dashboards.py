@@ -82,7 +82,7 @@ def test_the_ai_system_dashboard_picks_a_system_and_its_objectives() -> None:
     assert len(repeated) == 1
     assert [t["legendFormat"] for t in repeated[0]["targets"]] == ["{{metric}}", "threshold"]
     links = [link["url"] for link in dashboard["links"] if link["type"] == "link"]
-    assert "${alerts_url}/" in links
+    assert "${alerts_url}/?system=${system}" in links
 
 
 def test_grafana_provisioning_loads_the_dashboards_directory() -> None:

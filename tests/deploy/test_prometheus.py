@@ -458,5 +458,15 @@ async def test_every_panel_and_rule_finds_series_in_a_real_prometheus(
                 "AIObjectiveBreached is not pending or firing", breach_alerting, problems=problems
             )
 
+            # the AI-system dashboard's links open pages of the alerts UI
+            dashboard = json.loads((OUT_DIR / "ai-system.json").read_text())
+            for link in (x for x in dashboard["links"] if x["type"] == "link"):
+                url = substitute(
+                    link["url"], {"alerts_url": deployment.urls["alerts"], "system": system}
+                )
+                response = await client.get(url, headers=deployment.as_user(Role.SRE))
+                if response.status_code != 200:
+                    problems.append(f"link {link['title']}: {url} answers {response.status_code}")
+
             problems += await check_metrics_lint(client, deployment.urls)
             assert not problems, "\n\n".join(problems)
