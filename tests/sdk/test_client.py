@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -338,6 +339,14 @@ def test_invalid_events_are_refused_at_the_call(make_client: MakeClient) -> None
     with pytest.raises(InvalidEventError, match=r"features\.a"):
         client.log_prediction({"a": float("inf")}, 0)
     with pytest.raises(InvalidEventError, match=r"features\.a"):
+        client.log_prediction({"a": float("-inf")}, 0)
+    with pytest.raises(InvalidEventError, match=r"features\.a: integer"):
+        client.log_prediction({"a": 2**64}, 0)
+    with pytest.raises(InvalidEventError, match=r"attributes\.g"):
+        client.log_prediction({"a": 1}, 0, attributes={"g": float("inf")})
+    with pytest.raises(InvalidEventError, match="names must be str"):
+        client.log_prediction({1: 1}, 0)  # type: ignore[dict-item]
+    with pytest.raises(InvalidEventError, match=r"features\.a"):
         client.log_prediction({"a": [1, 2]}, 0)  # type: ignore[dict-item]
     with pytest.raises(InvalidEventError, match="prediction"):
         client.log_prediction({"a": 1}, float("nan"))
@@ -386,13 +395,30 @@ def test_the_caller_may_reuse_its_dicts_after_logging(
     make_client: MakeClient, ingest: FakeIngest
 ) -> None:
     client = make_client(linger=60.0)
-    features = {"a": 1}
+    features: dict[str, float | None] = {"a": 1, "b": float("nan")}
+    scores = {"0": 0.25, "1": 0.75}
+    attributes = {"g": "f"}
 
-    client.log_prediction(features, 0)
+    client.log_prediction(features, 0, scores=scores, attributes=attributes)
     features["a"] = 2
+    features["c"] = float("inf")
+    scores["1"] = 9.0
+    attributes["g"] = "m"
 
     assert client.flush(timeout=5)
-    assert ingest.wait_for(1)[0]["features"] == {"a": 1}
+    (event,) = ingest.wait_for(1)
+    assert event["features"] == {"a": 1, "b": None}  # NaN is sent as null (missing)
+    assert event["scores"] == {"0": 0.25, "1": 0.75}
+    assert event["attributes"] == {"g": "f"}
+
+
+def test_any_mapping_of_features_is_accepted(make_client: MakeClient, ingest: FakeIngest) -> None:
+    client = make_client()
+
+    client.log_prediction(MappingProxyType({"a": 1.5, "b": "x"}), 0)
+
+    assert client.flush(timeout=5)
+    assert ingest.wait_for(1)[0]["features"] == {"a": 1.5, "b": "x"}
 
 
 def test_close_delivers_the_queue_and_later_calls_are_refused(

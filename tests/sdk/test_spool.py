@@ -5,22 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from watchkeeper_sdk._spool import Record, Spool
 
 
 def prediction(n: int) -> Record:
-    return "prediction", {"event_id": f"p{n}", "n": n}
+    return "prediction", orjson.dumps({"event_id": f"p{n}", "n": n})
 
 
 def outcome(n: int) -> Record:
-    return "outcome", {"event_id": f"o{n}", "n": n}
+    return "outcome", orjson.dumps({"event_id": f"o{n}", "n": n})
+
+
+def event_id(event: bytes) -> str:
+    value: str = orjson.loads(event)["event_id"]
+    return value
 
 
 def drain(spool: Spool, limit: int = 100) -> list[str]:
     """Read and commit everything readable now, returning event ids in replay order."""
     ids: list[str] = []
     while (head := spool.read_head(limit)) is not None:
-        ids += [event["event_id"] for _, event in head.records]
+        ids += [event_id(event) for _, event in head.records]
         spool.commit(head, len(head.records))
     return ids
 
@@ -61,7 +68,7 @@ def test_a_read_keeps_the_logging_order_with_up_to_limit_events_of_each_kind(
 
     reads = []
     while (head := spool.read_head(2)) is not None:
-        reads.append([event["event_id"] for _, event in head.records])
+        reads.append([event_id(event) for _, event in head.records])
         spool.commit(head, len(head.records))
 
     # interleaved kinds are read together (not one event per read), two of each at most
@@ -143,13 +150,53 @@ def test_reading_ahead_does_not_move_the_replay_position(tmp_path: Path) -> None
     assert head is not None
     ahead = spool.read_after(head, 1)
     assert ahead is not None
-    assert [event["event_id"] for _, event in ahead.records] == ["p2", "o2"]
+    assert [event_id(event) for _, event in ahead.records] == ["p2", "o2"]
     assert spool.read_after(ahead, 1) is None  # end of the segment
 
     again = spool.read_head(1)  # nothing committed yet: the head is still the head
     assert again is not None
-    assert [event["event_id"] for _, event in again.records] == ["p1", "o1"]
+    assert [event_id(event) for _, event in again.records] == ["p1", "o1"]
     spool.commit(head, 2)
     spool.commit(ahead, 2)
     assert drain(spool) == []
     spool.close()
+
+
+def test_batches_being_sent_do_not_hold_up_the_queue_but_keep_their_place(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path)
+    sending = spool.reserve(sending=True)  # a batch being sent directly
+    assert not spool.pending()  # the queue behind it may be sent directly too
+
+    spilled = spool.reserve()  # a caller's spill while it is on its way
+    spool.write(spilled, [prediction(3)])
+    assert spool.pending()
+    assert spool.read_head(10) is None  # the batch being sent may still come here first
+
+    spool.write(sending, [prediction(1), outcome(1)])  # it could not be delivered
+    assert drain(spool) == ["p1", "o1", "p3"]
+    assert not spool.pending()
+    spool.close()
+
+
+def test_events_come_back_as_the_json_bytes_they_were_logged_as(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    logged = orjson.dumps({"event_id": "p1", "features": {"a": 1.5, "b": None}, "t": "é"})
+    spool.write(spool.reserve(), [("prediction", logged)])
+    spool.close()
+    # a line written in another layout (another writer, key order, spaces) is read all the same
+    (directory,) = [d for d in tmp_path.iterdir() if d.is_dir()]
+    (segment,) = directory.glob("*.seg")
+    with segment.open("ab") as file:
+        file.write(b'{"event": {"event_id": "o1", "prediction_id": "p1"}, "kind": "outcome"}\n')
+
+    again = Spool(tmp_path)
+    again.adopt_orphans()
+    head = again.read_head(10)
+    assert head is not None
+    assert head.records == [
+        ("prediction", logged),
+        ("outcome", b'{"event_id":"o1","prediction_id":"p1"}'),
+    ]
+    again.close()

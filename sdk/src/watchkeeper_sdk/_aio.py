@@ -177,7 +177,7 @@ class AsyncWatchkeeper(BaseClient):
         system_id: str | None = None,
     ) -> str:
         """Queue one prediction; returns its event_id. See :meth:`Watchkeeper.log_prediction`."""
-        record = self._prediction(
+        event_id, record = self._prediction(
             features,
             prediction,
             scores,
@@ -189,8 +189,7 @@ class AsyncWatchkeeper(BaseClient):
             system_id,
         )
         await self._put(record)
-        event_id_out: str = record[1]["event_id"]
-        return event_id_out
+        return event_id
 
     async def log_outcome(
         self,
@@ -202,10 +201,9 @@ class AsyncWatchkeeper(BaseClient):
         system_id: str | None = None,
     ) -> str:
         """Queue the ground truth for ``prediction_id``; returns its event_id."""
-        record = self._outcome(prediction_id, actual, event_id, timestamp, system_id)
+        event_id, record = self._outcome(prediction_id, actual, event_id, timestamp, system_id)
         await self._put(record)
-        event_id_out: str = record[1]["event_id"]
-        return event_id_out
+        return event_id
 
     async def log_batch(
         self,
@@ -236,14 +234,14 @@ class AsyncWatchkeeper(BaseClient):
             attributes=attribute_columns,
             scores=score_columns,
         )
-        records = await asyncio.to_thread(
+        ids, records = await asyncio.to_thread(
             self._frame_records, frame, columns, model_version, system_id
         )
         self._ensure_sender()
         queued = self._inbox.put_many(records)
         for record in records[queued:]:
             await self._put(record)
-        return [event["event_id"] for _, event in records]
+        return ids
 
     # -- flushing and closing --------------------------------------------------------------------
 

@@ -145,7 +145,7 @@ class BaseClient:
         timestamp: datetime | str | None,
         model_version: str | None,
         system_id: str | None,
-    ) -> Record:
+    ) -> tuple[str, Record]:
         if model_version is None:
             model_version = self._model_version
             if model_version is None:
@@ -154,7 +154,7 @@ class BaseClient:
                 )
         else:
             check_model_version(model_version)
-        return "prediction", build_prediction(
+        event_id, event = build_prediction(
             system_id=self._system(system_id),
             model_version=model_version,
             features=features,
@@ -165,6 +165,7 @@ class BaseClient:
             attributes=attributes,
             latency_ms=latency_ms,
         )
+        return event_id, ("prediction", event)
 
     def _outcome(
         self,
@@ -173,14 +174,15 @@ class BaseClient:
         event_id: str | None,
         timestamp: datetime | str | None,
         system_id: str | None,
-    ) -> Record:
-        return "outcome", build_outcome(
+    ) -> tuple[str, Record]:
+        event_id, event = build_outcome(
             system_id=self._system(system_id),
             prediction_id=prediction_id,
             actual=actual,
             event_id=event_id,
             timestamp=timestamp,
         )
+        return event_id, ("outcome", event)
 
     def _frame_records(
         self,
@@ -188,16 +190,20 @@ class BaseClient:
         columns: FrameColumns,
         model_version: str | None,
         system_id: str | None,
-    ) -> list[Record]:
+    ) -> tuple[list[str], list[Record]]:
+        """The event_ids and records of a frame's rows, in row order."""
+        ids: list[str] = []
         records: list[Record] = []
         for row, kwargs in enumerate(rows_from_frame(frame, columns)):
             if kwargs["model_version"] is None:
                 kwargs["model_version"] = model_version
             try:
-                records.append(self._prediction(system_id=system_id, **kwargs))
+                event_id, record = self._prediction(system_id=system_id, **kwargs)
             except InvalidEventError as exc:
                 raise InvalidEventError(f"row {row}: {exc}") from None
-        return records
+            ids.append(event_id)
+            records.append(record)
+        return ids, records
 
 
 class Watchkeeper(BaseClient):
@@ -335,7 +341,7 @@ class Watchkeeper(BaseClient):
         Raises :class:`InvalidEventError` for an event ingest could never accept.
         Feature and attribute values that are float NaN are sent as null (missing).
         """
-        record = self._prediction(
+        event_id, record = self._prediction(
             features,
             prediction,
             scores,
@@ -348,8 +354,7 @@ class Watchkeeper(BaseClient):
         )
         if not self._inbox.put(record):
             self._put_when_full(record)
-        event_id_out: str = record[1]["event_id"]
-        return event_id_out
+        return event_id
 
     def log_outcome(
         self,
@@ -361,11 +366,10 @@ class Watchkeeper(BaseClient):
         system_id: str | None = None,
     ) -> str:
         """Queue the ground truth for the prediction ``prediction_id``; returns its event_id."""
-        record = self._outcome(prediction_id, actual, event_id, timestamp, system_id)
+        event_id, record = self._outcome(prediction_id, actual, event_id, timestamp, system_id)
         if not self._inbox.put(record):
             self._put_when_full(record)
-        event_id_out: str = record[1]["event_id"]
-        return event_id_out
+        return event_id
 
     def log_batch(
         self,
@@ -400,12 +404,12 @@ class Watchkeeper(BaseClient):
             attributes=attribute_columns,
             scores=score_columns,
         )
-        records = self._frame_records(frame, columns, model_version, system_id)
+        ids, records = self._frame_records(frame, columns, model_version, system_id)
         queued = self._inbox.put_many(records)
         for record in records[queued:]:
             if not self._inbox.put(record):
                 self._put_when_full(record)
-        return [event["event_id"] for _, event in records]
+        return ids
 
     def _put_when_full(self, record: Record) -> None:
         """The full-queue policy: wait up to block_timeout for room, then spill to disk."""

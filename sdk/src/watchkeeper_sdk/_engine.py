@@ -45,7 +45,6 @@ from watchkeeper_sdk._errors import (
     ConfigurationError,
     DeliveryError,
     EventKind,
-    RejectedEvent,
     SpoolError,
 )
 from watchkeeper_sdk._spool import Head, Record, Spool
@@ -278,8 +277,8 @@ class _Delivery:
     once every prediction taken before them (this batch's and earlier batches') is settled."""
 
     ticket: int
-    predictions: list[dict[str, Any]]  # not settled yet
-    outcomes: list[dict[str, Any]]
+    predictions: list[bytes]  # not settled yet
+    outcomes: list[bytes]
     previous: _Delivery | None  # the batch taken just before (until its gate opened)
     # set once this batch's predictions and those of every earlier batch are settled
     # (``clear``), or once some of them went to the spool (then the outcomes must follow)
@@ -617,14 +616,11 @@ class Engine:
 
     # -- sending ---------------------------------------------------------------------------
 
-    async def _send(self, kind: EventKind, events: list[dict[str, Any]]) -> _Progress:
+    async def _send(self, kind: EventKind, events: list[bytes]) -> _Progress:
         """POST one homogeneous batch; splits on 413, reports refusals and setup problems."""
         assert self.http is not None
         everything = list(range(len(events)))
-        try:
-            body, headers = encode_batch(events, compress=self.options.compress)
-        except (orjson.JSONEncodeError, TypeError) as exc:
-            return await self._unencodable(kind, events, str(exc))
+        body, headers = encode_batch(events, compress=self.options.compress)
         try:
             response = await self.http.post(PATHS[kind], content=body, headers=headers)
         except httpx.HTTPError as exc:
@@ -666,7 +662,7 @@ class Engine:
             self._resolved()
         return _Progress(list(reply.held), reply.retry_after)
 
-    async def _halves(self, kind: EventKind, events: list[dict[str, Any]]) -> _Progress:
+    async def _halves(self, kind: EventKind, events: list[bytes]) -> _Progress:
         """Send the first half, then (if it all went) the second; in order either way."""
         half = len(events) // 2
         first = await self._send(kind, events[:half])
@@ -674,20 +670,6 @@ class Engine:
             return _Progress(first.remaining + list(range(half, len(events))), first.retry_after)
         second = await self._send(kind, events[half:])
         return _Progress([half + i for i in second.remaining], second.retry_after)
-
-    async def _unencodable(
-        self, kind: EventKind, events: list[dict[str, Any]], reason: str
-    ) -> _Progress:
-        if len(events) > 1:
-            return await self._halves(kind, events)
-        with self.counters.lock:
-            self.counters.rejected += 1
-        self._report(
-            DeliveryError(
-                kind, None, f"not JSON-serialisable: {reason}", [RejectedEvent(events[0], reason)]
-            )
-        )
-        return _Progress([])
 
     def _hold(self, reply: Reply, count: int) -> None:
         """Events kept because of a setup problem: count them, say so once per cause."""

@@ -1,8 +1,10 @@
 """Cheap validation and construction of prediction and outcome events.
 
 Runs on the caller's thread for every ``log_*`` call, so it checks only what ingest would refuse
-for sure (ids, value types, NaN/infinity, timezone) and copies the caller's mappings so later
-mutation by the caller cannot change what is sent. Feature *schemas* are ingest's job.
+for sure (ids, value types, NaN/infinity, timezone) and serialises the event to its JSON bytes
+at once: later mutation of the caller's mappings cannot change what is sent, nothing is copied
+unless a value must be converted, and the queue holds bytes (no objects for the garbage
+collector to walk, nothing to encode again in the sender). Feature *schemas* are ingest's job.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from watchkeeper_sdk._errors import InvalidEventError
 
@@ -71,6 +75,30 @@ def _coerce_scalar(value: object, where: str) -> FeatureValue:
     raise InvalidEventError(
         f"{where}: expected str, int, float, bool or None, got {type(value).__name__}"
     )
+
+
+def _values(values: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """A features/attributes mapping checked for sending: the caller's own dict when every
+    value is a plain str/int/float/bool/None (the event is serialised before the call returns;
+    float NaN goes out as null, i.e. missing), else a converted copy."""
+    try:
+        items = values.items()
+    except AttributeError:
+        raise InvalidEventError(f"{where} must be a mapping of name to value") from None
+    plain = type(values) is dict
+    for name, value in items:
+        if type(name) is not str:
+            raise InvalidEventError(f"{where}: names must be str, got {name!r}")
+        kind = type(value)
+        if kind is float:
+            if value - value != 0.0 and value == value:  # +-inf (NaN: sent as null)
+                _coerce_scalar(value, f"{where}.{name}")  # raises
+        elif kind is int:
+            if not _INT_MIN <= value <= _INT_MAX:
+                _coerce_scalar(value, f"{where}.{name}")  # raises
+        elif not (kind is str or kind is bool or value is None):
+            plain = False  # numpy scalars and the like: converted below (or refused)
+    return values if plain else _copy_values(values, where)
 
 
 def _copy_values(values: Mapping[str, Any], where: str) -> dict[str, FeatureValue]:
@@ -137,12 +165,20 @@ def _timestamp(value: datetime | str | None) -> datetime:
     return value
 
 
-def _scores(scores: Mapping[Any, Any]) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _scores(scores: Mapping[Any, Any]) -> Mapping[str, float]:
     try:
         items = scores.items()
     except AttributeError:
         raise InvalidEventError("scores must be a mapping of class to probability") from None
+    if type(scores) is dict:
+        for label, probability in items:
+            if not (
+                type(label) is str and type(probability) is float and 0.0 <= probability <= 1.0
+            ):
+                break
+        else:
+            return scores  # the usual case: str labels, float probabilities, nothing to convert
+    out: dict[str, float] = {}
     for label, probability in items:
         if type(label) is str and type(probability) is float and 0.0 <= probability <= 1.0:
             out[label] = probability  # the usual case, checked in one line
@@ -159,6 +195,13 @@ def _scores(scores: Mapping[Any, Any]) -> dict[str, float]:
     return out
 
 
+def _dumps(event: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(event)
+    except orjson.JSONEncodeError as exc:  # only if the caller changed its dict meanwhile
+        raise InvalidEventError(f"the event cannot be sent as JSON: {exc}") from None
+
+
 def build_prediction(
     *,
     system_id: str,
@@ -170,26 +213,27 @@ def build_prediction(
     scores: Mapping[Any, Any] | None,
     attributes: Mapping[str, Any] | None,
     latency_ms: float | None,
-) -> dict[str, Any]:
-    """The PredictionEvent as a JSON-ready dict (``timestamp`` stays a datetime for orjson)."""
+) -> tuple[str, bytes]:
+    """The PredictionEvent's id and its JSON bytes, as they are sent."""
+    event_id = new_event_id() if event_id is None else check_identifier(event_id, "event_id")
     event: dict[str, Any] = {
-        "event_id": new_event_id() if event_id is None else check_identifier(event_id, "event_id"),
+        "event_id": event_id,
         "system_id": system_id,
         "model_version": model_version,
         "timestamp": _timestamp(timestamp),
-        "features": _copy_values(features, "features"),
+        "features": _values(features, "features"),
         "prediction": _scalar(prediction, "prediction"),
     }
     if scores is not None:
         event["scores"] = _scores(scores)
     if attributes:
-        event["attributes"] = _copy_values(attributes, "attributes")
+        event["attributes"] = _values(attributes, "attributes")
     if latency_ms is not None:
         latency = _number(latency_ms, "latency_ms")
         if latency < 0:
             raise InvalidEventError(f"latency_ms must be >= 0, got {latency_ms!r}")
         event["latency_ms"] = latency
-    return event
+    return event_id, _dumps(event)
 
 
 def build_outcome(
@@ -199,15 +243,17 @@ def build_outcome(
     actual: object,
     event_id: str | None,
     timestamp: datetime | str | None,
-) -> dict[str, Any]:
-    """The OutcomeEvent as a JSON-ready dict."""
-    return {
-        "event_id": new_event_id() if event_id is None else check_identifier(event_id, "event_id"),
+) -> tuple[str, bytes]:
+    """The OutcomeEvent's id and its JSON bytes."""
+    event_id = new_event_id() if event_id is None else check_identifier(event_id, "event_id")
+    event = {
+        "event_id": event_id,
         "system_id": system_id,
         "prediction_id": check_identifier(prediction_id, "prediction_id"),
         "timestamp": _timestamp(timestamp),
         "actual": _scalar(actual, "actual"),
     }
+    return event_id, _dumps(event)
 
 
 def check_model_version(value: object) -> str:

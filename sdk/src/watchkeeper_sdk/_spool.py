@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -39,12 +38,15 @@ __all__ = ["Head", "Record", "Spool"]
 
 logger = logging.getLogger("watchkeeper_sdk")
 
-Record = tuple[EventKind, dict[str, Any]]
+Record = tuple[EventKind, bytes]
+"""An event's kind and its JSON bytes (see _events.py)."""
 
 _SUFFIX = ".seg"
 _LOCK = ".lock"
 _STALE_TMP_SECONDS = 3600.0
 _KINDS: frozenset[str] = frozenset({"prediction", "outcome"})
+# a record line as write() makes it (orjson.dumps({"kind": ..., "event": ...}) gives the same)
+_LINE_HEAD: dict[str, bytes] = {kind: b'{"kind":"%s","event":' % kind.encode() for kind in _KINDS}
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
@@ -329,10 +331,8 @@ class Spool:
         if not records:
             self.release(ticket)
             return 0
-        data = b"".join(
-            orjson.dumps({"kind": kind, "event": event}, option=orjson.OPT_APPEND_NEWLINE)
-            for kind, event in records
-        )
+        heads = _LINE_HEAD
+        data = b"".join([b"%s%s}\n" % (heads[kind], event) for kind, event in records])
         with self._io:
             with self._book:
                 if self._closed:
@@ -505,7 +505,10 @@ class Spool:
         kind, event = payload.get("kind"), payload.get("event")
         if kind not in _KINDS or not isinstance(event, dict):
             return None
-        return kind, event
+        head = _LINE_HEAD[kind]
+        if len(payload) == 2 and line.startswith(head) and line.endswith(b"}"):
+            return kind, line[len(head) : -1]  # the event's bytes as they were logged
+        return kind, orjson.dumps(event)
 
     def _unreadable(self, segment: _Segment, offset: int, line: bytes) -> None:
         logger.error(
