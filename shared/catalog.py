@@ -45,6 +45,8 @@ class MetricSpec:
     needs_labels: bool
     tasks: frozenset[Task] = field(default_factory=lambda: frozenset(Task))
     parameters: tuple[ParameterSpec, ...] = ()
+    bounds: tuple[float | None, float | None] = (None, None)
+    """The values the metric can take; a sampling-error band is clipped to them."""
 
 
 _CLASSIFICATION = frozenset({Task.BINARY_CLASSIFICATION, Task.MULTICLASS_CLASSIFICATION})
@@ -86,6 +88,28 @@ _PRIVILEGED = ParameterSpec(
     required=False,
 )
 _PERCENTILE = ParameterSpec(name="percentile", description="Percentile, a number in [0, 100].")
+_SEGMENT = ParameterSpec(
+    name="segment",
+    description=(
+        "Restrict the metric to the predictions whose attribute has one value: "
+        "'attribute=value' (a declared attribute); each segment is its own objective and "
+        "fingerprint."
+    ),
+    required=False,
+)
+_BREACH_ON = ParameterSpec(
+    name="breach_on",
+    description=(
+        "'value' (the default): the value breaches when it misses the threshold; 'band': only "
+        "when the whole sampling-error band (value +/- 3 standard errors, in the evidence) "
+        "misses it, so a small window's noise does not page."
+    ),
+    required=False,
+    choices=("value", "band"),
+)
+_PERFORMANCE_OPTIONS = (_SEGMENT, _BREACH_ON)
+_RATE = (0.0, 1.0)
+_NON_NEGATIVE = (0.0, None)
 
 
 def _performance(
@@ -94,6 +118,7 @@ def _performance(
     direction: Direction,
     tasks: frozenset[Task],
     parameters: tuple[ParameterSpec, ...] = (),
+    bounds: tuple[float | None, float | None] = _RATE,
 ) -> MetricSpec:
     return MetricSpec(
         id=metric_id,
@@ -102,7 +127,8 @@ def _performance(
         direction=direction,
         needs_labels=True,
         tasks=tasks,
-        parameters=parameters,
+        parameters=(*parameters, *_PERFORMANCE_OPTIONS),
+        bounds=bounds,
     )
 
 
@@ -110,11 +136,31 @@ def _estimated(metric_id: str, description: str) -> MetricSpec:
     return MetricSpec(
         id=metric_id,
         family=Family.PERFORMANCE,
-        description=f"{description} Estimated from calibrated scores before labels arrive (CBPE).",
+        description=(
+            f"{description} Estimated before labels arrive from the scores, read through the "
+            "reference's calibration (CBPE, as NannyML)."
+        ),
         direction=Direction.HIGHER_IS_BETTER,
         needs_labels=False,
         tasks=_BINARY,
-        parameters=(_POSITIVE_LABEL,),
+        parameters=(_POSITIVE_LABEL, *_PERFORMANCE_OPTIONS),
+        bounds=_RATE,
+    )
+
+
+def _estimated_loss(metric_id: str, description: str) -> MetricSpec:
+    return MetricSpec(
+        id=metric_id,
+        family=Family.PERFORMANCE,
+        description=(
+            f"{description} Estimated before labels arrive by the reference's loss model "
+            "(direct loss estimation, as NannyML's DLE); needs a reference with its outcomes."
+        ),
+        direction=Direction.LOWER_IS_BETTER,
+        needs_labels=False,
+        tasks=_REGRESSION,
+        parameters=_PERFORMANCE_OPTIONS,
+        bounds=_NON_NEGATIVE,
     )
 
 
@@ -160,13 +206,11 @@ _LOWER = Direction.LOWER_IS_BETTER
 CATALOG: dict[str, MetricSpec] = {
     spec.id: spec
     for spec in (
-        MetricSpec(
-            id="accuracy",
-            family=Family.PERFORMANCE,
-            description="Share of labelled predictions equal to the actual outcome.",
-            direction=Direction.HIGHER_IS_BETTER,
-            needs_labels=True,
-            tasks=_CLASSIFICATION,
+        _performance(
+            "accuracy",
+            "Share of labelled predictions equal to the actual outcome.",
+            _HIGHER,
+            _CLASSIFICATION,
         ),
         _performance(
             "precision",
@@ -202,6 +246,7 @@ CATALOG: dict[str, MetricSpec] = {
             _LOWER,
             _BINARY,
             (_POSITIVE_LABEL,),
+            _NON_NEGATIVE,
         ),
         _performance(
             "brier",
@@ -218,19 +263,30 @@ CATALOG: dict[str, MetricSpec] = {
             _BINARY,
             (_POSITIVE_LABEL,),
         ),
-        _performance("mae", "Mean absolute error.", _LOWER, _REGRESSION),
-        _performance("rmse", "Root mean squared error.", _LOWER, _REGRESSION),
+        _performance("mae", "Mean absolute error.", _LOWER, _REGRESSION, (), _NON_NEGATIVE),
+        _performance("rmse", "Root mean squared error.", _LOWER, _REGRESSION, (), _NON_NEGATIVE),
         _performance(
             "mape",
             "Mean absolute percentage error, as a fraction (0.1 = 10 %).",
             _LOWER,
             _REGRESSION,
+            (),
+            _NON_NEGATIVE,
         ),
-        _performance("r2", "Coefficient of determination R^2.", _HIGHER, _REGRESSION),
+        _performance(
+            "r2", "Coefficient of determination R^2.", _HIGHER, _REGRESSION, (), (None, 1.0)
+        ),
         _estimated("estimated_accuracy", "Expected accuracy."),
         _estimated("estimated_precision", "Expected precision."),
         _estimated("estimated_recall", "Expected recall."),
         _estimated("estimated_f1", "Expected F1."),
+        _estimated(
+            "estimated_roc_auc",
+            "Expected area under the ROC curve: rows ranked by score, each an expected positive "
+            "by its calibrated probability.",
+        ),
+        _estimated_loss("estimated_mae", "Expected mean absolute error."),
+        _estimated_loss("estimated_rmse", "Expected root mean squared error."),
         _drift(
             "psi",
             "Population stability index against the reference (Evidently: drift at >= 0.1).",
@@ -321,6 +377,13 @@ CATALOG: dict[str, MetricSpec] = {
             "Smallest ratio of positive-prediction rates between groups (1 is parity).",
             _HIGHER,
             needs_labels=False,
+        ),
+        _fairness(
+            "equalized_odds_difference",
+            "Larger of the largest gaps in true positive rate and in false positive rate "
+            "between groups of the attribute (fairlearn's equalized_odds_difference).",
+            _LOWER,
+            needs_labels=True,
         ),
         MetricSpec(
             id="volume",

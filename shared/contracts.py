@@ -43,6 +43,7 @@ __all__ = [
     "OutcomeEvent",
     "Part",
     "PredictionEvent",
+    "SamplingBand",
     "Scalar",
     "Severity",
     "SystemSnapshot",
@@ -153,10 +154,22 @@ class OffsetRange(Part):
     last: int
 
 
+class SamplingBand(Part):
+    """How far the value would typically move on another window of the same size: value +/-
+    ``multiplier`` standard errors, clipped to the metric's range (NannyML's confidence band)."""
+
+    sampling_error: Annotated[float, Field(ge=0.0)]
+    lower: float
+    upper: float
+    multiplier: float = 3.0
+
+
 class Evidence(Part):
     offsets: list[OffsetRange] = Field(default_factory=list)
     reference_hash: str | None = None
     objective_version: int
+    band: SamplingBand | None = None
+    """The sampling-error band of a performance value (estimated or realised)."""
 
 
 class EvaluationResult(Contract):

@@ -844,6 +844,7 @@ class StreamProcessor:
                         verdict.estimated,
                         note if verdict.detail is None else f"{verdict.detail}; {note}",
                         verdict.approximate,
+                        verdict.band,
                     )
                 offsets = [
                     OffsetRange(topic=self.topics.predictions, partition=p, first=a, last=b)
@@ -1006,7 +1007,10 @@ class StreamProcessor:
             revision=revision,
             detail=verdict.detail,
             evidence=Evidence(
-                offsets=offsets, reference_hash=reference_hash, objective_version=objective.version
+                offsets=offsets,
+                reference_hash=reference_hash,
+                objective_version=objective.version,
+                band=verdict.band,
             ),
         )
         self.store.add_results([(result, size, cutoff)], topic=self.topics.evaluations)

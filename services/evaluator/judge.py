@@ -1,7 +1,10 @@
 """Computing an objective's metric over one window, and judging it (pure).
 
-Label-free metrics read the window's accumulators (label metrics: ``labels``). ``judge`` turns
-a value into pass / breach / insufficient_data, or error when the metric could not be computed.
+Label-free metrics read the window's accumulators (label metrics: ``labels``; estimated ones:
+``estimation``). ``judge`` turns a value into pass / breach / insufficient_data, or error when the
+metric could not be computed. A performance value comes with its sampling error; ``judge`` makes
+it the evidence's band (value +/- 3 standard errors, clipped to the metric's range) and, for an
+objective with ``breach_on: band``, breaches only when the whole band misses the threshold.
 """
 
 from __future__ import annotations
@@ -10,11 +13,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from shared.contracts import EvaluationStatus, Objective
+from shared.catalog import CATALOG
+from shared.contracts import Comparator, EvaluationStatus, Objective, SamplingBand
 from shared.stats import (
     Binning,
     CategoricalAccumulator,
-    ExpectedConfusionAccumulator,
     FairnessAccumulator,
     InsufficientData,
     NumericAccumulator,
@@ -24,10 +27,6 @@ from shared.stats import (
     dataset_drift_share,
     demographic_parity_difference,
     disparate_impact_ratio,
-    estimated_accuracy,
-    estimated_f1,
-    estimated_precision,
-    estimated_recall,
     latency_percentile,
     missing_rate,
     out_of_range_rate,
@@ -35,6 +34,7 @@ from shared.stats import (
 )
 from shared.stats.drift import DriftMethod
 
+from . import estimation
 from .plan import PREDICTION, WindowPlan, column_of, positive_label
 from .window import WindowState
 
@@ -55,6 +55,8 @@ class Measurement:
     estimated: bool = False
     detail: str | None = None
     approximate: bool = False
+    sampling_error: float | None = None
+    """Standard error of the value on a window of this size (performance metrics)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,11 @@ class Judgement:
     estimated: bool = False
     detail: str | None = None
     approximate: bool = False
+    band: SamplingBand | None = None
+
+
+BAND_WIDTH = 3.0
+"""Standard errors either side of the value (NannyML's ``SAMPLING_ERROR_RANGE``)."""
 
 
 class ConfigurationError(ValueError):
@@ -189,16 +196,7 @@ def measure_window(
             )
         return Measurement(unseen_category_rate(acc), acc.count)
     if metric.startswith("estimated_"):
-        cbpe = window.accumulators.get(("cbpe", positive_label(objective)))
-        if not isinstance(cbpe, ExpectedConfusionAccumulator):
-            raise InsufficientData("no scored predictions accumulated")
-        estimate = {
-            "estimated_accuracy": estimated_accuracy,
-            "estimated_precision": estimated_precision,
-            "estimated_recall": estimated_recall,
-            "estimated_f1": estimated_f1,
-        }[metric](cbpe)
-        return Measurement(estimate, cbpe.n, estimated=True)
+        return estimation.measure(objective, window, reference)
     if metric in ("demographic_parity_difference", "disparate_impact_ratio"):
         fair = window.accumulators.get(
             ("fairness", params.get("attribute", ""), positive_label(objective))
@@ -238,12 +236,23 @@ def judge(
         return Judgement(
             None, EvaluationStatus.ERROR, m.n_samples, label_coverage, m.estimated, "not finite"
         )
+    band = _band(objective.metric, m.value, m.sampling_error)
+    judged = m.value
+    detail = m.detail
+    if objective.parameters.get("breach_on") == "band":
+        if band is None:
+            detail = _note(detail, "no sampling error: judged on the value")
+        else:
+            # the band's end nearest to meeting the objective
+            judged = (
+                band.upper if objective.comparator in (Comparator.GT, Comparator.GE) else band.lower
+            )
+            detail = _note(detail, f"judged on the band's bound {judged:.6g}")
     status = (
         EvaluationStatus.PASS
-        if objective.comparator.met(m.value, objective.threshold)
+        if objective.comparator.met(judged, objective.threshold)
         else EvaluationStatus.BREACH
     )
-    detail = m.detail
     if m.n_samples < objective.min_samples and objective.metric != "volume":
         status = EvaluationStatus.INSUFFICIENT_DATA
         detail = f"{m.n_samples} samples, the objective needs {objective.min_samples}"
@@ -252,5 +261,24 @@ def judge(
         status = EvaluationStatus.INSUFFICIENT_DATA
         detail = f"label coverage {label_coverage or 0.0:.3f} is below {needed}"
     return Judgement(
-        m.value, status, m.n_samples, label_coverage, m.estimated, detail, m.approximate
+        m.value, status, m.n_samples, label_coverage, m.estimated, detail, m.approximate, band
+    )
+
+
+def _note(detail: str | None, note: str) -> str:
+    return note if detail is None else f"{detail}; {note}"
+
+
+def _band(metric: str, value: float, error: float | None) -> SamplingBand | None:
+    if error is None or not math.isfinite(error):
+        return None
+    spec = CATALOG.get(metric)
+    low, high = spec.bounds if spec is not None else (None, None)
+    lower = value - BAND_WIDTH * error
+    upper = value + BAND_WIDTH * error
+    return SamplingBand(
+        sampling_error=error,
+        lower=lower if low is None else max(low, lower),
+        upper=upper if high is None else min(high, upper),
+        multiplier=BAND_WIDTH,
     )

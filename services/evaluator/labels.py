@@ -9,8 +9,11 @@ objective from it, so a revision costs the size of the accumulators, not of the 
 What is accumulated follows the label objectives at the time (:func:`label_needs`): one
 confusion matrix without scores for accuracy, precision, recall and F1, one with the scores of
 each positive label for ROC AUC, log loss, Brier score and calibration, regression sums, and
-per-group counts for equal opportunity; label delays and the count of labels always. A need that
-appears after the window got labels is computed on the labels after it appeared (and says so).
+per-group counts for equal opportunity (with the labelled positive predictions for equalized
+odds); label delays and the count of labels always. A need that appears after the window got
+labels is computed on the labels after it appeared (and says so). A segmented objective's need
+(``estimation.segmented``) accumulates only the labels of its segment's predictions. Every
+performance value comes with its sampling error (``performance.sampling_error``).
 """
 
 from __future__ import annotations
@@ -48,9 +51,12 @@ from shared.stats import (
     rmse,
     roc_auc,
 )
+from shared.stats.fairness import GroupConfusionAccumulator, equalized_odds_difference
+from shared.stats.performance import sampling_error
 
 from .columns import objects
 from .decoding import numeric_values
+from .estimation import SegmentError, segment_of, segment_rows, segmented, split_segment
 from .judge import ConfigurationError, Measurement, percentile_of
 from .plan import NeedKey, positive_label
 
@@ -61,10 +67,18 @@ REGRESSION = frozenset({"mae", "rmse", "mape", "r2"})
 PARTIAL = "objective started during the window; computed on part of it"
 
 LabelAccumulator = ConfusionAccumulator | RegressionAccumulator | FairnessAccumulator
+"""(A ``GroupConfusionAccumulator`` is a ``FairnessAccumulator``.)"""
 
 
 def need_of(objective: Objective) -> NeedKey | None:
-    """What a label objective reads (None: only the count and the delays)."""
+    """What a label objective reads (None: only the count and the delays), behind its segment."""
+    try:
+        return segmented(objective, _unsegmented_need(objective))
+    except SegmentError:
+        return None  # measured as an error (the registry refuses such a segment)
+
+
+def _unsegmented_need(objective: Objective) -> NeedKey | None:
     metric = objective.metric
     if metric in REGRESSION:
         return ("regression",)
@@ -74,6 +88,9 @@ def need_of(objective: Objective) -> NeedKey | None:
         return ("confusion",)
     if metric == "equal_opportunity_difference":
         return ("fairness", objective.parameters.get("attribute", ""), positive_label(objective))
+    if metric == "equalized_odds_difference":
+        attribute = objective.parameters.get("attribute", "")
+        return ("fairness_odds", attribute, positive_label(objective))
     return None
 
 
@@ -83,18 +100,24 @@ def label_needs(objectives: Iterable[Objective]) -> list[NeedKey]:
 
 
 def _new(key: NeedKey) -> LabelAccumulator:
+    key, _ = split_segment(key)
     if key[0] == "regression":
         return RegressionAccumulator()
     if key[0] == "fairness":
         return FairnessAccumulator(positive_label=key[2])
+    if key[0] == "fairness_odds":
+        return GroupConfusionAccumulator(positive_label=key[2])
     return ConfusionAccumulator(positive_label=key[1] if len(key) > 1 else None)
 
 
 def _from_state(key: NeedKey, state: dict[str, Any]) -> LabelAccumulator:
+    key, _ = split_segment(key)
     if key[0] == "regression":
         return RegressionAccumulator.from_state(state)
     if key[0] == "fairness":
         return FairnessAccumulator.from_state(state)
+    if key[0] == "fairness_odds":
+        return GroupConfusionAccumulator.from_state(state)
     return ConfusionAccumulator.from_state(state)
 
 
@@ -147,12 +170,15 @@ class LabelBatch:
             return
         self.parsed("predicted")
         self.parsed("actual")
+        if any(split_segment(k)[1] is not None for k in needs):
+            self.parsed("attributes")
+        needs = [split_segment(k)[0] for k in needs]
         if any(k[0] == "confusion" for k in needs):
             self.keys("predicted")
             self.keys("actual")
         if any(k[0] == "confusion" and len(k) > 1 for k in needs):
             self.parsed("scores")
-        if any(k[0] == "fairness" for k in needs):
+        if any(k[0] in ("fairness", "fairness_odds") for k in needs):
             self.parsed("attributes")
 
     def take(self, rows: npt.NDArray[np.intp]) -> LabelBatch:
@@ -174,6 +200,41 @@ class LabelBatch:
         for name, (keys, missing) in self._keys.items():
             taken._keys[name] = (keys[rows], missing[rows])
         return taken
+
+
+def _attribute(labels: LabelBatch, attribute: str) -> npt.NDArray[Any]:
+    return objects([None if a is None else a.get(attribute) for a in labels.parsed("attributes")])
+
+
+def _in_segment(labels: LabelBatch, segment: tuple[str, str]) -> LabelBatch:
+    return labels.take(np.flatnonzero(segment_rows(_attribute(labels, segment[0]), segment)))
+
+
+def _update(acc: LabelAccumulator, key: NeedKey, labels: LabelBatch) -> None:
+    """Add ``labels`` to ``acc``, the accumulator of the unsegmented need ``key``."""
+    if isinstance(acc, RegressionAccumulator):
+        acc.update(
+            numeric_values(labels.parsed("actual")), numeric_values(labels.parsed("predicted"))
+        )
+    elif isinstance(acc, FairnessAccumulator):
+        acc.update_labelled(
+            _attribute(labels, key[1]),
+            objects(labels.parsed("predicted")),
+            objects(labels.parsed("actual")),
+        )
+    elif acc.positive_label is None:
+        acc.update_keys(labels.keys("actual"), labels.keys("predicted"))
+    else:
+        label = key[1]
+        scores = np.fromiter(
+            (
+                math.nan if s is None or s.get(label) is None else float(s[label])
+                for s in labels.parsed("scores")
+            ),
+            dtype=np.float64,
+            count=labels.size,
+        )
+        acc.update_keys(labels.keys("actual"), labels.keys("predicted"), scores)
 
 
 class LabelSet:
@@ -206,32 +267,10 @@ class LabelSet:
             acc = self.accumulators.get(key)
             if acc is None:
                 acc = self.accumulators[key] = _new(key)
-            if isinstance(acc, RegressionAccumulator):
-                acc.update(
-                    numeric_values(labels.parsed("actual")),
-                    numeric_values(labels.parsed("predicted")),
-                )
-            elif isinstance(acc, FairnessAccumulator):
-                attribute = key[1]
-                groups = objects(
-                    [None if a is None else a.get(attribute) for a in labels.parsed("attributes")]
-                )
-                acc.update_labelled(
-                    groups, objects(labels.parsed("predicted")), objects(labels.parsed("actual"))
-                )
-            elif acc.positive_label is None:
-                acc.update_keys(labels.keys("actual"), labels.keys("predicted"))
-            else:
-                label = key[1]
-                scores = np.fromiter(
-                    (
-                        math.nan if s is None or s.get(label) is None else float(s[label])
-                        for s in labels.parsed("scores")
-                    ),
-                    dtype=np.float64,
-                    count=labels.size,
-                )
-                acc.update_keys(labels.keys("actual"), labels.keys("predicted"), scores)
+            base, segment = split_segment(key)
+            chosen = labels if segment is None else _in_segment(labels, segment)
+            if chosen.size:
+                _update(acc, base, chosen)
 
     def merge(self, other: LabelSet) -> None:
         self.n += other.n
@@ -357,6 +396,10 @@ def measure_labels(objective: Objective, task: Task, window: LabelWindow) -> Mea
         return Measurement(label_delay_percentile(ops, percentile_of(objective)), n)
     if n == 0:
         raise InsufficientData("no labelled predictions in the window")
+    try:
+        segment_of(objective)
+    except SegmentError as exc:
+        raise ConfigurationError(str(exc)) from None
     need = need_of(objective)
     if metric in REGRESSION and task is not Task.REGRESSION:
         raise ConfigurationError(f"{metric} needs a regression system")
@@ -367,22 +410,35 @@ def measure_labels(objective: Objective, task: Task, window: LabelWindow) -> Mea
         raise InsufficientData("no labels accumulated since the objective started")
     detail = PARTIAL if window.needs.get(need, 0) > 0 else None
     value: float
-    if isinstance(acc, RegressionAccumulator):
-        value = {"mae": mae, "rmse": rmse, "mape": mape, "r2": r2}[metric](acc)
-        return Measurement(value, acc.n, detail=detail)
+    if isinstance(acc, GroupConfusionAccumulator):
+        privileged = objective.parameters.get("privileged")
+        return Measurement(equalized_odds_difference(acc, privileged=privileged), n, detail=detail)
     if isinstance(acc, FairnessAccumulator):
         value = equal_opportunity_difference(acc, privileged=objective.parameters.get("privileged"))
         return Measurement(value, n, detail=detail)
-    explicit = objective.parameters.get("positive_label")
-    if metric == "accuracy":
-        return Measurement(accuracy(acc), acc.n, detail=detail)
-    if metric in ("precision", "recall", "f1"):
-        fn = {"precision": precision, "recall": recall, "f1": f1}[metric]
-        return Measurement(fn(acc, positive_label=explicit), acc.n, detail=detail)
-    scored = {
-        "roc_auc": roc_auc,
-        "log_loss": log_loss,
-        "brier": brier,
-        "calibration_error": expected_calibration_error,
-    }[metric]
-    return Measurement(scored(acc), acc.n_scored, detail=detail)
+    if isinstance(acc, RegressionAccumulator):
+        value = {"mae": mae, "rmse": rmse, "mape": mape, "r2": r2}[metric](acc)
+        n_samples = acc.n
+    else:
+        explicit = objective.parameters.get("positive_label")
+        if metric == "accuracy":
+            value, n_samples = accuracy(acc), acc.n
+        elif metric in ("precision", "recall", "f1"):
+            fn = {"precision": precision, "recall": recall, "f1": f1}[metric]
+            value, n_samples = fn(acc, positive_label=explicit), acc.n
+        else:
+            scored = {
+                "roc_auc": roc_auc,
+                "log_loss": log_loss,
+                "brier": brier,
+                "calibration_error": expected_calibration_error,
+            }[metric]
+            value, n_samples = scored(acc), acc.n_scored
+    return Measurement(
+        value,
+        n_samples,
+        detail=detail,
+        sampling_error=sampling_error(
+            metric, acc, positive_label=objective.parameters.get("positive_label")
+        ),
+    )

@@ -26,7 +26,11 @@ from shared.stats import (
     OperationsAccumulator,
     ReferenceProfile,
 )
+from shared.stats.cbpe import ScoreRankAccumulator
 from shared.stats.distribution import EXACT_WINDOW_VALUES
+from shared.stats.dle import LossEstimateAccumulator
+
+from . import estimation
 
 __all__ = [
     "DEFAULT_POSITIVE_LABEL",
@@ -48,7 +52,12 @@ LABEL_METRICS = frozenset(
         for spec in CATALOG.values()
         if spec.family is Family.PERFORMANCE and not spec.id.startswith("estimated_")
     }
-    | {"equal_opportunity_difference", "label_coverage", "label_delay_percentile"}
+    | {
+        "equal_opportunity_difference",
+        "equalized_odds_difference",
+        "label_coverage",
+        "label_delay_percentile",
+    }
 )
 """Metrics computed from joined labels (revised when late labels arrive)."""
 
@@ -58,9 +67,12 @@ Accumulator = (
     | OperationsAccumulator
     | ExpectedConfusionAccumulator
     | FairnessAccumulator
+    | ScoreRankAccumulator
+    | LossEstimateAccumulator
 )
 NeedKey = tuple[str, ...]
-"""("ops",) | ("column", name) | ("cbpe", label) | ("fairness", attribute, label)."""
+"""("ops",) | ("column", name) | ("fairness", attribute, label) | ("cbpe", label) |
+("cbpe_auc", label) | ("dle",), the last three also behind ("segment", attribute, value)."""
 
 PREDICTION = "prediction"
 
@@ -134,7 +146,10 @@ class WindowPlan:
                 if _drift_objective(objective):
                     drift_columns.add(column_of(objective))
             elif metric.startswith("estimated_"):
-                needs[("cbpe", positive_label(objective))] = None
+                try:
+                    needs[estimation.window_need(objective)] = None
+                except estimation.SegmentError:
+                    continue  # judged as an error (the registry refuses such a segment)
             elif metric in ("demographic_parity_difference", "disparate_impact_ratio"):
                 attribute = objective.parameters.get("attribute", "")
                 needs[("fairness", attribute, positive_label(objective))] = None
@@ -175,11 +190,12 @@ class WindowPlan:
         )
 
     def new_accumulator(self, key: NeedKey) -> Accumulator:
+        estimate = estimation.new_accumulator(key)
+        if estimate is not None:
+            return estimate
         kind = key[0]
         if kind == "ops":
             return OperationsAccumulator()
-        if kind == "cbpe":
-            return ExpectedConfusionAccumulator(positive_label=key[1])
         if kind == "fairness":
             return FairnessAccumulator(positive_label=key[2])
         spec = self.columns[key[1]]
@@ -195,11 +211,12 @@ class WindowPlan:
 
 
 def accumulator_from_state(key: NeedKey, numeric: bool, state: dict[str, Any]) -> Accumulator:
+    estimate = estimation.accumulator_from_state(key, state)
+    if estimate is not None:
+        return estimate
     kind = key[0]
     if kind == "ops":
         return OperationsAccumulator.from_state(state)
-    if kind == "cbpe":
-        return ExpectedConfusionAccumulator.from_state(state)
     if kind == "fairness":
         return FairnessAccumulator.from_state(state)
     if numeric:

@@ -11,12 +11,12 @@ import orjson
 
 from shared.stats import (
     CategoricalAccumulator,
-    ExpectedConfusionAccumulator,
     FairnessAccumulator,
     NumericAccumulator,
     OperationsAccumulator,
 )
 
+from . import estimation
 from .columns import ColumnBatch
 from .plan import Accumulator, NeedKey, WindowPlan, accumulator_from_state
 
@@ -119,11 +119,10 @@ def _feed(
     batch: ColumnBatch,
     rows: npt.NDArray[np.intp],
 ) -> None:
+    if estimation.feed(acc, key, plan, batch, rows):  # CBPE, DLE, segments
+        return
     if isinstance(acc, OperationsAccumulator):
         acc.update_predictions(batch.latency()[rows])
-    elif isinstance(acc, ExpectedConfusionAccumulator):
-        keys, missing = batch.keys("prediction")
-        acc.update_keys((keys[rows], missing[rows]), batch.scores(key[1])[rows])
     elif isinstance(acc, FairnessAccumulator):
         acc.update(batch.attribute(key[1])[rows], batch.predicted()[rows])
     elif isinstance(acc, NumericAccumulator):

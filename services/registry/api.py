@@ -370,12 +370,15 @@ async def upload_reference(
     model_version: Annotated[str | None, Query(max_length=128)] = None,
     current: bool = True,
     prediction_column: Annotated[str, Query(min_length=1, max_length=128)] = "prediction",
+    target_column: Annotated[str, Query(min_length=1, max_length=128)] = "actual",
 ) -> ReferencePublic:
     """Upload a reference dataset (raw CSV/Parquet body, or multipart field ``file``).
 
     It is validated against the feature schema (422 names each bad column and its first bad
     row), profiled, stored, and by default made the system's current reference (or the model
-    version's, with ``model_version``). Re-uploading the same data answers 200.
+    version's, with ``model_version``). Re-uploading the same data answers 200. With the
+    outcomes in ``target_column`` the profile also holds the score calibration (classification)
+    or the loss model (regression) that estimated performance uses.
     """
     settings: Settings = request.app.state.settings
     db: Database = request.app.state.db
@@ -422,6 +425,7 @@ async def upload_reference(
         classes=system.prediction.get("classes"),
         score_classes=system.prediction.get("scores") or [],
         prediction_column=prediction_column,
+        target_column=target_column,
     )
     started = time.perf_counter()
     try:

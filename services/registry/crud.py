@@ -81,7 +81,11 @@ SERVICE = "registry"
 
 _NEEDS_SCORES = frozenset(
     {"roc_auc", "log_loss", "brier", "calibration_error"}
-    | {m for m in CATALOG if m.startswith("estimated_")}
+    | {
+        m
+        for m, s in CATALOG.items()
+        if m.startswith("estimated_") and Task.REGRESSION not in s.tasks
+    }
 )
 _NUMERIC_ONLY = frozenset({"ks", "wasserstein", "out_of_range_rate"})
 _CATEGORICAL_ONLY = frozenset({"chisquare", "unseen_category_rate"})
@@ -114,6 +118,21 @@ def _float_parameter(name: str, value: str, low: float | None, high: float | Non
         raise Problem(f"parameters.{name}", f"{value!r} is not a finite number")
     if (low is not None and number < low) or (high is not None and number > high):
         raise Problem(f"parameters.{name}", f"{value} is outside [{low}, {high}]")
+
+
+def _check_segment(segment: str | None, system: AISystem) -> None:
+    """``attribute=value`` naming a declared attribute (the value may hold any character)."""
+    if segment is None:
+        return
+    attribute, equals, value = segment.partition("=")
+    if not equals or not attribute or not value:
+        raise Problem("parameters.segment", f"{segment!r} is not 'attribute=value'")
+    if attribute not in system.attributes:
+        declared = ", ".join(system.attributes) or "none"
+        raise Problem(
+            "parameters.segment",
+            f"system declares no attribute {attribute!r} (declared: {declared})",
+        )
 
 
 def check_objective(*, data: ObjectiveBase, system: AISystem) -> None:
@@ -155,6 +174,7 @@ def check_objective(*, data: ObjectiveBase, system: AISystem) -> None:
             raise Problem("parameters.feature", f"feature {feature_name!r} declares no min/max")
         if data.metric == "unseen_category_rate" and feature.categories is None:
             raise Problem("parameters.feature", f"feature {feature_name!r} declares no categories")
+    _check_segment(data.parameters.get("segment"), system)
     attribute = data.parameters.get("attribute")
     if attribute is not None and attribute not in system.attributes:
         declared = ", ".join(system.attributes) or "none"

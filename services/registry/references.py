@@ -28,6 +28,11 @@ import pyarrow.parquet as pq
 
 from shared.contracts import FeatureSpec, FeatureType, Task
 from shared.stats._common import FloatArray, category_keys
+from shared.stats.estimation import (
+    MAX_FIT_ROWS,
+    PerformanceReference,
+    build_performance_reference,
+)
 from shared.stats.reference import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, ReferenceProfile
 
 from .profiling import (
@@ -77,7 +82,7 @@ class ColumnRule:
 
     name: str
     kind: Kind
-    role: Literal["feature", "prediction", "score"]
+    role: Literal["feature", "prediction", "score", "target"]
     required: bool = True
     nullable: bool = False
     min: float | None = None
@@ -134,8 +139,10 @@ def plan_columns(
     classes: Sequence[str] | None,
     score_classes: Sequence[str],
     prediction_column: str,
+    target_column: str | None = None,
 ) -> list[ColumnRule]:
-    """Every feature is required; the prediction and ``score_<class>`` columns are optional."""
+    """Every feature is required; the prediction, ``score_<class>`` and target (the outcomes)
+    columns are optional."""
     kinds: dict[FeatureType, Kind] = {
         FeatureType.NUMERIC: "numeric",
         FeatureType.CATEGORICAL: "categorical",
@@ -179,6 +186,18 @@ def plan_columns(
         )
         for label in score_classes
     )
+    if target_column is not None:
+        regression = task is Task.REGRESSION
+        rules.append(
+            ColumnRule(
+                name=target_column,
+                kind="numeric" if regression else "categorical",
+                role="target",
+                required=False,
+                nullable=True,
+                categories=tuple(classes) if classes and not regression else None,
+            )
+        )
     return rules
 
 
@@ -514,14 +533,11 @@ def profile_parquet(
     collect_budget: int = COLLECT_BUDGET,
 ) -> tuple[ReferenceProfile, int]:
     """The reference profile of a validated file, and how many passes over it that took."""
+    profiled = [r for r in reference.columns if r.role != "target"]
     numeric = {
-        r.name: NumericSummary(sample_size=sample_size)
-        for r in reference.columns
-        if r.kind == "numeric"
+        r.name: NumericSummary(sample_size=sample_size) for r in profiled if r.kind == "numeric"
     }
-    categorical = {
-        r.name: CategoricalSummary(r.name) for r in reference.columns if r.kind != "numeric"
-    }
+    categorical = {r.name: CategoricalSummary(r.name) for r in profiled if r.kind != "numeric"}
     by_role = {r.name: r for r in reference.columns}
     file = pq.ParquetFile(reference.path, pre_buffer=False, buffer_size=1 << 20)
     for batch in _releasing(file.iter_batches(batch_size=PARQUET_BATCH_ROWS, use_threads=False)):
@@ -560,5 +576,59 @@ def profile_parquet(
         features={n: c for n, c in columns.items() if by_role[n].role == "feature"},
         prediction=next((c for n, c in columns.items() if by_role[n].role == "prediction"), None),
         scores={by_role[n].label or n: c for n, c in numbers.items() if by_role[n].role == "score"},
+        performance=_performance(reference, file),
     )
-    return profile, passes + 1
+    return profile, passes + 1 + (profile.performance is not None)
+
+
+def _performance(
+    reference: ValidatedReference, file: pq.ParquetFile
+) -> PerformanceReference | None:
+    """Score calibration or the loss model, from a uniform sample of at most ``MAX_FIT_ROWS``
+    rows (one more pass), when the file has the target column."""
+    rules = {r.role: r for r in reference.columns if r.role in ("target", "prediction")}
+    target = rules.get("target")
+    if target is None:
+        return None
+    n = reference.n_rows
+    chosen = (
+        np.sort(np.random.default_rng(0).choice(n, size=MAX_FIT_ROWS, replace=False))
+        if n > MAX_FIT_ROWS
+        else None
+    )
+    parts: dict[str, list[npt.NDArray[Any]]] = {r.name: [] for r in reference.columns}
+    start = 0
+    batches = file.iter_batches(
+        batch_size=PARQUET_BATCH_ROWS, columns=list(parts), use_threads=False
+    )
+    for batch in _releasing(batches):
+        take = None
+        if chosen is not None:
+            low, high = np.searchsorted(chosen, [start, start + batch.num_rows])
+            take = pa.array(chosen[low:high] - start)
+        start += batch.num_rows
+        for rule in reference.columns:
+            column = batch.column(rule.name)
+            if take is not None:
+                column = column.take(take)
+            if rule.kind == "numeric":
+                parts[rule.name].append(_floats(column))
+            else:  # values as the events carry them, None for nulls
+                parts[rule.name].append(_objects(column.to_pylist()))
+    values = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    prediction = rules.get("prediction")
+    return build_performance_reference(
+        target_name=target.name,
+        target=values[target.name],
+        regression=target.kind == "numeric",
+        features={r.name: values[r.name] for r in reference.columns if r.role == "feature"},
+        numeric={r.name: r.kind == "numeric" for r in reference.columns if r.role == "feature"},
+        prediction=None if prediction is None else values[prediction.name],
+        scores={r.label or r.name: values[r.name] for r in reference.columns if r.role == "score"},
+    )
+
+
+def _objects(items: list[Any]) -> npt.NDArray[Any]:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out

@@ -178,7 +178,8 @@ def evaluations(url: str) -> dict[str, dict[str, Any]]:
 
 
 def same_evaluations(clean: dict[str, dict[str, Any]], other: dict[str, dict[str, Any]]) -> None:
-    """The same evaluations (values to 1e-9: float sums over other batches) and counters."""
+    """The same evaluations (values and bands to 1e-9: float sums over other batches) and
+    counters."""
     assert clean.keys() == other.keys()
     for key, expected in clean.items():
         got = dict(other[key])
@@ -187,8 +188,14 @@ def same_evaluations(clean: dict[str, dict[str, Any]], other: dict[str, dict[str
             continue
         expected = dict(expected)
         a, b = expected.pop("value"), got.pop("value")
+        expected["evidence"], got["evidence"] = dict(expected["evidence"]), dict(got["evidence"])
+        band_a, band_b = expected["evidence"].pop("band", None), got["evidence"].pop("band", None)
         assert expected == got, key
         assert (a is None and b is None) or abs(a - b) <= 1e-9 * max(1.0, abs(a)), key
+        assert (band_a is None) == (band_b is None), key
+        for name in () if band_a is None else band_a:  # the sampling-error band, to rounding
+            x, y = band_a[name], band_b[name]
+            assert abs(x - y) <= 1e-9 * max(1.0, abs(x)), key
 
 
 async def wait_consumed(

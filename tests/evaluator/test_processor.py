@@ -70,11 +70,16 @@ def _same(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> None:
     for key in a:
         x, y = dict(a[key]), dict(b[key])
         vx, vy = x.pop("value"), y.pop("value")
+        x["evidence"], y["evidence"] = dict(x["evidence"]), dict(y["evidence"])
+        bx, by = x["evidence"].pop("band", None), y["evidence"].pop("band", None)
         assert x == y, key
         if vx is None or vy is None:
             assert vx == vy, key
         else:  # float sums over differently cut batches differ in the last bits only
             assert math.isclose(vx, vy, rel_tol=1e-9, abs_tol=1e-12), key
+        assert (bx is None) == (by is None), key
+        for name in () if bx is None else bx:  # the sampling-error band: same, to rounding
+            assert math.isclose(bx[name], by[name], rel_tol=1e-9, abs_tol=1e-12), key
 
 
 def _in_records(
