@@ -120,9 +120,11 @@ def test_interleaved_logging_faster_than_delivery_overflows_and_stays_batched(
 
 
 @pytest.mark.parametrize("max_in_flight", [1, 3])
+@pytest.mark.parametrize("spooled", [False, True])
 def test_up_to_max_in_flight_batches_are_sent_at_once(
-    make_client: MakeClient, ingest: FakeIngest, max_in_flight: int
+    make_client: MakeClient, ingest: FakeIngest, max_in_flight: int, spooled: bool
 ) -> None:
+    """Sent directly, or replayed from the spool (ingest down while they were logged)."""
     inner = ingest.slow_transport(lambda n: 0.05)
     in_flight = most = 0
 
@@ -135,10 +137,17 @@ def test_up_to_max_in_flight_batches_are_sent_at_once(
         finally:
             in_flight -= 1
 
+    ingest.down = spooled
     transport = httpx.MockTransport(handle)
-    client = make_client(batch_size=10, max_in_flight=max_in_flight, transport=transport)
+    client = make_client(
+        batch_size=10, max_in_flight=max_in_flight, max_retries=0, transport=transport
+    )
 
     ids = [client.log_prediction({"i": i}, 0) for i in range(200)]
+    if spooled:
+        wait_until(lambda: client.stats().spooled == 200)
+        most = 0
+        ingest.down = False
 
     assert client.flush(timeout=30)
     assert most == max_in_flight

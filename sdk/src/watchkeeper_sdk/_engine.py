@@ -824,24 +824,36 @@ class Engine:
         return progress if kept else None
 
     async def _replay(self) -> None:
-        """Replay the spool head: its predictions, then its outcomes alongside the
-        predictions of the events right after it (read ahead in the same segment); then
-        commit, in order, the prefix of settled events. Heads not fully settled are kept
-        for the next attempt, their settled events are not sent again."""
+        """Replay the spool head and the events right after it (read ahead in the same
+        segment), up to ``max_in_flight`` heads at once: each head's predictions at once, its
+        outcomes once the predictions of every head up to it are settled; then commit, in
+        order, the prefix of settled events. Heads not fully settled are kept for the next
+        attempt, their settled events are not sent again."""
         replays, options = self._replays, self.options
-        first = replays[0]
-        failed = await self._send_kind(first, "prediction")
-        if failed is None:
-            if len(replays) == 1 and any(kind == "outcome" for kind, _ in first.head.records):
-                read = functools.partial(self.spool.read_after, first.head, options.batch_size)
-                ahead = await self._io(read)
-                if ahead is not None:
-                    replays.append(_Replay(ahead, [False] * len(ahead.records)))
-            sends = [self._send_kind(first, "outcome")]
-            if len(replays) > 1:
-                sends.append(self._send_kind(replays[1], "prediction"))
-            results = await asyncio.gather(*sends)
-            failed = next((result for result in results if result is not None), None)
+        while len(replays) < options.max_in_flight:
+            read = functools.partial(self.spool.read_after, replays[-1].head, options.batch_size)
+            ahead = await self._io(read)
+            if ahead is None:
+                break
+            replays.append(_Replay(ahead, [False] * len(ahead.records)))
+        heads = list(replays)
+        gates = [asyncio.Event() for _ in heads]
+        clear = [False] * len(heads)  # predictions settled up to and including this head
+
+        async def replay_head(number: int) -> _Progress | None:
+            try:
+                failed = await self._send_kind(heads[number], "prediction")
+                if failed is None and number > 0:
+                    await gates[number - 1].wait()
+                clear[number] = failed is None and (number == 0 or clear[number - 1])
+            finally:
+                gates[number].set()
+            if failed is not None or not clear[number]:
+                return failed  # outcomes wait for the next attempt (an earlier head failed)
+            return await self._send_kind(heads[number], "outcome")
+
+        results = await asyncio.gather(*(replay_head(number) for number in range(len(heads))))
+        failed = next((result for result in results if result is not None), None)
         replays_before = list(replays)
         for replay in replays_before:
             settled = replay.settled
