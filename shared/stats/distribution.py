@@ -80,6 +80,8 @@ MAX_CELLS = 1 << 17
 _OUTSIDE_LINEAR = 1 << 17
 _LOG_STEPS = 1024
 _MAX_SUBCELLS = 1 << 20
+_PENDING = 1 << 16
+"""A binned store cuts buffered values into cells in bulk, at most this many at a time."""
 _KS_EXACT_MAX_N = 10_000
 """scipy.stats.ks_2samp's ``MAX_AUTO_N``: exact p-values up to this sample size."""
 
@@ -490,16 +492,25 @@ class ValueStore:
             self.seen += int(values.size)
             return
         self.seen += int(values.size)
-        if self._cell_keys is not None:
-            self._add_cells(values, np.ones(values.size, dtype=np.int64), values, values, values)
-            return
         self._raw.append(np.array(values, dtype=np.float64, copy=True))
         if len(self._raw) > 64:
             self._raw = [np.concatenate(self._raw)]
+        if self._cell_keys is not None:
+            if self._n_raw() >= _PENDING:  # binned: values wait in a buffer, cut in bulk
+                self._flush()
+            return
         if self._n_raw() + self._values.size > self.limit:
             self._compact()
             if self._values.size > self.limit:
                 self._bin()
+
+    def _flush(self) -> None:
+        """Binned: the buffered values into their cells."""
+        if not self._raw or self._cell_keys is None:
+            return
+        raw = np.concatenate(self._raw)
+        self._raw = []
+        self._add_cells(raw, np.ones(raw.size, dtype=np.int64), raw, raw, raw)
 
     def _compact(self) -> None:
         if not self._raw:
@@ -551,6 +562,8 @@ class ValueStore:
             )
 
     def merge(self, other: ValueStore) -> None:
+        self._flush()
+        other._flush()
         self.seen += other.seen
         if other._cell_keys is not None:
             if self._cell_keys is None:
@@ -585,6 +598,7 @@ class ValueStore:
 
     def distribution(self) -> Distribution | None:
         """None while empty."""
+        self._flush()
         if self._cell_keys is not None:
             if self._cell_keys.size == 0:
                 return None
@@ -597,6 +611,7 @@ class ValueStore:
         return Distribution(self._values, self._counts)
 
     def to_state(self) -> State:
+        self._flush()
         state: State = {"limit": self.limit, "seen": self.seen, "shift": self.shift}
         state["grid"] = None if self.grid is None else self.grid.to_state()
         if self._cell_keys is not None:
