@@ -485,23 +485,14 @@ class _Batch:
         conn, writes = self.conn, self.writes
         self._insert(PROCESSED, writes.processed)
         self._insert(VERDICT, writes.verdicts)
-        if writes.verdict_updates:
-            conn.execute(
-                update(VERDICT)
-                .where(
-                    VERDICT.c.fingerprint == bindparam("k_fingerprint"),
-                    VERDICT.c.window_start == bindparam("k_window_start"),
-                )
-                .values({name: bindparam(f"v_{name}") for name in _VERDICT_CHANGES}),
-                [
-                    {
-                        "k_fingerprint": fp,
-                        "k_window_start": start,
-                        **{f"v_{name}": verdict[name] for name in _VERDICT_CHANGES},
-                    }
-                    for (fp, start), verdict in writes.verdict_updates.items()
-                ],
-            )
+        self._update(
+            VERDICT,
+            ("fingerprint", "window_start"),
+            [
+                {"fingerprint": fp, "window_start": start, **verdict}
+                for (fp, start), verdict in writes.verdict_updates.items()
+            ],
+        )
         self._write_counters()
         if writes.records:
             conn.execute(insert(RECORD), [self.records[i] for i in writes.records])
@@ -509,25 +500,17 @@ class _Batch:
         for record_id, changed in writes.changed.items():
             by_columns.setdefault(tuple(sorted(changed)), []).append(record_id)
         for names, ids in by_columns.items():  # one statement per set of changed columns
-            conn.execute(
-                update(RECORD)
-                .where(RECORD.c.id == bindparam("k_id"))
-                .values({name: bindparam(f"v_{name}") for name in names}),
-                [
-                    {"k_id": i, **{f"v_{name}": self.records[i][name] for name in names}}
-                    for i in ids
-                ],
+            self._update(
+                RECORD, ("id",), [{"id": i, **{n: self.records[i][n] for n in names}} for i in ids]
             )
-        if writes.occurrence_updates:  # before the inserts: a window withdrawn, then re-added
-            conn.execute(
-                update(OCCURRENCE)
-                .where(OCCURRENCE.c.id == bindparam("k_id"))
-                .values({name: bindparam(f"v_{name}") for name in _OCCURRENCE_CHANGES}),
-                [
-                    {"k_id": i, **{f"v_{name}": values[name] for name in _OCCURRENCE_CHANGES}}
-                    for i, values in writes.occurrence_updates.items()
-                ],
-            )
+        self._update(  # before the inserts: a window withdrawn, then added again
+            OCCURRENCE,
+            ("id",),
+            [
+                {"id": i, **{n: values[n] for n in _OCCURRENCE_CHANGES}}
+                for i, values in writes.occurrence_updates.items()
+            ],
+        )
         self._insert(OCCURRENCE, writes.occurrences)
         self._insert(INHIBITION, writes.inhibitions)
         self._write_references()
@@ -555,7 +538,8 @@ class _Batch:
             values = [row[name] for row in rows]
             if isinstance(type_, JSON):
                 values = [orjson.dumps(value).decode() for value in values]
-            columns.append(cast(func.unnest(self._array(values)), type_).label(name))
+            array = cast(self._array(values), ARRAY(type_))  # typed even when all NULL
+            columns.append(func.unnest(array, type_=type_).label(name))
         return select(*columns)
 
     def _insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -568,6 +552,30 @@ class _Batch:
             self.conn.execute(insert(table).from_select(list(rows[0]), self._unnest(table, rows)))
         else:
             self.conn.execute(insert(table), rows)
+
+    def _update(self, table: Table, keys: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        """Set each row's other columns on the row of ``table`` its ``keys`` name: on
+        PostgreSQL one ``UPDATE ... FROM (SELECT unnest(...)) AS v``, elsewhere an executemany."""
+        if not rows:
+            return
+        names = [name for name in rows[0] if name not in keys]
+        if self.postgres:
+            v = self._unnest(table, rows).subquery("v")
+            self.conn.execute(
+                update(table)
+                .where(*(table.c[key] == v.c[key] for key in keys))
+                .values({name: v.c[name] for name in names})
+            )
+            return
+        self.conn.execute(
+            update(table)
+            .where(*(table.c[key] == bindparam(f"k_{key}") for key in keys))
+            .values({name: bindparam(f"v_{name}") for name in names}),
+            [
+                {**{f"k_{key}": row[key] for key in keys}, **{f"v_{n}": row[n] for n in names}}
+                for row in rows
+            ],
+        )
 
     def _write_counters(self) -> None:
         if self.postgres:  # one upsert for the stored and the new counters
@@ -593,32 +601,18 @@ class _Batch:
                     )
                 )
             return
-        stored, new = [], []
+        stored: list[dict[str, Any]] = []
+        new: list[dict[str, Any]] = []
         for fp in self.writes.counters:
             counters = self.counters[fp]
-            values = (counters.consecutive_breaches, counters.consecutive_passes)
-            if fp in self.stored_counters:
-                stored.append({"k_fingerprint": fp, "v_breaches": values[0], "v_passes": values[1]})
-            else:
-                new.append(
-                    {
-                        "fingerprint": fp,
-                        "consecutive_breaches": values[0],
-                        "consecutive_passes": values[1],
-                    }
-                )
-        if stored:
-            self.conn.execute(
-                update(COUNTERS)
-                .where(COUNTERS.c.fingerprint == bindparam("k_fingerprint"))
-                .values(
-                    consecutive_breaches=bindparam("v_breaches"),
-                    consecutive_passes=bindparam("v_passes"),
-                ),
-                stored,
-            )
-        if new:
-            self.conn.execute(insert(COUNTERS), new)
+            row = {
+                "fingerprint": fp,
+                "consecutive_breaches": counters.consecutive_breaches,
+                "consecutive_passes": counters.consecutive_passes,
+            }
+            (stored if fp in self.stored_counters else new).append(row)
+        self._update(COUNTERS, ("fingerprint",), stored)
+        self._insert(COUNTERS, new)
 
     def _write_references(self) -> None:
         for year, last in self.references.items():
