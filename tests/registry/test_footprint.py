@@ -27,8 +27,9 @@ rows = zip(
     np.array(["true", "false", ""])[rng.integers(0, 3, n)],
     rng.integers(0, 2, n),
     rng.random(n),
+    rng.integers(0, 2, n),
 )
-lines = ["income,region,existing_customer,prediction,score_1"]
+lines = ["income,region,existing_customer,prediction,score_1,actual"]
 lines += [",".join(str(v) for v in row) for row in rows]
 (work / "reference.csv").write_text("\n".join(lines) + "\n")
 features = [
@@ -37,10 +38,11 @@ features = [
     FeatureSpec(name="existing_customer", type="boolean", nullable=True),
 ]
 rules = plan_columns(features=features, task=Task.BINARY_CLASSIFICATION, classes=["0", "1"],
-                     score_classes=["1"], prediction_column="prediction")
+                     score_classes=["1"], prediction_column="prediction", target_column="actual")
 validated = validate_to_parquet(work / "reference.csv", "csv", rules, work / "out.parquet")
 profile, _ = profile_parquet(validated, collect_budget=1_000)
 assert profile.n_rows == n
+assert profile.performance is not None  # outcomes: the calibration is fitted too
 heavy = sorted(m for m in ("pandas", "scipy", "sklearn", "evidently") if m in sys.modules)
 print(",".join(heavy) or "none")
 """
