@@ -1,6 +1,6 @@
 """The SDK end to end: one process logging interleaved predictions and outcomes to ingest.
 
-    .venv/bin/python bench/sdk.py [--pairs 100000] [--batch-size 500]
+    .venv/bin/python bench/sdk.py [--pairs 100000] [--batch-size 500] [--compress auto]
 
 (or ``make bench-sdk``). Uses ``KAFKA_BOOTSTRAP`` / ``DATABASE_URL`` when set, else starts a
 throwaway broker (deploy/local/kafka.py) and PostgreSQL (deploy/local/postgres.py). Registry
@@ -18,7 +18,9 @@ a latency; distinct event_ids per phase):
    (``--pairs`` times, the issue's pattern), then ``flush()``. Events/s end to end is from
    the first call to flush() returning (every event acknowledged by ingest, i.e. by Kafka).
    Requests and their events are counted at the client's transport. The per-call cost is
-   each ``log_*`` call timed on the caller's thread.
+   each ``log_*`` call timed on the caller's thread. The client has the SDK's defaults
+   (``--compress auto``: ingest is on this machine, so bodies are not gzip'd; ``on`` to
+   compress them anyway).
 
 Prints a table and ends with one JSON line of the figures.
 """
@@ -195,7 +197,9 @@ class CountingTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def sdk_phase(url: str, key: str, pairs: int, size: int, spool: Path) -> dict[str, float]:
+def sdk_phase(
+    url: str, key: str, pairs: int, size: int, spool: Path, compress: bool | None = None
+) -> dict[str, float]:
     transport = CountingTransport()
     inputs = [(features(n), int(scores(n)["1"] >= 0.5), scores(n)) for n in range(pairs)]
     attributes = [{"gender": "f"}, {"gender": "m"}]
@@ -208,6 +212,7 @@ def sdk_phase(url: str, key: str, pairs: int, size: int, spool: Path) -> dict[st
         model_version=MODEL_VERSION,
         batch_size=size,
         spool_dir=spool,
+        compress=compress,
         transport=transport,
         flush_at_exit=False,
     ) as wk:
@@ -291,7 +296,14 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=100_000, help="predictions (+ outcomes)")
     parser.add_argument("--batch-size", type=int, default=500, help="the SDK's batch_size")
     parser.add_argument("--connections", type=int, default=8, help="direct phase connections")
+    parser.add_argument(
+        "--compress",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="the SDK's compress (auto, its default: gzip unless ingest is on this machine)",
+    )
     args = parser.parse_args()
+    compress = {"auto": None, "on": True, "off": False}[args.compress]
     run = secrets.token_hex(4)
     work = Path(tempfile.mkdtemp(prefix="wk-bench-sdk-"))
     with contextlib.ExitStack() as stack:
@@ -334,14 +346,14 @@ def main() -> None:
         wait_until_ingest_knows(ingest_url, key, work / "check-spool")
         log("warm-up (both paths, 2,000 pairs each)")
         direct_phase(ingest_url, key, 2000, args.batch_size, args.connections)
-        sdk_phase(ingest_url, key, 2000, args.batch_size, work / "warm-spool")
+        sdk_phase(ingest_url, key, 2000, args.batch_size, work / "warm-spool", compress)
         log(f"ingest batch path: {2 * args.pairs:,} events posted directly with httpx")
         before = tree_cpu_s(ingest_process.pid)
         direct = direct_phase(ingest_url, key, args.pairs, args.batch_size, args.connections)
         direct = with_ingest_cpu(direct, before)
         log(f"SDK: {args.pairs:,} x (log_prediction, log_outcome), then flush()")
         before = tree_cpu_s(ingest_process.pid)
-        sdk = sdk_phase(ingest_url, key, args.pairs, args.batch_size, work / "spool")
+        sdk = sdk_phase(ingest_url, key, args.pairs, args.batch_size, work / "spool", compress)
         sdk = with_ingest_cpu(sdk, before)
         load = os.getloadavg()[0]
 
@@ -390,6 +402,7 @@ def main() -> None:
                 "bench": "sdk",
                 "pairs": args.pairs,
                 "batch_size": args.batch_size,
+                "compress": args.compress,
                 "direct": direct,
                 "sdk": sdk,
                 "ratio_sdk_to_batch_path": ratio,

@@ -115,6 +115,31 @@ def test_batches_by_count_are_gzip_compressed_json_arrays(
         assert attempt.headers["authorization"] == "Bearer wk_test_key"
 
 
+@pytest.mark.parametrize(
+    ("url", "compress", "gzipped"),
+    [
+        ("http://ingest.test", None, True),
+        ("https://ingest.example.org:8443/", None, True),
+        ("http://127.0.0.1:8080", None, False),
+        ("http://localhost:8080", None, False),
+        ("http://[::1]:8080", None, False),
+        ("http://127.0.0.1:8080", True, True),
+        ("http://ingest.test", False, False),
+    ],
+)
+def test_bodies_are_gzipped_unless_ingest_is_on_this_machine(
+    make_client: MakeClient, ingest: FakeIngest, url: str, compress: bool | None, gzipped: bool
+) -> None:
+    client = make_client(url=url, compress=compress)
+
+    event_id = client.log_prediction({"a": 1}, 0)
+
+    assert client.flush(timeout=5)
+    (attempt,) = ingest.attempts
+    assert attempt.headers.get("content-encoding") == ("gzip" if gzipped else None)
+    assert ingest.accepted_ids() == [event_id]
+
+
 def test_the_wire_body_is_gzip_of_a_json_array(spool_dir: Path) -> None:
     import httpx
 

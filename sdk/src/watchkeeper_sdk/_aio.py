@@ -50,7 +50,7 @@ class AsyncWatchkeeper(BaseClient):
         max_queue: int = 10_000,
         block_timeout: float = 0.05,
         spool_dir: str | os.PathLike[str] | None = None,
-        compress: bool = True,
+        compress: bool | None = None,
         timeout: float = 10.0,
         max_retries: int = 2,
         backoff: float = 0.5,

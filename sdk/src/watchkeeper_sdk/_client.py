@@ -8,6 +8,7 @@ import concurrent.futures
 import contextlib
 import functools
 import hashlib
+import ipaddress
 import logging
 import os
 import threading
@@ -40,6 +41,18 @@ __all__ = ["BaseClient", "Watchkeeper", "default_spool_dir"]
 logger = logging.getLogger("watchkeeper_sdk")
 
 
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` leads to this machine (localhost, 127.0.0.0/8, ::1): bodies are not
+    worth compressing there (gzip would cost both sides CPU to save no bandwidth)."""
+    host = httpx.URL(url).host.lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def default_spool_dir(url: str, system_id: str | None) -> Path:
     """``$XDG_STATE_HOME/watchkeeper/spool/<hash of url and system>`` (~/.local/state)."""
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(
@@ -64,7 +77,7 @@ class BaseClient:
         max_queue: int = 10_000,
         block_timeout: float = 0.05,
         spool_dir: str | os.PathLike[str] | None = None,
-        compress: bool = True,
+        compress: bool | None = None,
         timeout: float = 10.0,
         max_retries: int = 2,
         backoff: float = 0.5,
@@ -97,7 +110,7 @@ class BaseClient:
             linger=linger,
             max_queue=max_queue,
             block_timeout=block_timeout,
-            compress=compress,
+            compress=not is_loopback(url) if compress is None else compress,
             timeout=timeout,
             max_retries=max_retries,
             backoff=backoff,
@@ -232,7 +245,7 @@ class Watchkeeper(BaseClient):
         max_queue: int = 10_000,
         block_timeout: float = 0.05,
         spool_dir: str | os.PathLike[str] | None = None,
-        compress: bool = True,
+        compress: bool | None = None,
         timeout: float = 10.0,
         max_retries: int = 2,
         backoff: float = 0.5,
@@ -253,7 +266,7 @@ class Watchkeeper(BaseClient):
             max_queue=max_queue,
             block_timeout=block_timeout,
             spool_dir=spool_dir,
-            compress=compress,
+            compress=not is_loopback(url) if compress is None else compress,
             timeout=timeout,
             max_retries=max_retries,
             backoff=backoff,
