@@ -1,7 +1,9 @@
 """Alerts benchmark: evaluations through the alerts service on Kafka + PostgreSQL.
 
-Run with ``make bench-alerts`` (needs ``KAFKA_BOOTSTRAP`` and ``DATABASE_URL``: a running broker
-and PostgreSQL, e.g. from ``make kafka-up pg-up``). Two parts, then one JSON line:
+Run with ``make bench-alerts`` (``.venv/bin/python bench/alerts.py [--evaluations 100000]
+[--fingerprints 1000] [--rate 100] [--seconds 10]``). Uses ``KAFKA_BOOTSTRAP`` / ``DATABASE_URL``
+when set, else starts a throwaway broker (deploy/local/kafka.py) and PostgreSQL
+(deploy/local/postgres.py), as bench/ingest.py does. Two parts, then one JSON line:
 
 1. **throughput**: 100,000 evaluations of 1,000 fingerprints (10 systems x 100 objectives, 100
    windows each; every fingerprint breaches in a few windows, so records are raised, get
@@ -11,12 +13,16 @@ and PostgreSQL, e.g. from ``make kafka-up pg-up``). Two parts, then one JSON lin
 2. **visibility**: at 100 evaluations/s, each a breach of a new fingerprint; the time from its
    publication to its nonconformity being readable from ``GET /v1/nonconformities``;
    ``p99_visible_ms`` (and p50).
+
+The JSON line also gives the load average before and after (the machine may be shared). The
+benchmark's database is dropped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -30,6 +36,7 @@ from pathlib import Path
 import httpx
 import psycopg
 from _service import free_port, service  # bench/ helper, beside this script
+from ingest import server  # bench/ingest.py: a running server from the environment, or our own
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -77,6 +84,13 @@ def fresh_database(url: str) -> str:
     with psycopg.connect(plain, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    plain = url.rsplit("/", 1)[0].replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    with contextlib.suppress(psycopg.Error), psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def processed(url: str) -> int:
@@ -145,13 +159,25 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "").strip()
-    database = os.environ.get("DATABASE_URL", "").strip()
-    if not bootstrap or not database.startswith("postgresql"):
-        raise SystemExit(
-            "set KAFKA_BOOTSTRAP and DATABASE_URL (postgresql+psycopg://…): "
-            "make kafka-up pg-up prints them"
+    load_before = os.getloadavg()[0]
+    with contextlib.ExitStack() as stack:
+        bootstrap, _ = stack.enter_context(server("kafka.py", "KAFKA_BOOTSTRAP", "bootstrap"))
+        database, _ = stack.enter_context(server("postgres.py", "DATABASE_URL", "url"))
+        if not database.startswith("postgresql"):
+            raise SystemExit(f"DATABASE_URL must be postgresql+psycopg://…, not {database!r}")
+        figures = run(args, bootstrap, database)
+    print(
+        json.dumps(
+            {
+                **figures,
+                "load_average_before": round(load_before, 2),
+                "load_average_after": round(os.getloadavg()[0], 2),
+            }
         )
+    )
+
+
+def run(args: argparse.Namespace, bootstrap: str, database: str) -> dict[str, object]:
     windows = args.evaluations // args.fingerprints
     log(f"building {args.evaluations} evaluations of {args.fingerprints} fingerprints")
     items = []
@@ -174,37 +200,36 @@ def main() -> None:
         "WK_ALERTS_GROUP_ID": f"{prefix}alerts",
     }
     logs = Path(tempfile.mkdtemp(prefix="wk-bench-alerts-")) / "alerts.log"
-    with service("alerts", env, logs, timeout_s=120) as (_process, url):
-        ready = time.perf_counter()
-        log("alerts ready; consuming")
-        while (done := processed(db_url)) < len(items):
-            time.sleep(0.2)
-        elapsed = time.perf_counter() - ready
-        rate = done / elapsed
-        log(f"throughput: {done} evaluations in {elapsed:.1f} s = {rate:,.0f}/s")
-        with httpx.Client(base_url=url) as client:
-            records = int(client.get("/v1/nonconformities").headers["X-Total-Count"])
-            verified = client.get("/v1/log/verify").json()
-        log(f"{records} records, log verified: {verified}")
-        latencies = asyncio.run(visibility(bootstrap, topics, url, args.rate, args.seconds))
+    try:
+        with service("alerts", env, logs, timeout_s=120) as (_process, url):
+            ready = time.perf_counter()
+            log("alerts ready; consuming")
+            while (done := processed(db_url)) < len(items):
+                time.sleep(0.2)
+            elapsed = time.perf_counter() - ready
+            rate = done / elapsed
+            log(f"throughput: {done} evaluations in {elapsed:.1f} s = {rate:,.0f}/s")
+            with httpx.Client(base_url=url) as client:
+                records = int(client.get("/v1/nonconformities").headers["X-Total-Count"])
+                verified = client.get("/v1/log/verify").json()
+            log(f"{records} records, log verified: {verified}")
+            latencies = asyncio.run(visibility(bootstrap, topics, url, args.rate, args.seconds))
+    finally:
+        drop_database(db_url)
     p99 = statistics.quantiles(latencies, n=100)[98]
     p50 = statistics.median(latencies)
     log(f"visibility at {args.rate:.0f}/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
-    print(
-        json.dumps(
-            {
-                "evaluations": done,
-                "fingerprints": args.fingerprints,
-                "evaluations_per_s": round(rate, 1),
-                "records": records,
-                "log_entries": verified["entries"],
-                "log_ok": verified["ok"],
-                "visibility_rate_per_s": args.rate,
-                "p50_visible_ms": round(p50, 1),
-                "p99_visible_ms": round(p99, 1),
-            }
-        )
-    )
+    return {
+        "evaluations": done,
+        "fingerprints": args.fingerprints,
+        "evaluations_per_s": round(rate, 1),
+        "records": records,
+        "log_entries": verified["entries"],
+        "log_ok": verified["ok"],
+        "visibility_rate_per_s": args.rate,
+        "p50_visible_ms": round(p50, 1),
+        "p99_visible_ms": round(p99, 1),
+    }
 
 
 if __name__ == "__main__":
