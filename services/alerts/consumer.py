@@ -724,6 +724,7 @@ class _Step:
 
     def run(self) -> None:
         result, batch = self.result, self.batch
+        inhibition = None
         if inhibits(result.status, result.metric):
             inhibitions = batch._inhibitions()
             if self.system_window not in inhibitions:
@@ -735,7 +736,12 @@ class _Step:
                 }
                 inhibitions[self.system_window] = inhibition
                 batch.writes.inhibitions.append(inhibition)
-                self._withdraw_inhibited_raises(inhibition)
+        self._judge()
+        if inhibition is not None:  # after the verdict: a revision withdraws as a revision
+            self._withdraw_inhibited_raises(inhibition)
+
+    def _judge(self) -> None:
+        result, batch = self.result, self.batch
         verdict = batch.verdicts.get(self.key)
         if verdict is None:
             verdict = _verdict(self.print, result)

@@ -270,6 +270,19 @@ def test_an_inhibition_arriving_after_the_raise_withdraws_it(
     assert (fresh.open, fresh.occurrences, fresh.recurrence_of) == (True, 1, None)
 
 
+def test_a_revision_to_insufficient_data_withdraws_as_a_revision(db: Database) -> None:
+    """The window's own evaluation revised to insufficient_data both withdraws its breach and
+    inhibits the window: the log names the revision (one withdrawal, not two)."""
+    apply(db, judged(EvaluationStatus.BREACH, 0))
+    apply(db, judged(EvaluationStatus.INSUFFICIENT_DATA, 0, revision=1))
+    [nc] = records(db)
+    assert (nc.status, nc.occurrences) == ("withdrawn", 0)
+    with db.session() as session:
+        [entry] = session.exec(select(LogEntry).where(LogEntry.kind == "withdrawn")).all()
+    assert entry.after["why"] == "its only breach was revised"
+    assert log_kinds(db) == ["raised", "withdrawn"]
+
+
 def test_inhibition_decides_the_same_whether_it_arrives_before_or_after_the_raise(
     db: Database,
 ) -> None:
@@ -280,12 +293,18 @@ def test_inhibition_decides_the_same_whether_it_arrives_before_or_after_the_rais
     for system, order in (("first", [broken, *breaches]), ("last", [*breaches, broken])):
         for result in order:
             apply(db, result.model_copy(update={"system_id": system, "id": system + result.id}))
+    with db.session() as session:  # the same in one batch
+        batch = [r.model_copy(update={"system_id": "batch", "id": "b" + r.id}) for r in breaches]
+        batch.append(broken.model_copy(update={"system_id": "batch", "id": "b" + broken.id}))
+        apply_batch(session=session, items=[(r, objective()) for r in batch], topic="nc")
+        session.commit()
+        assert crud.verify_log(session=session).ok
     outcome = {
         nc.system_id: (nc.status, nc.open, nc.occurrences)
         for nc in records(db)
         if nc.objective_id == "acc" and nc.open
     }
-    assert outcome == {"first": ("raised", True, 1), "last": ("raised", True, 1)}
+    assert outcome == {system: ("raised", True, 1) for system in ("first", "last", "batch")}
     assert "occurrence_withdrawn" in log_kinds(db)
 
 
