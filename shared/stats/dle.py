@@ -4,23 +4,25 @@ Before labels arrive, a regression's MAE and RMSE are estimated by a second mode
 reference, which predicts from the features and the prediction how large the error of that row
 will be (its absolute error for MAE, its squared error for RMSE); a window's estimate is the
 mean of those predictions (the square root of it for RMSE). NannyML fits LightGBM; this module
-fits a small gradient-boosted tree ensemble of its own, because:
+fits a gradient-boosted ensemble of oblivious trees of its own, because:
 
 * the registry fits it when a reference is uploaded, in a process that must not import
   scikit-learn, scipy or LightGBM (its memory budget, ``docs/registry.md``): this is numpy only;
 * the model is data in the reference profile (JSON, covered by its content hash), applied by the
-  evaluator without unpickling anything: trees are arrays of (feature, bin threshold, children,
-  leaf value);
-* fitting time is bounded and deterministic: at most ``max_rows`` rows (a seeded uniform
-  sample), ``max_rounds`` trees of depth ``depth`` per loss, early stopping on a held-out fifth;
-  each tree costs one histogram pass (``np.bincount``) per level over the rows.
+  evaluator without unpickling anything;
+* an oblivious tree asks one question per level of all its rows (as CatBoost's symmetric
+  trees), so the evaluator applies the whole ensemble with one vectorised comparison per level:
+  a few microseconds per prediction;
+* fitting time is bounded and deterministic: at most ``MAX_ROWS`` rows and ``MAX_CELLS`` rows x
+  inputs (a seeded uniform sample), ``ROUNDS`` trees of depth ``DEPTH`` per loss, each level one
+  ``np.bincount`` per input over the rows.
 
-Features are binned once (numeric: up to ``max_bins`` quantile bins of the fitting rows;
-categorical: the ``max_bins - 1`` most frequent categories ordered by their mean error, the rest
-together; missing values in a bin of their own), as LightGBM and scikit-learn's
-HistGradientBoosting do. Trees split on bin thresholds with squared loss (the leaf value is the
-mean residual, so the ensemble estimates the conditional mean error), learning rate 0.1, at
-least ``min_leaf`` rows per leaf.
+Inputs are binned once (numeric: at most ``MAX_BINS - 1`` quantile bins of the fitting rows;
+categorical: the ``MAX_BINS - 1`` most frequent categories ordered by their mean absolute error,
+the rest together; missing values in a bin of their own), as LightGBM and scikit-learn's
+HistGradientBoosting do. Splits minimise the squared loss (a leaf's value is its mean residual,
+so the ensemble estimates the conditional mean error); learning rate 0.1, at least ``MIN_LEAF``
+rows on each side of a split, 100 rounds: LightGBM's defaults, which NannyML uses.
 """
 
 from __future__ import annotations
