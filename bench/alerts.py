@@ -14,8 +14,9 @@ when set, else starts a throwaway broker (deploy/local/kafka.py) and PostgreSQL
    publication to its nonconformity being readable from ``GET /v1/nonconformities``;
    ``p99_visible_ms`` (and p50).
 
-The JSON line also gives the load average before and after (the machine may be shared). The
-benchmark's database is dropped at the end.
+The JSON line also gives the CPU the alerts process (and, when the benchmark started them, Kafka
+and PostgreSQL) spent per evaluation in part 1 — steadier than the rate on a shared machine — and
+the load average before and after. The benchmark's database is dropped at the end.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 import httpx
 import psycopg
 from _service import free_port, service  # bench/ helper, beside this script
-from ingest import server  # bench/ingest.py: a running server from the environment, or our own
+from ingest import server, tree_cpu_s  # bench/ingest.py: servers (env or our own), CPU time
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -161,11 +162,11 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     with contextlib.ExitStack() as stack:
-        bootstrap, _ = stack.enter_context(server("kafka.py", "KAFKA_BOOTSTRAP", "bootstrap"))
-        database, _ = stack.enter_context(server("postgres.py", "DATABASE_URL", "url"))
+        bootstrap, kafka = stack.enter_context(server("kafka.py", "KAFKA_BOOTSTRAP", "bootstrap"))
+        database, postgres = stack.enter_context(server("postgres.py", "DATABASE_URL", "url"))
         if not database.startswith("postgresql"):
             raise SystemExit(f"DATABASE_URL must be postgresql+psycopg://…, not {database!r}")
-        figures = run(args, bootstrap, database)
+        figures = run(args, bootstrap, database, {"kafka": kafka, "postgres": postgres})
     print(
         json.dumps(
             {
@@ -177,7 +178,9 @@ def main() -> None:
     )
 
 
-def run(args: argparse.Namespace, bootstrap: str, database: str) -> dict[str, object]:
+def run(
+    args: argparse.Namespace, bootstrap: str, database: str, servers: dict[str, int | None]
+) -> dict[str, object]:
     windows = args.evaluations // args.fingerprints
     log(f"building {args.evaluations} evaluations of {args.fingerprints} fingerprints")
     items = []
@@ -201,14 +204,22 @@ def run(args: argparse.Namespace, bootstrap: str, database: str) -> dict[str, ob
     }
     logs = Path(tempfile.mkdtemp(prefix="wk-bench-alerts-")) / "alerts.log"
     try:
-        with service("alerts", env, logs, timeout_s=120) as (_process, url):
+        with service("alerts", env, logs, timeout_s=120) as (process, url):
+            owners = {"alerts": process.pid, **servers}
+            cpu_before = {name: tree_cpu_s(pid) for name, pid in owners.items()}
             ready = time.perf_counter()
             log("alerts ready; consuming")
             while (done := processed(db_url)) < len(items):
                 time.sleep(0.2)
             elapsed = time.perf_counter() - ready
+            cpu = {
+                f"{name}_cpu_us_per_evaluation": (
+                    round((tree_cpu_s(pid) - cpu_before[name]) / done * 1e6, 1) if pid else None
+                )
+                for name, pid in owners.items()
+            }
             rate = done / elapsed
-            log(f"throughput: {done} evaluations in {elapsed:.1f} s = {rate:,.0f}/s")
+            log(f"throughput: {done} evaluations in {elapsed:.1f} s = {rate:,.0f}/s; CPU {cpu}")
             with httpx.Client(base_url=url) as client:
                 records = int(client.get("/v1/nonconformities").headers["X-Total-Count"])
                 verified = client.get("/v1/log/verify").json()
@@ -223,6 +234,7 @@ def run(args: argparse.Namespace, bootstrap: str, database: str) -> dict[str, ob
         "evaluations": done,
         "fingerprints": args.fingerprints,
         "evaluations_per_s": round(rate, 1),
+        **cpu,
         "records": records,
         "log_entries": verified["entries"],
         "log_ok": verified["ok"],
