@@ -192,6 +192,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
         decode=decode_evaluation,
         handle=handle,
         on_dead_letter=metrics.dead_letters.count,
+        max_records=settings.consumer_max_records,
     )
     lag = ConsumerLag(
         registry, service="alerts", consumers=lambda: [(settings.group_id, worker.consumer)]

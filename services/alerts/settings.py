@@ -26,6 +26,8 @@ class Settings(CommonSettings):
     due_days_minor: int = Field(default=60, ge=1)
     due_days_observation: int = Field(default=90, ge=1)
     """Days from raising to a record's due date, by classification."""
+    consumer_max_records: int = Field(default=5000, ge=1)
+    """Evaluations applied per transaction at most (a backlog is read in batches this big)."""
     effectiveness_windows: int = Field(default=3, ge=1)
     """Consecutive met windows after the actions that confirm them (review evidence)."""
     routes: list[Route] = Field(default_factory=list)
