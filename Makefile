@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: install demo up up-real down-real test lint system-deps schemas check-schemas bench-ingest \
-        bench-evaluator bench-registry bench-sdk bench-alerts dashboards kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
+        bench-evaluator bench-estimation bench-registry bench-sdk bench-alerts dashboards kafka-up kafka-down pg-up pg-down postgres-up postgres-down clean
 
 install: $(STAMP)
 
@@ -89,6 +89,11 @@ clean:
 ## Evaluator throughput on a throwaway Kafka, one drift window vs Evidently, window memory.
 bench-evaluator: install system-deps
 	$(BIN)/python bench/evaluator.py --postgres
+
+## Performance estimation beside NannyML 0.13.1 (CBPE: 2 models x 3 shifts; DLE: 3 references
+## x 3 shifts): MAE of the estimates against the realised values. Ends with one JSON line.
+bench-estimation: install
+	$(BIN)/python bench/estimation.py
 
 ## Alerts: 100,000 evaluations of 1,000 fingerprints through the alerts service on Kafka +
 ## PostgreSQL (KAFKA_BOOTSTRAP / DATABASE_URL must be set, e.g. from make kafka-up pg-up);
