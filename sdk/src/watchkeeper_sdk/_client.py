@@ -222,9 +222,10 @@ class BaseClient:
 class Watchkeeper(BaseClient):
     """Log predictions and outcomes from a serving path without waiting for the network.
 
-    ``log_prediction`` / ``log_outcome`` validate, build the event and put it on a bounded
-    in-memory queue (microseconds); a daemon thread batches, gzips and POSTs to ingest,
-    retries with backoff, and spools to disk when ingest is unreachable. Events still queued
+    ``log_prediction`` / ``log_outcome`` validate, serialise the event and put it on a bounded
+    in-memory queue (microseconds); a daemon thread batches and POSTs to ingest (gzip'd unless
+    ingest is on this machine, up to ``max_in_flight`` batches at once), retries with backoff,
+    and spools to disk when ingest is unreachable. Events still queued
     at interpreter exit are flushed (up to ``exit_timeout``), and whatever could not be
     delivered by then is on disk for the next client on the same ``spool_dir``.
 

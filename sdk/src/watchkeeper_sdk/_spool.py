@@ -46,7 +46,10 @@ _LOCK = ".lock"
 _STALE_TMP_SECONDS = 3600.0
 _KINDS: frozenset[str] = frozenset({"prediction", "outcome"})
 # a record line as write() makes it (orjson.dumps({"kind": ..., "event": ...}) gives the same)
-_LINE_HEAD: dict[str, bytes] = {kind: b'{"kind":"%s","event":' % kind.encode() for kind in _KINDS}
+_LINE_HEAD: dict[EventKind, bytes] = {
+    "prediction": b'{"kind":"prediction","event":',
+    "outcome": b'{"kind":"outcome","event":',
+}
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
@@ -461,12 +464,15 @@ class Spool:
         ends: list[int] = []
         counts = {"prediction": 0, "outcome": 0}
         position = 0
+        # lines this client wrote itself (fsync'd, read back from the page cache) are taken as
+        # written; a dead client's may end in a torn write, so each of those is parsed first
+        decode = self._decode_own if segment.own else self._decode
         while True:
             newline = data.find(b"\n", position)
             if newline < 0:
                 break
             line = data[position:newline]
-            record = self._decode(line)
+            record = decode(line)
             if record is None and ahead:
                 break  # reported and skipped when read as the head
             if record is None:
@@ -493,6 +499,13 @@ class Spool:
                 self._skip(segment, size)
             return None
         return Head(segment, records, ends)
+
+    @classmethod
+    def _decode_own(cls, line: bytes) -> Record | None:
+        for kind, head in _LINE_HEAD.items():
+            if line.startswith(head) and line.endswith(b"}"):
+                return kind, line[len(head) : -1]
+        return cls._decode(line)
 
     @staticmethod
     def _decode(line: bytes) -> Record | None:
