@@ -233,7 +233,7 @@ class NumericAccumulator:
     @property
     def exact(self) -> bool:
         """The values are all kept (drift on them is Evidently's number exactly)."""
-        return self.values.exact and self.values.limit > 0
+        return self.values.exact and self.values.limit > 0 and not self.values.sampled
 
     def distribution(self) -> Distribution | None:
         """The window's values (exact or binned); None when empty or not kept."""
@@ -315,7 +315,16 @@ class NumericAccumulator:
         acc.min = math.inf if state["min"] is None else float(state["min"])
         acc.max = -math.inf if state["max"] is None else float(state["max"])
         acc.bin_counts = decode_array(state["bin_counts"]).astype(np.int64)
-        acc.values = ValueStore.from_state(state["values"])
+        if "values" in state:
+            acc.values = ValueStore.from_state(state["values"])
+        else:  # a checkpoint from before values were kept: its 5,000-value reservoir
+            reservoir = state["reservoir"]
+            sample = decode_array(reservoir["values"]).astype(np.float64)
+            keep = int(reservoir["capacity"]) > 1  # capacity 1: no drift objective read it
+            acc.values = ValueStore(limit=EXACT_WINDOW_VALUES if keep else 0)
+            acc.values.add(sample)
+            acc.values.seen = int(reservoir["seen"])
+            acc.values.sampled = acc.values.seen > sample.size
         return acc
 
 

@@ -469,6 +469,7 @@ class ValueStore:
         "_values",
         "grid",
         "limit",
+        "sampled",
         "seen",
         "shift",
     )
@@ -478,6 +479,8 @@ class ValueStore:
         self.grid = grid
         self.seen = 0
         self.shift = 0
+        self.sampled = False
+        """Holds a sample of part of the window (a checkpoint from before values were kept)."""
         self._raw: list[FloatArray] = []
         self._values: FloatArray = np.empty(0, dtype=np.float64)
         self._counts: IntArray = np.empty(0, dtype=np.int64)
@@ -584,6 +587,7 @@ class ValueStore:
         self._flush()
         other._flush()
         self.seen += other.seen
+        self.sampled = self.sampled or other.sampled
         if other._cell_keys is not None:
             if self._cell_keys is None:
                 if self.grid is None:
@@ -632,6 +636,8 @@ class ValueStore:
     def to_state(self) -> State:
         self._flush()
         state: State = {"limit": self.limit, "seen": self.seen, "shift": self.shift}
+        if self.sampled:
+            state["sampled"] = True
         state["grid"] = None if self.grid is None else self.grid.to_state()
         if self._cell_keys is not None:
             state["cells"] = {
@@ -654,6 +660,7 @@ class ValueStore:
         store = cls(limit=int(state["limit"]), grid=grid)
         store.seen = int(state["seen"])
         store.shift = int(state["shift"])
+        store.sampled = bool(state.get("sampled", False))
         cells = state.get("cells")
         if cells is not None:
             store._cell_keys = decode_array(cells["keys"]).astype(np.int64)

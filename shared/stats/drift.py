@@ -296,23 +296,22 @@ class _Pair:
     reference: Distribution
     current: Distribution
     sampled: bool
-    """The reference is its sample (its blob is not loaded)."""
+    """A side is a sample: the reference's blob is not loaded, or the window was checkpointed
+    by a version that kept a sample."""
 
     @property
     def exact(self) -> bool:
         return self.reference.exact and self.current.exact and not self.sampled
 
     def detail(self, method: DriftMethod, bound: float) -> str:
-        ref = (
-            f"reference sample of {self.reference.n} values"
-            if self.sampled
-            else f"reference {self.reference.describe()}"
-        )
+        ref = f"reference {self.reference.describe()}"
         sizes = f"{ref}, window {self.current.describe()}"
         if self.exact:
             return f"exact: {sizes}"
         what = "on D" if method is DriftMethod.KS else ""
-        if self.sampled or math.isinf(bound):
+        if self.sampled:
+            return f"approximate (no bound: a side is a 5,000-value sample): {sizes}"
+        if math.isinf(bound):
             return f"approximate (no bound): {sizes}"
         return f"approximate, |error| <= {bound:.2g}{' ' + what if what else ''}: {sizes}"
 
@@ -327,7 +326,7 @@ def _numeric(
     ref = reference.distribution
     if ref is None:
         return _Pair(Distribution.of(reference.sample_array), window, sampled=True)
-    return _Pair(ref, window, sampled=False)
+    return _Pair(ref, window, sampled=current.values.sampled)
 
 
 def _numeric_result(

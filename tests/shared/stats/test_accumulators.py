@@ -380,3 +380,28 @@ def test_confusion_counts_are_a_crosstab(rng: np.random.Generator) -> None:
         index=acc.labels, columns=acc.labels, fill_value=0
     )
     np.testing.assert_array_equal(round_trip(acc).matrix(), expected.to_numpy())
+
+
+def test_a_window_checkpointed_with_a_reservoir_reads_back_as_a_sample(
+    rng: np.random.Generator,
+) -> None:
+    """A checkpoint written before windows kept their values (a 5,000-value reservoir) still
+    loads after an upgrade; drift on it says it is approximate with no bound."""
+    from shared.stats import column_drift
+    from shared.stats._common import encode_array
+
+    reference = profile_numeric(rng.normal(size=20_000))
+    acc = NumericAccumulator.for_reference(reference)
+    acc.update(rng.normal(size=20_000))
+    state = acc.to_state()
+    sample = rng.normal(size=5_000)
+    del state["values"]
+    state["reservoir"] = {"capacity": 5_000, "seen": 20_000, "values": encode_array(sample)}
+    state["track_distinct"], state["max_distinct"], state["distinct"] = False, 80, None
+    restored = NumericAccumulator.from_state(orjson.loads(orjson.dumps(state)))
+    assert restored.count == 20_000 and not restored.exact
+    restored.update(rng.normal(size=1_000))  # the window goes on
+    result = column_drift(reference, restored, "wasserstein")
+    assert result.approximate and result.bound == float("inf")
+    assert result.detail.startswith("approximate (no bound: a side is a 5,000-value sample)")
+    assert round_trip(restored).values.sampled
