@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
@@ -1022,7 +1021,3 @@ def wasserstein_drift(reference: Distribution, current: Distribution, *, std: fl
         return Drift(value)
     error = _crossing_error(current, reference) + _crossing_error(reference, current)
     return Drift(value, error / norm)
-
-
-def describe_sizes(parts: Sequence[tuple[str, Distribution]]) -> str:
-    return ", ".join(f"{name} {d.describe()}" for name, d in parts)

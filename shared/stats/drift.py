@@ -316,10 +316,8 @@ class _Pair:
         return f"approximate, |error| <= {bound:.2g}{' ' + what if what else ''}: {sizes}"
 
 
-def _numeric(
-    method: DriftMethod, reference: NumericReference, current: NumericAccumulator
-) -> _Pair | None:
-    """The two distributions Evidently's binning needs; None for Binning.REFERENCE."""
+def _numeric(reference: NumericReference, current: NumericAccumulator) -> _Pair:
+    """The two distributions Evidently's methods compare."""
     window = current.distribution()
     if window is None:
         raise InsufficientData("the window keeps no values of this column")
@@ -357,8 +355,7 @@ def psi(
     _check(DriftMethod.PSI, reference, current)
     if binning is Binning.EVIDENTLY and isinstance(reference, NumericReference):
         assert isinstance(current, NumericAccumulator)
-        pair = _numeric(DriftMethod.PSI, reference, current)
-        assert pair is not None
+        pair = _numeric(reference, current)
         drift = psi_js_drift(pair.reference, pair.current, psi=True)
         return _numeric_result(DriftMethod.PSI, pair, drift.value, drift.bound, threshold)
     aligned = _align(reference, current, binning)
@@ -376,8 +373,7 @@ def jensenshannon(
     _check(DriftMethod.JENSENSHANNON, reference, current)
     if binning is Binning.EVIDENTLY and isinstance(reference, NumericReference):
         assert isinstance(current, NumericAccumulator)
-        pair = _numeric(DriftMethod.JENSENSHANNON, reference, current)
-        assert pair is not None
+        pair = _numeric(reference, current)
         drift = psi_js_drift(pair.reference, pair.current, psi=False)
         return _numeric_result(DriftMethod.JENSENSHANNON, pair, drift.value, drift.bound, threshold)
     aligned = _align(reference, current, binning)
@@ -398,8 +394,7 @@ def hellinger(
         and isinstance(reference, NumericReference)
         and isinstance(current, NumericAccumulator)
     ):
-        pair = _numeric(DriftMethod.HELLINGER, reference, current)
-        assert pair is not None
+        pair = _numeric(reference, current)
         drift = hellinger_drift(pair.reference, pair.current)
         return _numeric_result(DriftMethod.HELLINGER, pair, drift.value, drift.bound, threshold)
     aligned = _align(reference, current, binning)
@@ -428,8 +423,7 @@ def _numeric_pair(
 def ks(reference: Reference, current: Current, *, threshold: float | None = None) -> DriftResult:
     """Two-sample K-S p-value (scipy's ``ks_2samp``); a bound, if any, is on the statistic D."""
     ref, cur = _numeric_pair(DriftMethod.KS, reference, current)
-    pair = _numeric(DriftMethod.KS, ref, cur)
-    assert pair is not None
+    pair = _numeric(ref, cur)
     drift, _ = ks_drift(pair.reference, pair.current)
     return _numeric_result(DriftMethod.KS, pair, drift.value, drift.bound, threshold)
 
@@ -439,8 +433,7 @@ def wasserstein(
 ) -> DriftResult:
     """First Wasserstein distance normed by the reference's standard deviation (min 0.001)."""
     ref, cur = _numeric_pair(DriftMethod.WASSERSTEIN, reference, current)
-    pair = _numeric(DriftMethod.WASSERSTEIN, ref, cur)
-    assert pair is not None
+    pair = _numeric(ref, cur)
     drift = wasserstein_drift(pair.reference, pair.current, std=ref.std)
     return _numeric_result(DriftMethod.WASSERSTEIN, pair, drift.value, drift.bound, threshold)
 
