@@ -198,7 +198,13 @@ class CountingTransport(httpx.AsyncBaseTransport):
 
 
 def sdk_phase(
-    url: str, key: str, pairs: int, size: int, spool: Path, compress: bool | None = None
+    url: str,
+    key: str,
+    pairs: int,
+    size: int,
+    spool: Path,
+    compress: bool | None = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     transport = CountingTransport()
     inputs = [(features(n), int(scores(n)["1"] >= 0.5), scores(n)) for n in range(pairs)]
@@ -215,6 +221,7 @@ def sdk_phase(
         compress=compress,
         transport=transport,
         flush_at_exit=False,
+        **(options or {}),
     ) as wk:
         process_cpu = time.process_time()
         caller_cpu = time.thread_time()
@@ -302,8 +309,12 @@ def main() -> None:
         default="auto",
         help="the SDK's compress (auto, its default: gzip unless ingest is on this machine)",
     )
+    parser.add_argument(
+        "--max-in-flight", type=int, help="the SDK's max_in_flight (default: the SDK's)"
+    )
     args = parser.parse_args()
     compress = {"auto": None, "on": True, "off": False}[args.compress]
+    options = {} if args.max_in_flight is None else {"max_in_flight": args.max_in_flight}
     run = secrets.token_hex(4)
     work = Path(tempfile.mkdtemp(prefix="wk-bench-sdk-"))
     with contextlib.ExitStack() as stack:
@@ -346,14 +357,16 @@ def main() -> None:
         wait_until_ingest_knows(ingest_url, key, work / "check-spool")
         log("warm-up (both paths, 2,000 pairs each)")
         direct_phase(ingest_url, key, 2000, args.batch_size, args.connections)
-        sdk_phase(ingest_url, key, 2000, args.batch_size, work / "warm-spool", compress)
+        sdk_phase(ingest_url, key, 2000, args.batch_size, work / "warm-spool", compress, options)
         log(f"ingest batch path: {2 * args.pairs:,} events posted directly with httpx")
         before = tree_cpu_s(ingest_process.pid)
         direct = direct_phase(ingest_url, key, args.pairs, args.batch_size, args.connections)
         direct = with_ingest_cpu(direct, before)
         log(f"SDK: {args.pairs:,} x (log_prediction, log_outcome), then flush()")
         before = tree_cpu_s(ingest_process.pid)
-        sdk = sdk_phase(ingest_url, key, args.pairs, args.batch_size, work / "spool", compress)
+        sdk = sdk_phase(
+            ingest_url, key, args.pairs, args.batch_size, work / "spool", compress, options
+        )
         sdk = with_ingest_cpu(sdk, before)
         load = os.getloadavg()[0]
 
@@ -403,6 +416,7 @@ def main() -> None:
                 "pairs": args.pairs,
                 "batch_size": args.batch_size,
                 "compress": args.compress,
+                "sdk_options": options,
                 "direct": direct,
                 "sdk": sdk,
                 "ratio_sdk_to_batch_path": ratio,
