@@ -113,13 +113,9 @@ _RECORD_COLUMNS = (
     "updated_at",
 )  # fmt: skip
 """What the consumer reads of an open record."""
-_WATCHING_STATES = (
-    State.ACTION_PLANNED.value,
-    State.ACTION_IMPLEMENTED.value,
-    State.EFFECTIVENESS_REVIEW.value,
-)
-"""The states in which a record's review evidence may be watching its objective (its actions
-are all implemented); the consumer reads the evidence of the others as empty."""
+_BEFORE_ACTIONS = (State.RAISED.value, State.TRIAGED.value, State.CONTAINED.value)
+"""States in which a record has no corrective action yet, so its review evidence cannot be
+watching the objective: the consumer does not read (parse) the evidence of those records."""
 _VERDICT_CHANGES = (
     "evaluation_id", "revision", "status", "system_id", "objective_id", "objective_version",
     "window_end", "value", "threshold",
@@ -334,8 +330,8 @@ class _Batch:
     def _load_records(self, where: Any) -> list[str]:
         loaded = []
         columns = [RECORD.c[name] for name in _RECORD_COLUMNS if name != "review_evidence"]
-        evidence = case(  # only records whose actions may be watched carry evidence to read
-            (RECORD.c.status.in_(_WATCHING_STATES), RECORD.c.review_evidence), else_=None
+        evidence = case(  # only records that may have actions carry evidence to read
+            (RECORD.c.status.in_(_BEFORE_ACTIONS), None), else_=RECORD.c.review_evidence
         ).label("review_evidence")
         for row in self.conn.execute(select(*columns, evidence).where(where)).mappings():
             if row["id"] in self.records:
@@ -912,11 +908,12 @@ class _Step:
             record.update(status=State.WITHDRAWN.value, open=False, closed_at=record["updated_at"])
             if batch.open.get(record["fingerprint"]) == record["id"]:
                 batch.open[record["fingerprint"]] = None
+            batch.touch(record, "status", "open", "closed_at")
             kind, change = "withdrawn", NonconformityChange.STATUS_CHANGED
             detail = {**detail, "why": why}
         else:
             kind, change = "occurrence_withdrawn", NonconformityChange.OCCURRENCE
-        batch.touch(record, "occurrences", "updated_at", "status", "open", "closed_at")
+        batch.touch(record, "occurrences", "updated_at")
         self._log(kind, record, before, detail, evidence=evidence)
         batch.publish(record, change, self.result.id)
 

@@ -457,6 +457,34 @@ def test_implemented_actions_are_checked_on_the_next_windows(db: Database) -> No
     assert log_kinds(db)[-1] == "effectiveness_evidence"
 
 
+def test_actions_implemented_before_the_plan_step_are_checked_too(db: Database) -> None:
+    """Actions can be implemented while the record is still cause_analysed: the evidence is
+    watched from then on (the consumer reads it in every state that can have actions)."""
+    apply(db, judged(EvaluationStatus.BREACH, 0))
+    [nc] = records(db)
+    walk_to_closed(db, nc.id, until=State.CAUSE_ANALYSED)
+    with db.session() as session:
+        record = session.get(Nonconformity, nc.id)
+        assert record is not None
+        action = crud.add_action(
+            session=session,
+            nc=record,
+            data={"description": "d", "owner": "olivia", "due_at": datetime.now(UTC)},
+            actor="qm",
+        )
+        crud.update_action(
+            session=session,
+            action=action,
+            data={"status": "implemented", "evidence_links": ["https://ci/run/2"]},
+            actor="qm",
+        )
+        session.commit()
+    assert (records(db)[0].status, evidence_of(db)["status"]) == ("cause_analysed", "watching")
+    for window in range(3):
+        apply(db, after_now(EvaluationStatus.PASS, window))
+    assert evidence_of(db)["status"] == "met"
+
+
 def test_a_breach_after_the_actions_blocks_closing_without_a_reason(db: Database) -> None:
     apply(db, judged(EvaluationStatus.BREACH, 0))
     [nc] = records(db)
