@@ -49,7 +49,7 @@ from shared.contracts import (
 
 from .columns import ColumnBatch
 from .decoding import OutcomeBatch, PredictionBatch
-from .judge import Judgement, Measurement, judge, measure_window
+from .judge import Judgement, Measurement, judge, measure_window, result_parameters
 from .labels import LabelBatch, LabelWindow, label_needs, measure_labels
 from .plan import WindowPlan, is_label_metric
 from .references import ReferenceCache
@@ -995,7 +995,7 @@ class StreamProcessor:
             window_start=to_datetime(start),
             window_end=to_datetime(start + size),
             metric=objective.metric,
-            parameters=objective.parameters,
+            parameters=result_parameters(objective),
             value=verdict.value,
             threshold=objective.threshold,
             comparator=objective.comparator,

@@ -39,12 +39,14 @@ from .plan import PREDICTION, WindowPlan, column_of, positive_label
 from .window import WindowState
 
 __all__ = [
+    "JUDGING_OPTIONS",
     "ConfigurationError",
     "Judgement",
     "Measurement",
     "judge",
     "measure_window",
     "percentile_of",
+    "result_parameters",
 ]
 
 
@@ -263,6 +265,17 @@ def judge(
     return Judgement(
         m.value, status, m.n_samples, label_coverage, m.estimated, detail, m.approximate, band
     )
+
+
+JUDGING_OPTIONS = frozenset({"breach_on"})
+"""Objective parameters that say how a value is judged, not what is measured."""
+
+
+def result_parameters(objective: Objective) -> dict[str, str]:
+    """The objective's parameters a result carries: the metric's (``segment`` included), not
+    the judging options, so switching ``breach_on`` keeps the fingerprint and its open
+    nonconformity (the objective version in the evidence says how it was judged)."""
+    return {k: v for k, v in objective.parameters.items() if k not in JUDGING_OPTIONS}
 
 
 def _note(detail: str | None, note: str) -> str:

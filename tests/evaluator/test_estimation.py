@@ -162,6 +162,7 @@ async def test_realised_values_carry_a_band_and_may_breach_on_it(run: dict[str, 
         assert result["status"] == ("pass" if result["value"] >= 0.76 else "breach")
         twin = results[result["id"].replace(":acc:", ":acc-band:")]
         assert twin["evidence"]["band"] == band
+        assert twin["parameters"] == {}  # a judging option: not in the fingerprint
         assert twin["status"] == ("pass" if band["upper"] >= 0.76 else "breach")
         assert "judged on the band's bound" in twin["detail"]
         differ += result["status"] != twin["status"]
