@@ -1,7 +1,7 @@
 """The SDK's own CPU per event, against a stub ingest (no Kafka, no database).
 
     .venv/bin/python bench/sdk_cpu.py [--pairs 50000] [--batch-size 500] [--repeat 3]
-                                      [--no-compress] [--profile out.txt]
+                                      [--compress default|on|off] [--profile out.txt]
 
 The stub is a separate process (a minimal HTTP/1.1 server on asyncio) that decompresses and
 parses every body, counts its events and answers 202 as ingest does, so the SDK does its whole
@@ -109,7 +109,9 @@ def thread_cpu(thread: threading.Thread) -> float:
     return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
 
 
-def run(url: str, pairs: int, size: int, *, compress: bool, separate: bool) -> dict[str, float]:
+def run(
+    url: str, pairs: int, size: int, *, options: dict[str, Any], separate: bool
+) -> dict[str, float]:
     inputs = [(features(n), int(scores(n)["1"] >= 0.5), scores(n)) for n in range(pairs)]
     attributes = [{"gender": "f"}, {"gender": "m"}]
     events = 2 * pairs
@@ -124,8 +126,8 @@ def run(url: str, pairs: int, size: int, *, compress: bool, separate: bool) -> d
             max_queue=events + 1 if separate else 10_000,
             linger=3600.0 if separate else 0.5,
             spool_dir=spool,
-            compress=compress,
             flush_at_exit=False,
+            **options,
         ) as wk,
     ):
         sender = wk._thread
@@ -171,7 +173,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=50_000)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--no-compress", action="store_true", help="compress=False")
+    parser.add_argument(
+        "--compress",
+        choices=["default", "on", "off"],
+        default="default",
+        help="the client's compress (default: the SDK's default, i.e. not on loopback)",
+    )
     parser.add_argument("--profile", type=Path, help="py-spy --gil samples (raw) to this file")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -179,10 +186,10 @@ def main() -> None:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(args.serve))
         return
-    compress = not args.no_compress
+    options = {} if args.compress == "default" else {"compress": args.compress == "on"}
     results: dict[str, list[dict[str, float]]] = {"concurrent": [], "separate": []}
     with stub() as url:
-        run(url, 2000, args.batch_size, compress=compress, separate=False)  # warm-up
+        run(url, 2000, args.batch_size, options=options, separate=False)  # warm-up
         for _ in range(args.repeat):
             for phase in results:
                 results[phase].append(
@@ -190,7 +197,7 @@ def main() -> None:
                         url,
                         args.pairs,
                         args.batch_size,
-                        compress=compress,
+                        options=options,
                         separate=phase == "separate",
                     )
                 )
@@ -202,7 +209,7 @@ def main() -> None:
                 command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
             time.sleep(1.0)
-            run(url, args.pairs, args.batch_size, compress=compress, separate=False)
+            run(url, args.pairs, args.batch_size, options=options, separate=False)
             profiler.send_signal(2)
             profiler.wait(60)
     medians: dict[str, Any] = {
@@ -221,7 +228,7 @@ def main() -> None:
                 "bench": "sdk_cpu",
                 "pairs": args.pairs,
                 "batch_size": args.batch_size,
-                "compress": compress,
+                "compress": args.compress,
                 **medians,
                 "load_average_1m": load,
             }
