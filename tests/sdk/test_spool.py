@@ -200,3 +200,19 @@ def test_events_come_back_as_the_json_bytes_they_were_logged_as(tmp_path: Path) 
         ("outcome", b'{"event_id":"o1","prediction_id":"p1"}'),
     ]
     again.close()
+
+
+def test_large_events_are_read_in_full_batches_too(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    big = [
+        ("prediction", orjson.dumps({"event_id": f"p{n}", "x": "y" * 10_000})) for n in range(50)
+    ]
+    spool.write(spool.reserve(), big)
+
+    head = spool.read_head(20)  # 20 events of 10 kB: more than a first read takes
+
+    assert head is not None
+    assert [event for _, event in head.records] == [event for _, event in big[:20]]
+    spool.commit(head, len(head.records))
+    assert drain(spool, limit=20) == [f"p{n}" for n in range(20, 50)]
+    spool.close()

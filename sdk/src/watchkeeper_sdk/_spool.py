@@ -90,6 +90,16 @@ class _Orphan:
     segments: list[_Segment] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Parsed:
+    records: list[Record] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)  # offsets in the data read
+    unreadable: list[tuple[int, bytes]] = field(default_factory=list)
+    position: int = 0  # where parsing stopped
+    skip_to: int | None = None  # the first line is unreadable: skip up to here
+    full: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Head:
     """The next spooled events to replay, in logging order, at most ``limit`` of each kind,
@@ -451,17 +461,39 @@ class Spool:
     def _read(
         self, segment: _Segment, start: int, size: int, limit: int, *, ahead: bool = False
     ) -> Head | None:
-        want = min(size - start, 4 << 20)
+        # read about what a head needs (1 KiB per event; more if that was not enough), not
+        # megabytes for every head
+        want = min(size - start, max(64 << 10, limit << 11))
         with open(segment.path, "rb") as file:
             while True:
                 file.seek(start)
                 data = file.read(want)
-                complete = data.rfind(b"\n") + 1
-                if complete or want >= size - start:
+                parsed = self._parse(segment, data, limit, ahead=ahead)
+                if parsed.full or start + len(data) >= size:
                     break
                 want = min(size - start, want * 4)
-        records: list[Record] = []
-        ends: list[int] = []
+        records, ends, position = parsed.records, parsed.ends, parsed.position
+        for offset, line in parsed.unreadable:
+            self._unreadable(segment, start + offset, line)
+        if parsed.skip_to is not None:
+            self._skip(segment, start + parsed.skip_to)
+            return None
+        if not records:
+            if ahead:
+                return None
+            tail = data[position:]
+            if tail and start + len(data) >= size and segment is not self._open:
+                # torn last line of a segment whose writer died mid-write
+                self._unreadable(segment, start + position, tail)
+                self._skip(segment, size)
+            return None
+        return Head(segment, records, [start + end for end in ends])
+
+    def _parse(self, segment: _Segment, data: bytes, limit: int, *, ahead: bool) -> _Parsed:
+        """The records at the start of ``data``, up to ``limit`` of each kind; ``full`` when
+        the read stopped at a limit or at an unreadable line, not at the end of ``data``."""
+        parsed = _Parsed()
+        records, ends = parsed.records, parsed.ends
         counts = {"prediction": 0, "outcome": 0}
         position = 0
         # lines this client wrote itself (fsync'd, read back from the page cache) are taken as
@@ -474,31 +506,26 @@ class Spool:
             line = data[position:newline]
             record = decode(line)
             if record is None and ahead:
+                parsed.full = True
                 break  # reported and skipped when read as the head
             if record is None:
-                self._unreadable(segment, start + position, line)
+                parsed.unreadable.append((position, line))
                 if not records:
-                    self._skip(segment, start + newline + 1)
-                    return None
-                ends[-1] = start + newline + 1  # skip it together with the previous event
+                    parsed.skip_to = newline + 1
+                    parsed.full = True
+                    break
+                ends[-1] = newline + 1  # skip it together with the previous event
                 position = newline + 1
                 continue
             if counts[record[0]] >= limit:
+                parsed.full = True
                 break  # a full batch of that kind: replay up to here first
             counts[record[0]] += 1
             records.append(record)
-            ends.append(start + newline + 1)
+            ends.append(newline + 1)
             position = newline + 1
-        if not records:
-            if ahead:
-                return None
-            tail = data[position:]
-            if tail and start + len(data) >= size and segment is not self._open:
-                # torn last line of a segment whose writer died mid-write
-                self._unreadable(segment, start + position, tail)
-                self._skip(segment, size)
-            return None
-        return Head(segment, records, ends)
+        parsed.position = position
+        return parsed
 
     @classmethod
     def _decode_own(cls, line: bytes) -> Record | None:
