@@ -9,14 +9,17 @@ job: validation, queueing, encoding, compression, the HTTP exchange, reading the
 Same events and calls as ``bench/sdk.py`` (20 features, scores, an attribute, a latency; a loop
 of ``log_prediction`` then ``log_outcome``, then ``flush()``).
 
-Two phases per repeat:
+Three phases per repeat:
 
 * ``concurrent``: the loop runs while the sender delivers (the real situation); CPU of the
   caller thread per call, of the sender thread per event, the process's CPU per event and the
   calls/s and events/s end to end;
 * ``separate``: the loop fills a queue big enough for everything (``linger`` long, so the
   sender waits), then ``flush()`` delivers it all: the caller's cost per call and the sender's
-  cost per event without contention for the GIL.
+  cost per event without contention for the GIL;
+* ``replay``: the loop runs while ingest is unreachable (everything is spooled), then the stub
+  starts on that port and ``flush()`` waits for the replay: the sender's CPU per event and
+  the events/s of the replay.
 
 Thread CPU is read with ``pthread_getcpuclockid``, so it is less sensitive to other load on the
 machine than wall-clock rates (it still grows when caches are shared). With ``--profile``,
@@ -30,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -87,8 +91,8 @@ async def _serve(port: int) -> None:
 
 
 @contextlib.contextmanager
-def stub() -> Iterator[str]:
-    port = free_port()
+def stub(port: int | None = None) -> Iterator[str]:
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(port)], stdout=subprocess.PIPE
     )
@@ -168,6 +172,59 @@ def run(
     }
 
 
+def replay(pairs: int, size: int, *, options: dict[str, Any]) -> dict[str, float]:
+    """Everything logged while ingest is unreachable (so spooled), then delivered from the
+    spool once a stub answers on that port: the sender's CPU per event for the replay."""
+    inputs = [(features(n), int(scores(n)["1"] >= 0.5), scores(n)) for n in range(pairs)]
+    attributes = [{"gender": "f"}, {"gender": "m"}]
+    events = 2 * pairs
+    port = free_port()
+    with (
+        tempfile.TemporaryDirectory() as spool,
+        Watchkeeper(
+            f"http://127.0.0.1:{port}",
+            "wk_bench",
+            SYSTEM_ID,
+            model_version=MODEL_VERSION,
+            batch_size=size,
+            max_retries=0,
+            backoff=0.05,
+            max_backoff=0.1,
+            spool_dir=spool,
+            flush_at_exit=False,
+            **options,
+        ) as wk,
+    ):
+        logging.getLogger("watchkeeper_sdk").setLevel(logging.ERROR)  # "spooling events to"
+        for n, (values, prediction, probabilities) in enumerate(inputs):
+            event_id = wk.log_prediction(
+                values,
+                prediction,
+                scores=probabilities,
+                attributes=attributes[n % 2],
+                latency_ms=3.25,
+            )
+            wk.log_outcome(event_id, n % 2)
+        deadline = time.monotonic() + 120
+        while wk.stats().spooled < events:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"not all spooled: {wk.stats()}")
+            time.sleep(0.01)
+        with stub(port):
+            sender0, started = thread_cpu(wk._thread), time.perf_counter()
+            if not wk.flush(timeout=600):
+                raise SystemExit(f"not delivered: {wk.stats()}")
+            finished = time.perf_counter()
+            sender = thread_cpu(wk._thread) - sender0
+        stats = wk.stats()
+    if stats.sent != events or stats.replayed != events:
+        raise SystemExit(f"expected {events} events replayed: {stats}")
+    return {
+        "sender_cpu_us_per_event": sender / events * 1e6,
+        "events_per_s": events / (finished - started),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=50_000)
@@ -187,11 +244,11 @@ def main() -> None:
             asyncio.run(_serve(args.serve))
         return
     options = {} if args.compress == "default" else {"compress": args.compress == "on"}
-    results: dict[str, list[dict[str, float]]] = {"concurrent": [], "separate": []}
+    results: dict[str, list[dict[str, float]]] = {"concurrent": [], "separate": [], "replay": []}
     with stub() as url:
         run(url, 2000, args.batch_size, options=options, separate=False)  # warm-up
         for _ in range(args.repeat):
-            for phase in results:
+            for phase in ("concurrent", "separate"):
                 results[phase].append(
                     run(
                         url,
@@ -201,6 +258,7 @@ def main() -> None:
                         separate=phase == "separate",
                     )
                 )
+            results["replay"].append(replay(args.pairs, args.batch_size, options=options))
         if args.profile:
             spy = Path(sys.executable).with_name("py-spy")
             command = [str(spy), "record", "--pid", str(os.getpid()), "--format", "raw", "--gil"]
