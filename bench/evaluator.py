@@ -308,7 +308,8 @@ async def produce(
 ) -> None:
     from shared.bus import KafkaBus, Topics
 
-    bus = KafkaBus(bootstrap, Topics(prefix=prefix, partitions=1))
+    # a generous timeout: on a busy machine the fresh broker may take a while to elect leaders
+    bus = KafkaBus(bootstrap, Topics(prefix=prefix, partitions=1), send_timeout_s=120.0)
     await bus.start()
     try:
         await bus.producer.send(bus.topics.registry, encode(snapshot), key=b"bench")
