@@ -23,7 +23,8 @@ Three phases per repeat:
 
 Thread CPU is read with ``pthread_getcpuclockid``, so it is less sensitive to other load on the
 machine than wall-clock rates (it still grows when caches are shared). With ``--profile``,
-py-spy samples the SDK process (GIL holder only) during one more concurrent run. Ends with one
+py-spy samples the SDK process (GIL holder only) during one more concurrent run. With
+``--calls``, also the cost of ``log_*`` calls alone (timeit, the sender idle). Ends with one
 JSON line of the medians.
 """
 
@@ -41,8 +42,9 @@ import sys
 import tempfile
 import threading
 import time
+import timeit
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +227,39 @@ def replay(pairs: int, size: int, *, options: dict[str, Any]) -> dict[str, float
     }
 
 
+def per_call(url: str) -> dict[str, float]:
+    """``log_*`` with the sender idle (``linger`` long): timeit, best of 30 x 2,000 calls, the
+    queue emptied before each 2,000 (as the sender would)."""
+    f2 = {"age": 41, "income": 52_000.5}
+    f10 = {f"f{i}": i + 0.5 for i in range(8)} | {"region": "north", "vip": True}
+    scores2 = {"0": 0.25, "1": 0.75}
+    f20 = features(7)  # the bench's 20 features
+    with (
+        tempfile.TemporaryDirectory() as spool,
+        Watchkeeper(
+            url, "wk_bench", SYSTEM_ID, model_version=MODEL_VERSION, linger=3600.0,
+            max_queue=10_000_000, spool_dir=spool, flush_at_exit=False,
+        ) as wk,
+    ):  # fmt: skip
+        wk._inbox.batch_size = 10_000_000  # the sender is never woken
+        cases: dict[str, Callable[[], object]] = {
+            "prediction_2_features_us": lambda: wk.log_prediction(f2, 1),
+            "prediction_10_features_scores_us": lambda: wk.log_prediction(f10, 1, scores=scores2),
+            "prediction_as_in_the_bench_us": lambda: wk.log_prediction(
+                f20, 1, scores=scores2, attributes={"gender": "f"}, latency_ms=3.25
+            ),
+            "outcome_us": lambda: wk.log_outcome("01a2495e1c3b4f0e9d8c7b6a5f4e3d2c", 1),
+        }
+        costs = {
+            name: min(timeit.repeat(call, setup=wk._inbox.items.clear, number=2000, repeat=30))
+            / 2000
+            * 1e6
+            for name, call in cases.items()
+        }
+        wk._inbox.items.clear()
+        return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=50_000)
@@ -237,6 +272,7 @@ def main() -> None:
         help="the client's compress (default: the SDK's default, i.e. not on loopback)",
     )
     parser.add_argument("--profile", type=Path, help="py-spy --gil samples (raw) to this file")
+    parser.add_argument("--calls", action="store_true", help="also log_* alone (sender idle)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -259,6 +295,8 @@ def main() -> None:
                     )
                 )
             results["replay"].append(replay(args.pairs, args.batch_size, options=options))
+            if args.calls:
+                results.setdefault("calls", []).append(per_call(url))
         if args.profile:
             spy = Path(sys.executable).with_name("py-spy")
             command = [str(spy), "record", "--pid", str(os.getpid()), "--format", "raw", "--gil"]
@@ -277,7 +315,7 @@ def main() -> None:
     for phase, figures in medians.items():
         print(f"{phase} (median of {args.repeat}):")
         for key, value in figures.items():
-            print(f"  {key:<30}{value:>12,.2f}")
+            print(f"  {key:<36}{value:>12,.2f}")
     load = os.getloadavg()[0]
     print(f"load average {load:.2f}, {os.cpu_count()} CPUs")
     print(
