@@ -113,3 +113,33 @@ def test_a_blob_that_does_not_hash_to_its_name_is_refused() -> None:
         fresh.attach_values({column.values_sha256 or "": blob[:-8] + b"\x00" * 8})
     fresh.attach_values({column.values_sha256 or "": blob})
     assert not fresh.missing_values()
+
+
+def test_a_column_beyond_a_million_distinct_values_is_stored_as_cells(tmp_path: Path) -> None:
+    """The registry's streamed path for a large reference: cells on a grid cut from its
+    sample; drift against it stays within the bound it states."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from scipy import stats
+
+    from services.registry.references import ColumnRule, ValidatedReference, profile_parquet
+    from shared.stats import NumericAccumulator, column_drift
+
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=1_300_000)
+    pq.write_table(pa.table({"x": values}), tmp_path / "ref.parquet")
+    rules = (ColumnRule(name="x", kind="numeric", role="feature"),)
+    profile, _ = profile_parquet(
+        ValidatedReference(path=tmp_path / "ref.parquet", n_rows=values.size, columns=rules)
+    )
+    column = profile.features["x"]
+    assert isinstance(column, NumericReference) and column.values_binned
+    blob = column.blob()
+    assert blob is not None and hashlib.sha256(blob).hexdigest() == column.values_sha256
+    window = rng.normal(0.05, 1.0, 5_000)
+    acc = NumericAccumulator.for_reference(column)
+    acc.update(window)
+    result = column_drift(column, acc, "wasserstein")
+    expected = stats.wasserstein_distance(values, window) / np.std(values)
+    assert result.approximate and result.bound <= 1e-3
+    assert abs(result.value - expected) <= result.bound
