@@ -120,7 +120,7 @@ class Distribution:
     """Sorted distinct ``values`` with ``counts``: the data (exact) or a reconstruction of
     ``cells`` (binned, ``cells`` is not None)."""
 
-    __slots__ = ("_cum", "_prefix", "cells", "counts", "n", "values")
+    __slots__ = ("_cum", "cells", "counts", "n", "values")
 
     def __init__(self, values: FloatArray, counts: IntArray, cells: Cells | None = None) -> None:
         if values.size == 0:
@@ -130,7 +130,6 @@ class Distribution:
         self.cells = cells
         self.n = int(counts.sum())
         self._cum: IntArray | None = None
-        self._prefix: tuple[npt.NDArray[np.longdouble], npt.NDArray[np.longdouble]] | None = None
 
     @classmethod
     def of(cls, raw: npt.ArrayLike) -> Distribution:
@@ -195,19 +194,6 @@ class Distribution:
         """Which of the (finite) x are among the values."""
         i = np.minimum(np.searchsorted(self.values, x), self.values.size - 1)
         return np.asarray(self.values[i] == x)
-
-    def gap_prefix(self) -> tuple[npt.NDArray[np.longdouble], npt.NDArray[np.longdouble]]:
-        """Prefix sums, in extended precision, of the gaps between neighbouring values and of
-        the gaps weighted by the CDF at their left end (cached: a reference's, per window)."""
-        if self._prefix is None:
-            gaps = np.diff(self.values).astype(np.longdouble)
-            cdf = (self.cum[1:-1] / self.n).astype(np.longdouble)
-            zero = np.zeros(1, dtype=np.longdouble)
-            self._prefix = (
-                np.concatenate([zero, np.cumsum(gaps)]),
-                np.concatenate([zero, np.cumsum(cdf * gaps)]),
-            )
-        return self._prefix
 
     def count_below(self, x: FloatArray, *, inclusive: bool = False) -> IntArray:
         side: Literal["left", "right"] = "right" if inclusive else "left"
@@ -965,58 +951,11 @@ def _wasserstein_merged(reference: Distribution, current: Distribution) -> float
     return float(np.sum(np.abs(u_cdf - v_cdf) * deltas))  # no BLAS threads to wake
 
 
-def _wasserstein_indexed(reference: Distribution, current: Distribution) -> float:
-    """The same integral for a reference much larger than the window, in O(m log n): between
-    two window values the window's CDF is a constant b, and the sum of |F_ref - b| * gap over
-    the reference's gaps there is read from prefix sums (split where F_ref crosses b)."""
-    r, c = reference.values, current.values
-    n_r = r.size
-    prefix_gap, prefix_cdf_gap = reference.gap_prefix()
-    ref_cdf = reference.cum[1:] / reference.n  # F_ref at each reference value
-    cur_cdf = current.cum / current.n  # F_cur below c_0, at c_0, ..., at c_last
-    # intervals [c_j, c_j+1) for j = -1 .. m-1 (c_-1 = -inf, c_m = +inf), F_cur = cur_cdf[j + 1]
-    starts = np.concatenate([[-np.inf], c])
-    ends = np.concatenate([c, [np.inf]])
-    level = cur_cdf.astype(np.longdouble)
-    lo = np.searchsorted(r, starts, side="left")  # first reference value >= start
-    hi = np.searchsorted(r, ends, side="left")  # first reference value >= end
-    below = np.where(lo > 0, ref_cdf[np.maximum(lo - 1, 0)], 0.0).astype(np.longdouble)
-    total = np.zeros(starts.size, dtype=np.longdouble)
-    has_ref = hi > lo
-    # from the interval's start to its first reference value (or its end): F_ref = below
-    first = np.where(has_ref, r[np.minimum(lo, n_r - 1)], ends)
-    span = (first - starts).astype(np.longdouble)
-    span[~np.isfinite(span)] = 0.0  # the unbounded ends, where both CDFs are 0 or 1
-    total += np.abs(below - level) * span
-    # the reference's gaps inside: k in [lo, hi - 1), F_ref = ref_cdf[k]
-    k_lo = np.minimum(lo, n_r - 1)
-    k_hi = np.maximum(hi - 1, k_lo)
-    cut = np.clip(np.searchsorted(ref_cdf, level.astype(np.float64), side="left"), k_lo, k_hi)
-    left_gap = prefix_gap[cut] - prefix_gap[k_lo]
-    left_cdf = prefix_cdf_gap[cut] - prefix_cdf_gap[k_lo]
-    right_gap = prefix_gap[k_hi] - prefix_gap[cut]
-    right_cdf = prefix_cdf_gap[k_hi] - prefix_cdf_gap[cut]
-    inside = level * left_gap - left_cdf + right_cdf - level * right_gap
-    total += np.where(has_ref, inside, 0.0)
-    # from the last reference value inside to the interval's end: F_ref = ref_cdf[hi - 1]
-    last = r[np.maximum(hi - 1, 0)]
-    tail = (ends - last).astype(np.longdouble)
-    tail[~np.isfinite(tail)] = 0.0
-    last_cdf = ref_cdf[np.maximum(hi - 1, 0)].astype(np.longdouble)
-    total += np.where(has_ref, np.abs(last_cdf - level) * tail, 0.0)
-    return float(total.sum())
-
-
 def wasserstein_drift(reference: Distribution, current: Distribution, *, std: float) -> Drift:
     """scipy's ``wasserstein_distance`` over Evidently's norm ``max(std, 0.001)``: the same
-    integral of |F_ref - F_cur| between every value of both columns (one merge, or prefix sums
-    of the reference when it has many more values than the window)."""
+    integral of |F_ref - F_cur| between every value of both columns, in one merge."""
     norm = max(std, 0.001)
-    if reference.n_distinct > 16 * current.n_distinct:
-        raw = _wasserstein_indexed(reference, current)
-    else:
-        raw = _wasserstein_merged(reference, current)
-    value = raw / norm
+    value = _wasserstein_merged(reference, current) / norm
     if reference.exact and current.exact:
         return Drift(value)
     error = _crossing_error(current, reference) + _crossing_error(reference, current)
