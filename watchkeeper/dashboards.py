@@ -87,6 +87,19 @@ def graph(
     return panel(timeseries.Panel(), title, question, targets, unit=unit, span=span)
 
 
+def bars(
+    title: str, question: str, targets: Sequence[prom.Dataquery], *, span: int = 12
+) -> bargauge.Panel:
+    """A horizontal bar gauge panel."""
+    return panel(
+        bargauge.Panel().orientation(common.VizOrientation.HORIZONTAL),
+        title,
+        question,
+        targets,
+        span=span,
+    )
+
+
 def dashed_threshold(builder: timeseries.Panel, ref: str) -> timeseries.Panel:
     """Draw query ``ref`` as a dashed red line: a threshold, not a measurement."""
     return builder.override_by_query(
@@ -164,8 +177,7 @@ def fleet() -> dash.Dashboard:
         )
         .with_row(dash.Row("Objectives"))
         .with_panel(
-            panel(
-                bargauge.Panel().orientation(common.VizOrientation.HORIZONTAL),
+            bars(
                 "Systems by state",
                 "How many AI systems have a breached objective, how many lack data for a "
                 "verdict, and how many meet every objective?",
@@ -227,8 +239,7 @@ def fleet() -> dash.Dashboard:
         )
         .with_row(dash.Row("Nonconformities"))
         .with_panel(
-            panel(
-                bargauge.Panel().orientation(common.VizOrientation.HORIZONTAL),
+            bars(
                 "Open nonconformities by classification",
                 "How many nonconformities are open, by classification (major, minor, observation)?",
                 [query(f"sum by (classification) ({ncs})", "{{classification}}", instant=True)],
@@ -236,8 +247,7 @@ def fleet() -> dash.Dashboard:
             )
         )
         .with_panel(
-            panel(
-                bargauge.Panel().orientation(common.VizOrientation.HORIZONTAL),
+            bars(
                 "Open nonconformities by state",
                 "Where in the clause 10.2 lifecycle are the open nonconformities (raised, "
                 "triaged, … effectiveness review)?",
