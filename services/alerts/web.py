@@ -775,42 +775,55 @@ def _not_found(request: Request, viewer: Principal, exc: HTTPException) -> HTMLR
     return _render(request, "not_found.html", context, status.HTTP_404_NOT_FOUND)
 
 
-def _after_write(
-    request: Request,
-    session: Session,
-    nc: Nonconformity,
-    viewer: Principal,
-    write: Callable[[], object],
-    *,
-    done: str,
-    form: str,
-    values: dict[str, Any],
-    anchor: str,
-) -> Response:
-    """Run ``write`` on the API's write path; redirect back (303) on success, or show the
-    page again with the guard's or the validation's message and the user's input kept."""
-    try:
-        with _writing(request, session):
-            write()
-    except HTTPException as exc:
-        if exc.status_code not in (status.HTTP_409_CONFLICT, 422):
-            raise
-        session.expire_all()
-        return _record_page(
-            request,
-            session,
-            _find(session, nc.id),
-            viewer,
-            error=str(exc.detail),
-            failed=form,
-            values=values,
-            code=exc.status_code,
+@dataclass(frozen=True)
+class _RecordForm:
+    """A form posted from a record's page: who writes, to which record."""
+
+    request: Request
+    session: Session
+    viewer: Principal
+    nc: Nonconformity
+
+    def after(
+        self,
+        write: Callable[[], object],
+        *,
+        done: str,
+        form: str,
+        values: dict[str, Any],
+        anchor: str,
+    ) -> Response:
+        """Run ``write`` on the API's write path; redirect back (303) on success, or show the
+        page again with the guard's or the validation's message and the user's input kept."""
+        request, session, nc = self.request, self.session, self.nc
+        try:
+            with _writing(request, session):
+                write()
+        except HTTPException as exc:
+            if exc.status_code not in (status.HTTP_409_CONFLICT, 422):
+                raise
+            session.expire_all()
+            return _record_page(
+                request,
+                session,
+                _find(session, nc.id),
+                self.viewer,
+                error=str(exc.detail),
+                failed=form,
+                values=values,
+                code=exc.status_code,
+            )
+        target = _path(request, "record", ref=nc.reference or nc.id)
+        query = {"done": done, **({"from": values["from"]} if values.get("from") else {})}
+        return RedirectResponse(
+            f"{target}?{urllib.parse.urlencode(query)}#{anchor}", status.HTTP_303_SEE_OTHER
         )
-    target = _path(request, "record", ref=nc.reference or nc.id)
-    query = {"done": done, **({"from": values["from"]} if values.get("from") else {})}
-    return RedirectResponse(
-        f"{target}?{urllib.parse.urlencode(query)}#{anchor}", status.HTTP_303_SEE_OTHER
-    )
+
+
+def _record_form(request: Request, session: Session, csrf: str, ref: str) -> _RecordForm:
+    """The writer (403 first), then the record (404)."""
+    viewer = _writer(request, csrf)
+    return _RecordForm(request, session, viewer, _find(session, ref))
 
 
 def _invalid(exc: ValidationError) -> str:
@@ -869,8 +882,7 @@ def record_transition(
     review_result: Text = "",
     from_: Annotated[str, Form(alias="from")] = "",
 ) -> Response:
-    viewer = _writer(request, csrf)
-    nc = _find(session, ref)
+    page = _record_form(request, session, csrf, ref)
     values = {
         "to": to,
         "owner": owner,
@@ -900,18 +912,14 @@ def record_transition(
         assert isinstance(request_body, TransitionRequest)
         crud.transition(
             session=session,
-            nc=nc,
+            nc=page.nc,
             target=State(request_body.to),
             data=request_body.model_dump(),
-            actor=_actor(viewer),
+            actor=_actor(page.viewer),
             topic=str(request.app.state.bus.topics.nonconformities),
         )
 
-    return _after_write(
-        request,
-        session,
-        nc,
-        viewer,
+    return page.after(
         write,
         done="transition",
         form=f"step-{to}",
@@ -931,8 +939,7 @@ def record_analysis(
     contributing_causes: Text = "",
     from_: Annotated[str, Form(alias="from")] = "",
 ) -> Response:
-    viewer = _writer(request, csrf)
-    nc = _find(session, ref)
+    page = _record_form(request, session, csrf, ref)
     values = {
         "root_cause_method": root_cause_method,
         "root_cause": root_cause,
@@ -943,20 +950,16 @@ def record_analysis(
     def write() -> None:
         crud.revise_analysis(
             session=session,
-            nc=nc,
+            nc=page.nc,
             data={
                 "root_cause_method": root_cause_method,
                 "root_cause": root_cause,
                 "contributing_causes": _lines(contributing_causes),
             },
-            actor=_actor(viewer),
+            actor=_actor(page.viewer),
         )
 
-    return _after_write(
-        request,
-        session,
-        nc,
-        viewer,
+    return page.after(
         write,
         done="analysis",
         form="analysis",
@@ -975,8 +978,7 @@ def record_classification(
     reason: Text = "",
     from_: Annotated[str, Form(alias="from")] = "",
 ) -> Response:
-    viewer = _writer(request, csrf)
-    nc = _find(session, ref)
+    page = _record_form(request, session, csrf, ref)
     values = {"classification": classification, "reason": reason, "from": from_}
 
     def write() -> None:
@@ -984,22 +986,18 @@ def record_classification(
             ClassificationChange, {"classification": classification, "reason": reason.strip()}
         )
         assert isinstance(change, ClassificationChange)
-        if not nc.open:
-            raise TransitionError(f"the record is {nc.status}: its classification is final")
+        if not page.nc.open:
+            raise TransitionError(f"the record is {page.nc.status}: its classification is final")
         crud.reclassify(
             session=session,
-            nc=nc,
+            nc=page.nc,
             classification=change.classification,
             reason=change.reason,
-            actor=_actor(viewer),
+            actor=_actor(page.viewer),
             topic=str(request.app.state.bus.topics.nonconformities),
         )
 
-    return _after_write(
-        request,
-        session,
-        nc,
-        viewer,
+    return page.after(
         write,
         done="classification",
         form="classification",
@@ -1021,8 +1019,7 @@ def record_add_action(
     evidence_link: Text = "",
     from_: Annotated[str, Form(alias="from")] = "",
 ) -> Response:
-    viewer = _writer(request, csrf)
-    nc = _find(session, ref)
+    page = _record_form(request, session, csrf, ref)
     values = {
         "description": description,
         "type": action_type,
@@ -1044,13 +1041,11 @@ def record_add_action(
         if due_at is None:
             raise HTTPException(422, "due: the date the action is due")
         action = _validated(ActionCreate, body)
-        crud.add_action(session=session, nc=nc, data=action.model_dump(), actor=_actor(viewer))
+        crud.add_action(
+            session=session, nc=page.nc, data=action.model_dump(), actor=_actor(page.viewer)
+        )
 
-    return _after_write(
-        request,
-        session,
-        nc,
-        viewer,
+    return page.after(
         write,
         done="action",
         form="new-action",
@@ -1075,7 +1070,7 @@ def action_update(
     action = session.get(CorrectiveAction, action_id)
     if action is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no corrective action {action_id!r}")
-    nc = _find(session, action.nonconformity_id)
+    page = _RecordForm(request, session, viewer, _find(session, action.nonconformity_id))
     values = {
         "status": status_,
         "owner": owner,
@@ -1097,15 +1092,11 @@ def action_update(
             session=session,
             action=action,
             data=update.model_dump(),
-            actor=_actor(viewer),
+            actor=_actor(page.viewer),
             effectiveness_windows=request.app.state.effectiveness_windows,
         )
 
-    return _after_write(
-        request,
-        session,
-        nc,
-        viewer,
+    return page.after(
         write,
         done="action_updated",
         form=f"action-{action_id}",
