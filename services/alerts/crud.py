@@ -133,6 +133,14 @@ def append_log(
     return entry
 
 
+def _add_logged(
+    session: Session, row: object, actor: str, kind: str, subject: str, before: Any, after: Any
+) -> None:
+    """Add ``row`` and append its audit log entry (``append_log``) in the same transaction."""
+    session.add(row)
+    append_log(session=session, actor=actor, kind=kind, subject=subject, before=before, after=after)
+
+
 def log_row(
     *, seq: int, prev_hash: str, actor: str, kind: str, subject: str, before: Any, after: Any
 ) -> dict[str, Any]:
@@ -310,14 +318,14 @@ def create_nonconformity(
         raised_at=now,
         updated_at=now,
     )
-    session.add(nc)
-    append_log(
-        session=session,
-        actor=actor,
-        kind="manual_record",
-        subject=nc.id,
-        before=None,
-        after={**snapshot(nc), "source": nc.source, "title": nc.title},
+    _add_logged(
+        session,
+        nc,
+        actor,
+        "manual_record",
+        nc.id,
+        None,
+        {**snapshot(nc), "source": nc.source, "title": nc.title},
     )
     publish(session=session, nc=nc, change=NonconformityChange.RAISED, topic=topic)
     return nc
@@ -414,14 +422,14 @@ def transition(
         nc.action_plan += 1
     nc.status = target.value
     nc.updated_at = now
-    session.add(nc)
-    append_log(
-        session=session,
-        actor=actor,
-        kind="transition",
-        subject=nc.id,
-        before=before,
-        after={**snapshot(nc), **fields, "action_plan": nc.action_plan, "reason": reason or None},
+    _add_logged(
+        session,
+        nc,
+        actor,
+        "transition",
+        nc.id,
+        before,
+        {**snapshot(nc), **fields, "action_plan": nc.action_plan, "reason": reason or None},
     )
     publish(session=session, nc=nc, change=NonconformityChange.STATUS_CHANGED, topic=topic)
     return nc
@@ -433,14 +441,8 @@ def reclassify(
     before = snapshot(nc)
     nc.classification = classification
     nc.updated_at = datetime.now(UTC)
-    session.add(nc)
-    append_log(
-        session=session,
-        actor=actor,
-        kind="classification",
-        subject=nc.id,
-        before=before,
-        after={**snapshot(nc), "reason": reason},
+    _add_logged(
+        session, nc, actor, "classification", nc.id, before, {**snapshot(nc), "reason": reason}
     )
     publish(session=session, nc=nc, change=NonconformityChange.STATUS_CHANGED, topic=topic)
     return nc
@@ -479,15 +481,7 @@ def revise_analysis(
     nc.root_cause_method, nc.root_cause = method, text
     nc.contributing_causes = [str(c) for c in data.get("contributing_causes") or [] if str(c)]
     nc.updated_at = datetime.now(UTC)
-    session.add(nc)
-    append_log(
-        session=session,
-        actor=actor,
-        kind="analysis_revised",
-        subject=nc.id,
-        before=before,
-        after=_analysis_view(nc),
-    )
+    _add_logged(session, nc, actor, "analysis_revised", nc.id, before, _analysis_view(nc))
     return nc
 
 
@@ -510,15 +504,7 @@ def add_action(
         created_by=actor,
         action_plan=nc.action_plan,
     )
-    session.add(action)
-    append_log(
-        session=session,
-        actor=actor,
-        kind="action_planned",
-        subject=nc.id,
-        before=None,
-        after=_action_view(action),
-    )
+    _add_logged(session, action, actor, "action_planned", nc.id, None, _action_view(action))
     return action
 
 
@@ -556,14 +542,14 @@ def update_action(
     if action.status == "implemented" and not action.evidence_links:
         raise TransitionError("an implemented action needs at least one evidence link")
     action.updated_at = datetime.now(UTC)
-    session.add(action)
-    append_log(
-        session=session,
-        actor=actor,
-        kind="action_updated",
-        subject=action.nonconformity_id,
-        before=before,
-        after=_action_view(action),
+    _add_logged(
+        session,
+        action,
+        actor,
+        "action_updated",
+        action.nonconformity_id,
+        before,
+        _action_view(action),
     )
     if action.status == "implemented":
         session.flush()
@@ -593,15 +579,7 @@ def start_watching(*, session: Session, nc: Nonconformity, windows: int, actor: 
         "breached": False,
         "windows": [],
     }
-    session.add(nc)
-    append_log(
-        session=session,
-        actor=actor,
-        kind="effectiveness_watch",
-        subject=nc.id,
-        before=None,
-        after=nc.review_evidence,
-    )
+    _add_logged(session, nc, actor, "effectiveness_watch", nc.id, None, nc.review_evidence)
 
 
 # --- silences -------------------------------------------------------------------------------
@@ -626,14 +604,14 @@ def create_silence(*, session: Session, data: dict[str, Any], actor: str) -> Sil
         starts_at=starts_at,
         expires_at=data["expires_at"],
     )
-    session.add(silence)
-    append_log(
-        session=session,
-        actor=actor,
-        kind="silence_created",
-        subject=f"silence:{silence.id}",
-        before=None,
-        after=_silence_view(silence),
+    _add_logged(
+        session,
+        silence,
+        actor,
+        "silence_created",
+        f"silence:{silence.id}",
+        None,
+        _silence_view(silence),
     )
     return silence
 
@@ -654,14 +632,14 @@ def expire_silence(*, session: Session, silence: Silence, actor: str) -> Silence
     before = _silence_view(silence)
     silence.expires_at = now
     silence.expired_by = actor
-    session.add(silence)
-    append_log(
-        session=session,
-        actor=actor,
-        kind="silence_expired",
-        subject=f"silence:{silence.id}",
-        before=before,
-        after=_silence_view(silence),
+    _add_logged(
+        session,
+        silence,
+        actor,
+        "silence_expired",
+        f"silence:{silence.id}",
+        before,
+        _silence_view(silence),
     )
     return silence
 
