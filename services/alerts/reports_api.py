@@ -108,6 +108,14 @@ def _period(
     return period
 
 
+def _review(
+    session: Session, period: Period, systems: Mapping[str, SystemSnapshot]
+) -> dict[str, Any]:
+    """The management review of ``period``, as of now."""
+    rows = load_rows(session=session, period=period, systems=systems)
+    return management_review(period, rows, now=datetime.now(UTC))
+
+
 def _actor(user: Principal) -> str:
     return user.subject or "anonymous"
 
@@ -124,8 +132,7 @@ def management_review_report(
     """The management review (ISO/IEC 42001 9.3) of ``[from, to)`` for one system or all."""
     systems = _systems(request)
     period = _period(session, systems, system, start, to)
-    rows = load_rows(session=session, period=period, systems=systems)
-    return management_review(period, rows, now=datetime.now(UTC))
+    return _review(session, period, systems)
 
 
 @router.get(
@@ -212,8 +219,7 @@ def management_review_page(
     except HTTPException as exc:
         context["error"], code = exc.detail, exc.status_code
     else:
-        rows = load_rows(session=session, period=period, systems=systems)
-        report = management_review(period, rows, now=datetime.now(UTC))
+        report = _review(session, period, systems)
         query = urlencode(
             {
                 "system": period.system_id or "",
