@@ -9,9 +9,20 @@ from typing import Any
 
 from shared.bus import Record
 from shared.bus.framing import unframe
-from shared.contracts import Comparator, EvaluationResult, EvaluationStatus, Evidence
+from shared.contracts import (
+    Comparator,
+    EvaluationResult,
+    EvaluationStatus,
+    Evidence,
+    FeatureSpec,
+    FeatureType,
+    Objective,
+    SystemSnapshot,
+    Task,
+)
 
 __all__ = [
+    "accuracy_snapshot",
     "event_values",
     "make_evaluation",
     "make_objective",
@@ -160,3 +171,33 @@ def make_income_drift_case(rng: Any, rows: int) -> tuple[dict[str, Any], Any, di
         min_samples=50,
     )
     return system, reference, objective
+
+
+def accuracy_snapshot(
+    system_id: str, *, name: str | None = None, system_owner: str = "o", **objective: Any
+) -> SystemSnapshot:
+    """A registry snapshot of a binary classifier with one numeric feature (income) and one
+    objective "acc" (accuracy >= 0.8 over 60 s windows); ``objective`` overrides its fields."""
+    now = datetime.now(UTC)
+    fields: dict[str, Any] = {
+        "id": "acc",
+        "version": 1,
+        "system_id": system_id,
+        "metric": "accuracy",
+        "comparator": Comparator.GE,
+        "threshold": 0.8,
+        "window_seconds": 60,
+        "owner": "owen",
+        "changed_by": "editor",
+        "changed_at": now,
+        **objective,
+    }
+    return SystemSnapshot(
+        system_id=system_id,
+        name=system_id if name is None else name,
+        owner=system_owner,
+        task=Task.BINARY_CLASSIFICATION,
+        features=[FeatureSpec(name="income", type=FeatureType.NUMERIC)],
+        objectives=[Objective(**fields)],
+        updated_at=now,
+    )

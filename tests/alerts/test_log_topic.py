@@ -18,50 +18,23 @@ from services.alerts.semantics import GENESIS, canonical_entry, chain_hash
 from services.alerts.settings import Settings
 from shared.bus import Bus
 from shared.contracts import (
-    Comparator,
     EvaluationResult,
     EvaluationStatus,
-    FeatureSpec,
-    FeatureType,
     ImprovementLogEntry,
     NonconformityChanged,
-    Objective,
     SystemSnapshot,
-    Task,
     decode_nonconformity_message,
     encode,
 )
 from tests.deployments import fresh_database
-from tests.factories import make_evaluation
+from tests.factories import accuracy_snapshot, make_evaluation
 
 SYSTEM = "credit"
 FIRST_WINDOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def snapshot() -> SystemSnapshot:
-    now = datetime.now(UTC)
-    return SystemSnapshot(
-        system_id=SYSTEM,
-        name=SYSTEM,
-        owner="o",
-        task=Task.BINARY_CLASSIFICATION,
-        features=[FeatureSpec(name="income", type=FeatureType.NUMERIC)],
-        objectives=[
-            Objective(
-                id="acc",
-                version=1,
-                system_id=SYSTEM,
-                metric="accuracy",
-                comparator=Comparator.GE,
-                threshold=0.8,
-                window_seconds=60,
-                owner="owen",
-                changed_by="editor",
-                changed_at=now,
-            )
-        ],
-        updated_at=now,
-    )
+    return accuracy_snapshot(SYSTEM)
 
 
 def evaluation(

@@ -4,7 +4,6 @@ version, even though the topic is read from its beginning at every start."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,40 +13,19 @@ from services.alerts.app import create_app
 from services.alerts.settings import Settings
 from shared.bus import MemoryBus
 from shared.contracts import (
-    Comparator,
-    FeatureSpec,
-    FeatureType,
-    Objective,
     SystemSnapshot,
-    Task,
     encode,
 )
+from tests.factories import accuracy_snapshot
 
 
 def snapshot(version: int) -> SystemSnapshot:
-    now = datetime.now(UTC)
-    return SystemSnapshot(
-        system_id="credit",
-        name="credit",
-        owner="o",
-        task=Task.BINARY_CLASSIFICATION,
-        features=[FeatureSpec(name="income", type=FeatureType.NUMERIC)],
-        objectives=[
-            Objective(
-                id="acc",
-                version=version,
-                system_id="credit",
-                metric="accuracy",
-                comparator=Comparator.GE,
-                threshold=0.8 + version / 100,
-                window_seconds=60,
-                owner="owen",
-                changed_by=f"editor{version}",
-                changed_at=now,
-                change_reason=f"v{version}",
-            )
-        ],
-        updated_at=now,
+    return accuracy_snapshot(
+        "credit",
+        version=version,
+        threshold=0.8 + version / 100,
+        changed_by=f"editor{version}",
+        change_reason=f"v{version}",
     )
 
 

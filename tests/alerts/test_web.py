@@ -23,16 +23,11 @@ from services.alerts.settings import Settings
 from services.alerts.web import COOKIE
 from shared.auth import Role, issue_token
 from shared.contracts import (
-    Comparator,
     EvaluationStatus,
-    FeatureSpec,
-    FeatureType,
-    Objective,
     SystemSnapshot,
-    Task,
     encode,
 )
-from tests.factories import make_evaluation
+from tests.factories import accuracy_snapshot, make_evaluation
 
 SECRET = "w" * 32
 FIRST_WINDOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -48,32 +43,16 @@ def bearer(role: Role, subject: str = "quinn") -> dict[str, str]:
 
 
 def system_snapshot(system_id: str = "credit") -> SystemSnapshot:
-    now = datetime.now(UTC)
-    return SystemSnapshot(
-        system_id=system_id,
+    return accuracy_snapshot(
+        system_id,
         name="Credit scoring",
-        owner="ml@example.org",
-        task=Task.BINARY_CLASSIFICATION,
-        features=[FeatureSpec(name="income", type=FeatureType.NUMERIC)],
-        objectives=[
-            Objective(
-                id="acc",
-                version=1,
-                system_id=system_id,
-                metric="accuracy",
-                comparator=Comparator.GE,
-                threshold=0.8,
-                window_seconds=60,
-                severity="major",
-                owner="owen@example.org",
-                rationale="Wrong credit decisions harm applicants",
-                references=["ISO/IEC 42001 6.2", "A.6.2.6"],
-                changed_by="alice",
-                changed_at=now,
-                change_reason="first version",
-            )
-        ],
-        updated_at=now,
+        system_owner="ml@example.org",
+        severity="major",
+        owner="owen@example.org",
+        rationale="Wrong credit decisions harm applicants",
+        references=["ISO/IEC 42001 6.2", "A.6.2.6"],
+        changed_by="alice",
+        change_reason="first version",
     )
 
 
