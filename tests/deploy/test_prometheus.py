@@ -376,6 +376,8 @@ async def test_every_panel_and_rule_finds_series_in_a_real_prometheus(
                     response = await client.get(f"{prom}/api/v1/targets")
                 except httpx.TransportError as exc:
                     return False, repr(exc)
+                if response.status_code != 200:  # 503 until Prometheus is ready
+                    return False, f"{response.status_code} {response.text[:200]}"
                 active = response.json()["data"]["activeTargets"]
                 health = {t["scrapeUrl"]: t["health"] for t in active}
                 return len(health) == 4 and set(health.values()) == {"up"}, health

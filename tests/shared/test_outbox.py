@@ -181,6 +181,8 @@ async def test_rows_wait_out_a_bus_outage_and_are_published_once_it_recovers(
         bus.flaky.down = False
         await eventually(lambda: len(published(bus, topic)) >= 3, "publication after recovery")
         await eventually(lambda: not pending(db, service), "the rows to be deleted")
+        # the count follows the delete's commit, one await later
+        await eventually(lambda: relay.published == 3, "the relay to count the records")
     finally:
         await relay.stop()
     assert published(bus, topic) == [b"nc-1", b"nc-2", b"nc-3"]
