@@ -25,7 +25,12 @@ from pydantic import (
 
 __all__ = [
     "CONTRACTS",
+    "DEFAULT_LABEL_HORIZON_SECONDS",
+    "IDENTIFIER_MAX_LENGTH",
+    "IDENTIFIER_PATTERN",
+    "MODEL_VERSION_MAX_LENGTH",
     "SCHEMA_VERSION",
+    "TIMESTAMP_PATTERN",
     "Comparator",
     "Contract",
     "EvaluationResult",
@@ -35,6 +40,7 @@ __all__ = [
     "FeatureType",
     "Identifier",
     "ImprovementLogEntry",
+    "ModelVersionName",
     "NonconformityChange",
     "NonconformityChanged",
     "Objective",
@@ -55,10 +61,45 @@ __all__ = [
 
 SCHEMA_VERSION: Literal[1] = 1
 
+# --- the event rules, declared once: ingest's and the evaluator's fast paths and the registry
+# derive theirs from these (the SDK keeps a copy, compared with these by tests/sdk) -----------
+
+IDENTIFIER_MAX_LENGTH = 128
+"""Characters in an id chosen by a client (event, system, objective, attribute)."""
+_IDENTIFIER_FIRST = "[A-Za-z0-9]"
+_IDENTIFIER_REST = r"[A-Za-z0-9._:\-]"
+IDENTIFIER_PATTERN = rf"{_IDENTIFIER_FIRST}{_IDENTIFIER_REST}{{0,{IDENTIFIER_MAX_LENGTH - 1}}}"
+"""A whole identifier, length included, unanchored: ``re.fullmatch`` it, or anchor it as the
+regex engine at hand needs (``^…$`` for RE2 and Rust, ``^…\\Z`` for Python's ``re.search``)."""
+
+MODEL_VERSION_MAX_LENGTH = 128
+"""Characters in a model version (any characters, at least one)."""
+
+TIMESTAMP_PATTERN = (
+    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[T ]"
+    r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
+"""The event timestamps the fast paths take as written, unanchored: ISO 8601 with seconds, at
+most microseconds and an offset, which pydantic, ``datetime.fromisoformat`` and Arrow read alike.
+The contract (``AwareDatetime``) takes more; the day of the month is still to check
+(2026-02-30 matches)."""
+
+DEFAULT_LABEL_HORIZON_SECONDS = 7 * 24 * 3600
+"""How long outcomes may follow their predictions when a system does not say (7 days)."""
+
 Identifier = Annotated[
-    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
+    str,
+    Field(
+        min_length=1,
+        max_length=IDENTIFIER_MAX_LENGTH,
+        pattern=rf"^{_IDENTIFIER_FIRST}{_IDENTIFIER_REST}*$",
+    ),
 ]
 """Ids chosen by clients: printable, no spaces, safe as a Kafka key and a URL segment."""
+
+ModelVersionName = Annotated[str, Field(min_length=1, max_length=MODEL_VERSION_MAX_LENGTH)]
+"""A model version as a client names it."""
 
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
 """A feature, attribute, prediction or label value (strict: "1" is not 1)."""
@@ -79,7 +120,7 @@ class Contract(Part):
 class PredictionEvent(Contract):
     event_id: Identifier
     system_id: Identifier
-    model_version: Annotated[str, Field(min_length=1, max_length=128)]
+    model_version: ModelVersionName
     timestamp: AwareDatetime
     features: dict[str, Scalar | None]
     prediction: Scalar
@@ -198,7 +239,7 @@ class EvaluationResult(Contract):
 
 
 class FeatureSpec(Part):
-    name: Annotated[str, Field(min_length=1, max_length=128)]
+    name: Annotated[str, Field(min_length=1, max_length=IDENTIFIER_MAX_LENGTH)]
     type: FeatureType
     nullable: bool = False
     min: float | None = None
@@ -238,7 +279,7 @@ class SystemSnapshot(Contract):
     owner: str
     task: Task
     features: list[FeatureSpec]
-    label_horizon_seconds: int = 7 * 24 * 3600
+    label_horizon_seconds: int = DEFAULT_LABEL_HORIZON_SECONDS
     status: Literal["active", "retired"] = "active"
     objectives: list[Objective] = Field(default_factory=list)
     reference_hash: str | None = None

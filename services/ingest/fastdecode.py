@@ -11,8 +11,9 @@ which the contract and the schema accept, with the same values
 (``tests/ingest/test_fastdecode.py`` checks that on generated records).
 
 Stricter than the contract on purpose: integers must fit in 64 bits and timestamps must be
-``YYYY-MM-DD[T ]HH:MM:SS[.ffffff](Z|+HH:MM)`` (what pydantic reads alike and the evaluator's
-columnar reader takes as is).
+``YYYY-MM-DD[T ]HH:MM:SS[.ffffff](Z|+HH:MM)`` (``shared.contracts.TIMESTAMP_PATTERN``, what
+pydantic reads alike and the evaluator's columnar reader takes as is). Ids, model versions and
+timestamps follow the rules ``shared.contracts`` declares.
 """
 
 from __future__ import annotations
@@ -23,30 +24,28 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from shared.contracts import FeatureType, SystemSnapshot
+from shared.contracts import (
+    IDENTIFIER_PATTERN,
+    MODEL_VERSION_MAX_LENGTH,
+    TIMESTAMP_PATTERN,
+    FeatureType,
+    SystemSnapshot,
+)
 
 from .eventtime import EventTimeLimits
 from .validation import PerSystem
 
 __all__ = ["FastDecoder", "FastDecoders", "system_hint"]
 
-_ID = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*\Z")
-]
-_TIMESTAMP = Annotated[
-    str,
-    msgspec.Meta(
-        pattern=r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[T ]"
-        r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
-        r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])\Z"
-    ),
-]
+# msgspec searches with Python's re: anchored at both ends (\Z: no newline after the end)
+_ID = Annotated[str, msgspec.Meta(pattern=rf"^{IDENTIFIER_PATTERN}\Z")]
+_TIMESTAMP = Annotated[str, msgspec.Meta(pattern=rf"^{TIMESTAMP_PATTERN}\Z")]
 _INT = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 _PROBABILITY = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 _LATENCY = Annotated[float, msgspec.Meta(ge=0.0)]
-_VERSION = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_VERSION = Annotated[str, msgspec.Meta(min_length=1, max_length=MODEL_VERSION_MAX_LENGTH)]
 _DAY_S = 86_400.0
-_HINT = re.compile(rb'"system_id"\s*:\s*"([A-Za-z0-9][A-Za-z0-9._:\-]{0,127})"')
+_HINT = re.compile(rb'"system_id"\s*:\s*"(' + IDENTIFIER_PATTERN.encode() + rb')"')
 
 
 def _version() -> int:

@@ -3,10 +3,11 @@
 Every record is checked exactly as the bus contract (``PredictionEvent`` / ``OutcomeEvent``)
 would check it, then against the system's registered feature schema. The common shape (what
 the SDK sends: plain ids, ISO-8601 timestamps with an offset, numbers in range) is checked by
-a few direct type tests and forwarded as the client's own JSON, which is ~10x cheaper than
-building a pydantic model per event. Whatever that fast check is not sure about goes to the
-pydantic model itself, so the fast path can only ever accept a subset of what the contract
-accepts (``tests/ingest/test_validation.py`` checks that property on generated records).
+a few direct type tests (ids, timestamps and lengths by the rules ``shared.contracts`` declares)
+and forwarded as the client's own JSON, which is ~10x cheaper than building a pydantic model per
+event. Whatever that fast check is not sure about goes to the pydantic model itself, so the
+fast path can only ever accept a subset of what the contract accepts
+(``tests/ingest/test_validation.py`` checks that property on generated records).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import orjson
 from pydantic import ValidationError
 
 from shared.contracts import (
+    IDENTIFIER_PATTERN,
+    MODEL_VERSION_MAX_LENGTH,
+    TIMESTAMP_PATTERN,
     FeatureType,
     OutcomeEvent,
     PredictionEvent,
@@ -56,11 +60,8 @@ T = TypeVar("T")
 
 _TYPE_TAGS = {"bool", "int", "float", "str", "none", "dict[str,float]", "constrained-str"}
 
-_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
-_TIMESTAMP = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
-    r"(?:Z|[+-][0-9]{2}:[0-9]{2})"
-)
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
 _SIGNATURES = 4096  # feature signatures remembered per system (see SchemaCheck.passes)
 _SCALARS = (bool, int, float, str)
 _SCALARS_OR_NONE = (*_SCALARS, type(None))
@@ -288,7 +289,7 @@ def fast_event(kind: Kind, item: dict[str, Any]) -> bool:
             _identifier(item.get("event_id"))
             and _identifier(item.get("system_id"))
             and type(model_version) is str
-            and 1 <= len(model_version) <= 128
+            and 1 <= len(model_version) <= MODEL_VERSION_MAX_LENGTH
             and _timestamp(item.get("timestamp"))
             and type(item.get("features")) is dict
             and type(item.get("prediction")) in _SCALARS

@@ -65,6 +65,8 @@ TIMESTAMPS = st.one_of(
             "2026-02-30T00:00:00Z",
             "2026-01-01T24:00:00Z",
             "2026-01-01T00:00:00+24:00",
+            "2026-01-01T00:00:00+00:60",
+            "2026-01-01T00:00:00-05:75",
             "2026-01-01T00:00:00.1234567Z",
             "20260101T000000Z",
             "2026-01-01T00:00Z",
@@ -161,3 +163,13 @@ def test_the_common_shape_takes_the_fast_path() -> None:
     assert fast_event("predictions", {**prediction_base(), "scores": {"0": 0.25, "1": 1}})
     assert not fast_event("predictions", {**prediction_base(), "scores": {"0": "0.5"}})
     assert not fast_event("predictions", {**prediction_base(), "timestamp": "2026-01-01T00:00:00"})
+
+
+def test_an_offset_of_sixty_minutes_or_more_is_refused_as_the_contract_refuses_it() -> None:
+    """Python's ``fromisoformat`` reads +00:60 as +01:00; pydantic refuses it, so must ingest."""
+    for stamp in ("2026-01-01T00:00:00+00:60", "2026-01-01 00:00:00-05:75"):
+        item = {**prediction_base(), "timestamp": stamp}
+        assert not fast_event("predictions", item)
+        good, errors = validate_events("predictions", [item], lookup=lambda _id: SYSTEM)
+        assert not good
+        assert [e.field for e in errors] == ["timestamp"]
