@@ -33,7 +33,15 @@ import pyarrow.json as pj
 
 from shared.bus import Record, Topics
 from shared.bus.framing import unframe
-from shared.contracts import OutcomeEvent, PredictionEvent, decode
+from shared.contracts import (
+    IDENTIFIER_MAX_LENGTH,
+    IDENTIFIER_PATTERN,
+    MODEL_VERSION_MAX_LENGTH,
+    TIMESTAMP_PATTERN,
+    OutcomeEvent,
+    PredictionEvent,
+    decode,
+)
 
 __all__ = [
     "OutcomeBatch",
@@ -49,11 +57,8 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 M = TypeVar("M", PredictionEvent, OutcomeEvent)
 
-_IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
-_TIMESTAMP = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
-    r"(Z|[+-][0-9]{2}:[0-9]{2})$"
-)
+_IDENTIFIER = f"^{IDENTIFIER_PATTERN}$"
+_TIMESTAMP = f"^{TIMESTAMP_PATTERN}$"
 _EXACT = 2.0**53
 """Doubles at least this large may stand for a JSON integer a double cannot hold exactly."""
 _SCALAR_TYPES = (pa.int64(), pa.float64(), pa.string(), pa.bool_())
@@ -89,7 +94,7 @@ def _valid(array: pa.Array) -> npt.NDArray[np.bool_]:
     return _np(array.is_valid())
 
 
-_IDENTIFIERS = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}\x00)*")
+_IDENTIFIERS = re.compile(rf"(?:{IDENTIFIER_PATTERN}\x00)*")
 """Identifiers, each followed by NUL: a whole column checked by one match."""
 
 
@@ -102,7 +107,7 @@ def _identifier(array: pa.Array) -> npt.NDArray[np.bool_]:
             return np.ones(len(array), dtype=np.bool_)
     ok = pc.and_(
         pc.match_substring_regex(array, pattern=_IDENTIFIER),
-        pc.less_equal(pc.utf8_length(array), 128),
+        pc.less_equal(pc.utf8_length(array), IDENTIFIER_MAX_LENGTH),
     )
     return _np(pc.fill_null(ok, False))
 
@@ -222,7 +227,8 @@ def _prediction_checks(
     if version is None or version.type != pa.string():
         return np.zeros(n, dtype=np.bool_), ts
     length = pc.utf8_length(version)
-    ok &= _np(pc.fill_null(pc.and_(pc.greater_equal(length, 1), pc.less_equal(length, 128)), False))
+    sized = pc.and_(pc.greater_equal(length, 1), pc.less_equal(length, MODEL_VERSION_MAX_LENGTH))
+    ok &= _np(pc.fill_null(sized, False))
     prediction = _present(table, "prediction")
     ok &= (
         np.zeros(n, dtype=np.bool_) if prediction is None else _scalar_ok(prediction, required=True)

@@ -45,6 +45,7 @@ STAMPS = st.one_of(
             "2027-01-15T08:00:00",
             "2027-02-30T08:00:00Z",
             "2027-01-15T24:00:00Z",
+            "2027-01-15T08:00:00+00:60",
             "2027-01-15T08:00:00.1234567Z",
             "yesterday",
             "1800000000",
@@ -502,3 +503,19 @@ def test_a_bad_line_of_a_framed_record_goes_to_the_dlq_alone() -> None:
     assert batch.event_ids == ["e0", "e2", "e3", "e4"]
     assert batch.offsets.tolist() == [7, 7, 8, 9]
     assert batches[0].seen == {topics.predictions: 10}
+
+
+def test_an_offset_of_sixty_minutes_or_more_goes_to_the_dlq_as_the_contract_says() -> None:
+    """Arrow cannot read +00:60 and ``fromisoformat`` reads it as +01:00; pydantic refuses it."""
+    value = orjson.dumps(
+        {
+            "event_id": "o-1",
+            "system_id": "s1",
+            "prediction_id": "p-1",
+            "timestamp": "2027-01-15T08:00:00+00:60",
+            "actual": 1,
+        }
+    )
+    batch, bad = decode_outcomes([value, value], np.arange(2, dtype=np.int64))
+    assert batch.size == 0
+    assert [i for i, _ in bad] == [0, 1]
