@@ -21,6 +21,9 @@ import orjson
 from watchkeeper_sdk._errors import InvalidEventError
 
 __all__ = [
+    "IDENTIFIER_MAX_LENGTH",
+    "IDENTIFIER_PATTERN",
+    "MODEL_VERSION_MAX_LENGTH",
     "FeatureValue",
     "Scalar",
     "build_outcome",
@@ -35,7 +38,14 @@ Scalar = str | int | float | bool
 FeatureValue = Scalar | None
 """A feature or attribute value; ``None`` (or a float NaN) means missing."""
 
-_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
+# The SDK ships alone, so it keeps its own copy of the contract's rules (shared.contracts);
+# tests/sdk/test_events.py checks that the copy and the contract agree.
+IDENTIFIER_MAX_LENGTH = 128
+IDENTIFIER_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9._:\-]{{0,{IDENTIFIER_MAX_LENGTH - 1}}}"
+"""A whole event, system or prediction id (fullmatch it)."""
+MODEL_VERSION_MAX_LENGTH = 128
+
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
@@ -48,8 +58,8 @@ def new_event_id() -> str:
 def check_identifier(value: object, what: str) -> str:
     if type(value) is not str or _IDENTIFIER.fullmatch(value) is None:
         raise InvalidEventError(
-            f"{what} must be 1-128 characters of [A-Za-z0-9._:-] starting with a letter or digit,"
-            f" got {value!r}"
+            f"{what} must be 1-{IDENTIFIER_MAX_LENGTH} characters of [A-Za-z0-9._:-] starting"
+            f" with a letter or digit, got {value!r}"
         )
     return value
 
@@ -262,6 +272,8 @@ def build_outcome(
 
 
 def check_model_version(value: object) -> str:
-    if type(value) is not str or not 1 <= len(value) <= 128:
-        raise InvalidEventError(f"model_version must be a str of 1-128 characters, got {value!r}")
+    if type(value) is not str or not 1 <= len(value) <= MODEL_VERSION_MAX_LENGTH:
+        raise InvalidEventError(
+            f"model_version must be a str of 1-{MODEL_VERSION_MAX_LENGTH} characters, got {value!r}"
+        )
     return value
