@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shared.bus import Bus
+from shared.contracts import DEFAULT_LABEL_HORIZON_SECONDS
 from shared.registry_view import RegistryView
 
 from .dedup import DedupStore
@@ -17,8 +18,6 @@ from .settings import Settings
 from .validation import SchemaChecks
 
 __all__ = ["IngestContext"]
-
-DEFAULT_HORIZON_S = 7 * 24 * 3600.0
 
 
 @dataclass
@@ -44,4 +43,5 @@ class IngestContext:
     def horizon_s(self, system_id: str) -> float:
         """How long an event_id of the system counts as seen: its label horizon."""
         system = self.view.get(system_id)
-        return float(system.label_horizon_seconds) if system is not None else DEFAULT_HORIZON_S
+        horizon = DEFAULT_LABEL_HORIZON_SECONDS if system is None else system.label_horizon_seconds
+        return float(horizon)
