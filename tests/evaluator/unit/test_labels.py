@@ -46,7 +46,8 @@ def labels(
     predicted: Sequence[Any],
     actual: Sequence[Any],
     *,
-    scores: Sequence[float] | None = None,
+    scores: Sequence[float | None] | None = None,
+    positive: str = "1",
     attributes: Sequence[dict[str, Any]] | None = None,
     delays: Sequence[float] | None = None,
     partition: int = 0,
@@ -56,7 +57,11 @@ def labels(
     return LabelBatch(
         predicted=texts(predicted),
         actual=texts(actual),
-        scores=texts([None] * n if scores is None else [{"1": s, "0": 1 - s} for s in scores]),
+        scores=texts(
+            [None] * n
+            if scores is None
+            else [None if s is None else {positive: s, "other": 1 - s} for s in scores]
+        ),
         attributes=texts([None] * n if attributes is None else attributes),
         delay_s=np.asarray([60.0] * n if delays is None else delays, dtype=np.float64),
         partitions=np.full(n, partition, dtype=np.int64),
@@ -324,3 +329,66 @@ def test_a_label_window_measures_the_same_after_a_round_trip_through_json() -> N
     auc = measure_labels(objectives[0], Task.BINARY_CLASSIFICATION, restored)
     assert auc.value == pytest.approx(roc_auc_score(actual, score))
     assert restored.next_revision(objectives[0].id) == 1
+
+
+def test_calibration_error_is_the_gap_per_equal_width_tenth_weighted_by_its_rows() -> None:
+    actual, predicted, score = binary_case(800, seed=50)
+    score = score**1.5  # miscalibrated: too low
+    batch = labels(predicted.tolist(), actual.tolist(), scores=score.tolist())
+    tenth = np.minimum((score * 10).astype(int), 9)  # no score lies on an edge here
+    gaps = [abs(actual[tenth == b].sum() - score[tenth == b].sum()) for b in range(10)]
+    assert measured(objective("calibration_error", 0.1, "lt"), batch) == pytest.approx(
+        sum(gaps) / 800
+    )
+
+
+def test_multiclass_metrics_match_scikit_learns_macro_averages() -> None:
+    rng = np.random.default_rng(60)
+    actual = rng.choice(["cat", "dog", "emu"], 500, p=[0.5, 0.3, 0.2])
+    noise = rng.choice(["cat", "dog", "emu"], 500)
+    predicted = np.where(rng.uniform(size=500) < 0.7, actual, noise)
+    batch = labels(predicted.tolist(), actual.tolist())
+    task = Task.MULTICLASS_CLASSIFICATION
+    assert measured(objective("accuracy", 0.9), batch, task) == pytest.approx(
+        accuracy_score(actual, predicted)
+    )
+    for metric, sk in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
+        assert measured(objective(metric, 0.9), batch, task) == pytest.approx(
+            sk(actual, predicted, average="macro")
+        ), metric
+        one = objective(metric, 0.9, parameters={"positive_label": "emu"})
+        assert measured(one, batch, task) == pytest.approx(
+            sk(actual, predicted, average=None, labels=["emu"])[0]
+        ), metric
+
+
+def test_text_labels_are_scored_for_the_objectives_positive_label() -> None:
+    actual, predicted, score = binary_case(300, seed=70)
+    names = np.array(["no", "yes"])
+    batch = labels(
+        names[predicted].tolist(), names[actual].tolist(), scores=score.tolist(), positive="yes"
+    )
+    params = {"positive_label": "yes"}
+    assert measured(objective("roc_auc", 0.8, parameters=params), batch) == pytest.approx(
+        roc_auc_score(actual, score)
+    )
+    assert measured(objective("brier", 0.3, "lt", parameters=params), batch) == pytest.approx(
+        brier_score_loss(actual, score)
+    )
+    assert measured(objective("precision", 0.8, parameters=params), batch) == pytest.approx(
+        precision_score(actual, predicted)
+    )
+
+
+def test_labels_without_scores_count_for_accuracy_but_not_for_scored_metrics() -> None:
+    actual, predicted, score = binary_case(400, seed=80)
+    has_score = np.random.default_rng(81).uniform(size=400) < 0.6
+    given = [float(s) if h else None for s, h in zip(score, has_score, strict=True)]
+    batch = labels(predicted.tolist(), actual.tolist(), scores=given)
+    auc = objective("roc_auc", 0.8)
+    accuracy = objective("accuracy", 0.8)
+    window = window_with([auc, accuracy], batch)
+    scored = measure_labels(auc, Task.BINARY_CLASSIFICATION, window)
+    assert scored.n_samples == int(has_score.sum())
+    assert scored.value == pytest.approx(roc_auc_score(actual[has_score], score[has_score]))
+    assert measure_labels(accuracy, Task.BINARY_CLASSIFICATION, window).n_samples == 400
