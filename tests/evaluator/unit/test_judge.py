@@ -13,6 +13,8 @@ from fairlearn.metrics import (  # type: ignore[import-untyped]
     demographic_parity_difference,
     demographic_parity_ratio,
 )
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import chisquare, ks_2samp, wasserstein_distance
 
 from services.evaluator.judge import (
     ConfigurationError,
@@ -24,8 +26,14 @@ from services.evaluator.judge import (
 )
 from services.evaluator.plan import WindowPlan
 from services.evaluator.window import WindowState
-from shared.contracts import EvaluationStatus, Objective, PredictionEvent
-from shared.stats import InsufficientData
+from shared.contracts import (
+    EvaluationStatus,
+    FeatureSpec,
+    FeatureType,
+    Objective,
+    PredictionEvent,
+)
+from shared.stats import InsufficientData, ReferenceProfile
 
 from ..conftest import objective, system
 from .events import columns, every_row, prediction
@@ -293,3 +301,50 @@ def test_a_label_metric_is_not_measured_from_the_window() -> None:
     target = objective("accuracy", 0.9)
     with pytest.raises(ConfigurationError, match="'accuracy' is not a label-free metric"):
         measure(target, [prediction(0)])
+
+
+def drift_of(
+    metrics: list[str], reference: Any, window: Any, kind: FeatureType
+) -> dict[str, Measurement]:
+    """Each drift metric of feature f between a reference and a window of its values."""
+    profile = ReferenceProfile.build({"f": reference}, {"f": kind})
+    targets = [objective(m, 0.1, "lt", parameters={"feature": "f"}) for m in metrics]
+    snapshot = system(targets, reference=profile, features=[FeatureSpec(name="f", type=kind)])
+    plan = WindowPlan.build(snapshot, 60, targets, profile)
+    state = WindowState(start=0, size=60, reference_hash=profile.content_hash)
+    batch = columns([prediction(i, features={"f": v}) for i, v in enumerate(window)])
+    state.update(plan, batch, every_row(batch), 0, batch.offsets)
+    return {t.metric: measure_window(t, plan, state, profile) for t in targets}
+
+
+def test_numeric_drift_compares_the_windows_values_with_the_references() -> None:
+    rng = np.random.default_rng(1)
+    reference, current = rng.normal(size=1_000), rng.normal(0.3, 1.0, 300)
+    found = drift_of(
+        ["ks", "wasserstein"], reference, [float(v) for v in current], FeatureType.NUMERIC
+    )
+    assert found["ks"].value == pytest.approx(ks_2samp(reference, current).pvalue)
+    # Evidently's normed Wasserstein distance: in reference standard deviations
+    assert found["wasserstein"].value == pytest.approx(
+        wasserstein_distance(reference, current) / np.std(reference)
+    )
+    assert found["ks"].n_samples == 300 and not found["ks"].approximate
+
+
+def test_categorical_drift_compares_the_windows_shares_with_the_references() -> None:
+    rng = np.random.default_rng(1)
+    reference = rng.choice(list("abc"), 1_000, p=[0.5, 0.3, 0.2])
+    current = rng.choice(list("abc"), 300, p=[0.4, 0.3, 0.3])
+    found = drift_of(
+        ["chisquare", "jensenshannon", "hellinger"],
+        reference,
+        [str(v) for v in current],
+        FeatureType.CATEGORICAL,
+    )
+    ref = np.array([(reference == k).sum() for k in "abc"], dtype=float)
+    cur = np.array([(current == k).sum() for k in "abc"], dtype=float)
+    p, q = ref / ref.sum(), cur / cur.sum()
+    assert found["chisquare"].value == pytest.approx(chisquare(cur, p * cur.sum()).pvalue)
+    assert found["jensenshannon"].value == pytest.approx(jensenshannon(p, q))
+    hellinger = np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2))
+    assert found["hellinger"].value == pytest.approx(hellinger)
