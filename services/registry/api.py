@@ -8,29 +8,33 @@ objective; with it, who is the token's subject.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from sqlmodel import Session
 
 from shared.auth import Principal, Role, require_roles
 from shared.contracts import SystemSnapshot, Task
-from shared.db import Database, SessionDep
-from shared.outbox import OutboxRelay
 from shared.stats.reference import ReferenceProfile
 
 from . import crud, uploads
-from .metrics import RegistryMetrics
+from .deps import (
+    DatabaseDep,
+    MetricsDep,
+    RelayDep,
+    SessionDep,
+    SettingsDep,
+    TopicDep,
+    UploadLockDep,
+)
+from .errors import Problem, ReferenceInvalid, TooLarge
 from .models import AISystem, ModelVersion, ObjectiveVersion, ReferenceDataset
-from .references import ReferenceFormat, ReferenceInvalid, plan_columns
+from .references import ReferenceFormat, plan_columns
 from .schemas import (
     ApplyResult,
     Declaration,
@@ -48,9 +52,8 @@ from .schemas import (
     SystemPublic,
     SystemUpdate,
 )
-from .settings import Settings
 
-__all__ = ["conflict_handler", "problem_handler", "router", "validation_handler"]
+__all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["registry"])
 
@@ -61,64 +64,11 @@ ObjectiveEditor = Annotated[
 ]
 
 
-def registry_topic(request: Request) -> str:
-    topic: str = request.app.state.bus.topics.registry
-    return topic
-
-
-def relay(request: Request) -> OutboxRelay:
-    outbox: OutboxRelay = request.app.state.relay
-    return outbox
-
-
-TopicDep = Annotated[str, Depends(registry_topic)]
-RelayDep = Annotated[OutboxRelay, Depends(relay)]
-
-
-def problem_handler(_request: Request, exc: Exception) -> JSONResponse:
-    """422 naming the field of a refused change (:class:`crud.Problem`)."""
-    assert isinstance(exc, crud.Problem)
-    loc: list[str] = ["body", *exc.field.split(".")]
-    return JSONResponse(
-        {"detail": [{"loc": loc, "msg": f"{exc.field}: {exc.reason}", "type": "value_error"}]},
-        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-    )
-
-
-def _json_safe(value: Any) -> Any:
-    """The error details with non-finite numbers (the refused input) as text: JSON has none."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def validation_handler(_request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 for a body the models refuse, also when the refused value is NaN or
-    infinite (its own handler fails to encode those and answers 500)."""
-    assert isinstance(exc, RequestValidationError)
-    return JSONResponse(
-        {"detail": _json_safe(jsonable_encoder(exc.errors()))},
-        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-    )
-
-
-def conflict_handler(_request: Request, _exc: Exception) -> JSONResponse:
-    """A concurrent request created the same record first."""
-    return JSONResponse(
-        {"detail": "conflict: the record was created concurrently; read it and retry"},
-        status_code=status.HTTP_409_CONFLICT,
-    )
-
-
 def actor(principal: Principal, claimed: str | None = None, *, required: bool = False) -> str:
     """Who makes a change: the token's subject, else (open mode) what the body says."""
     if principal.authenticated and principal.subject is not None:
         if claimed is not None and claimed != principal.subject:
-            raise crud.Problem(
+            raise Problem(
                 "changed_by",
                 f"must be the authenticated user {principal.subject!r} (or be left out)",
             )
@@ -126,7 +76,7 @@ def actor(principal: Principal, claimed: str | None = None, *, required: bool = 
     if claimed:
         return claimed
     if required:
-        raise crud.Problem("changed_by", "required: say who makes the change")
+        raise Problem("changed_by", "required: say who makes the change")
     return "anonymous"
 
 
@@ -338,7 +288,7 @@ def _format(given: ReferenceFormat | None, content_type: str, filename: str) -> 
     suffix = Path(filename).suffix.lower()
     if suffix in (".csv", ".parquet", ".pq"):
         return "csv" if suffix == ".csv" else "parquet"
-    raise crud.Problem(
+    raise Problem(
         "format", "say whether the file is csv or parquet (?format=, Content-Type or filename)"
     )
 
@@ -365,6 +315,12 @@ async def upload_reference(
     request: Request,
     response: Response,
     user: Editor,
+    settings: SettingsDep,
+    db: DatabaseDep,
+    metrics: MetricsDep,
+    topic: TopicDep,
+    outbox: RelayDep,
+    upload_lock: UploadLockDep,
     format: ReferenceFormat | None = None,
     filename: Annotated[str, Query(max_length=255)] = "",
     model_version: Annotated[str | None, Query(max_length=128)] = None,
@@ -380,9 +336,6 @@ async def upload_reference(
     outcomes in ``target_column`` the profile also holds the score calibration (classification)
     or the loss model (regression) that estimated performance uses.
     """
-    settings: Settings = request.app.state.settings
-    db: Database = request.app.state.db
-    metrics: RegistryMetrics = request.app.state.metrics
     who = actor(user)
 
     def load() -> AISystem:
@@ -391,7 +344,7 @@ async def upload_reference(
             if model_version is not None and not crud.get_model_version(
                 session=session, system_id=system_id, version=model_version
             ):
-                raise crud.Problem("model_version", f"no model version {model_version!r}")
+                raise Problem("model_version", f"no model version {model_version!r}")
             return system
 
     system = await db.run(load)
@@ -402,7 +355,7 @@ async def upload_reference(
             async with request.form(max_files=1, max_fields=0) as form:
                 upload = form.get("file")
                 if upload is None or isinstance(upload, str):
-                    raise crud.Problem("file", "send the dataset in the multipart field 'file'")
+                    raise Problem("file", "send the dataset in the multipart field 'file'")
                 filename = filename or upload.filename or ""
                 fmt = _format(format, upload.content_type or "", filename)
                 received = await uploads.receive(
@@ -415,9 +368,9 @@ async def upload_reference(
             received = await uploads.receive(
                 request.stream(), directory=directory, max_bytes=settings.max_reference_bytes
             )
-    except uploads.TooLarge as exc:
+    except TooLarge:
         metrics.reference_uploads.labels("too_large").inc()
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from None
+        raise
     metrics.reference_bytes.inc(received.size_bytes)
     rules = plan_columns(
         features=crud.system_features(system),
@@ -434,14 +387,11 @@ async def upload_reference(
             fmt=fmt,
             rules=rules,
             collect_budget=settings.reference_collect_budget,
-            lock=request.app.state.upload_lock,
+            lock=upload_lock,
         )
-    except ReferenceInvalid as exc:
+    except ReferenceInvalid:
         metrics.reference_uploads.labels("invalid").inc()
-        return JSONResponse(  # type: ignore[return-value]
-            {"detail": [p.as_detail() for p in exc.problems]},
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-        )
+        raise
     finally:
         metrics.reference_seconds.observe(time.perf_counter() - started)
     data_path = await anyio.to_thread.run_sync(uploads.stored_copy, processed, directory)
@@ -465,12 +415,12 @@ async def upload_reference(
                 model_version=model_version,
                 make_current=current,
                 actor=who,
-                topic=request.app.state.bus.topics.registry,
+                topic=topic,
             )
             return _reference_public(row, fresh), created
 
     public, created = await db.run(record)
-    request.app.state.relay.notify()
+    outbox.notify()
     metrics.reference_uploads.labels("stored" if created else "unchanged").inc()
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -542,8 +492,8 @@ def get_reference_profile(profile_hash: str, session: SessionDep, _user: Reader)
 def get_reference_values(
     profile_hash: str,
     sha256: Annotated[str, PathParam(pattern="^[0-9a-f]{64}$")],
-    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     _user: Reader,
 ) -> Response:
     """Every value of one numeric column of the profile (named by its ``values_sha256``):
@@ -554,7 +504,6 @@ def get_reference_values(
     profile = ReferenceProfile.model_validate_json(text)
     if sha256 not in {c.values_sha256 for c in profile.numeric_columns()}:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"the profile names no values {sha256}")
-    settings: Settings = request.app.state.settings
     path = uploads.values_path(settings.references_path(), sha256)
     if not path.exists():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"the values {sha256} are not stored")

@@ -1,4 +1,5 @@
-"""Registry app factory."""
+"""The registry's app factory and its migrations: AI systems, objectives, model versions,
+reference datasets and ingest keys."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
-from sqlalchemy.exc import IntegrityError
 
 from shared.auth import announce_auth_mode
 from shared.bus import Bus, bus_from_settings
 from shared.db import Database
+from shared.errors import install_answers
 from shared.health import health_router
 from shared.lifespan import bus_lifespan, components_lifespan
 from shared.metrics import serve_metrics, watch_outbox
@@ -22,9 +22,10 @@ from shared.migrations import OUTBOX, MigrationChain, migrated_database
 from shared.outbox import OutboxRelay
 from shared.request_guard import RequestGuard, RouteLimit
 
-from .api import conflict_handler, problem_handler, router, validation_handler
-from .crud import Problem
+from .api import router
+from .errors import ANSWERS
 from .metrics import RegistryMetrics
+from .models import AISystem, IngestKey, ModelVersion, ObjectiveVersion, ReferenceDataset
 from .settings import Settings
 
 __all__ = ["MIGRATIONS", "create_app"]
@@ -32,12 +33,9 @@ __all__ = ["MIGRATIONS", "create_app"]
 MIGRATIONS = MigrationChain(
     "registry",
     Path(__file__).parent / "migrations",
-    tables=(
-        "registry_system",
-        "registry_objective_version",
-        "registry_model_version",
-        "registry_reference",
-        "registry_ingest_key",
+    tables=tuple(
+        str(model.__tablename__)
+        for model in (AISystem, ObjectiveVersion, ModelVersion, ReferenceDataset, IngestKey)
     ),
 )
 """The registry's tables; the outbox table comes from shared.migrations.OUTBOX."""
@@ -70,9 +68,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.state.db = db
     app.state.relay = relay
     app.state.metrics = metrics
-    app.add_exception_handler(Problem, problem_handler)
-    app.add_exception_handler(IntegrityError, conflict_handler)
-    app.add_exception_handler(RequestValidationError, validation_handler)
+    install_answers(app, ANSWERS)
     app.include_router(router)
     app.state.readiness = {"bus": the_bus.ready, "database": db.ready}
     app.include_router(health_router("registry", app.state.readiness))

@@ -30,6 +30,7 @@ from shared.contracts import (
 from shared.outbox import enqueue
 from shared.stats.reference import CategoricalReference, NumericReference, ReferenceProfile
 
+from .errors import Problem
 from .models import AISystem, IngestKey, ModelVersion, ObjectiveVersion, ReferenceDataset
 from .schemas import (
     ApplyResult,
@@ -90,15 +91,6 @@ _NEEDS_SCORES = frozenset(
 _NUMERIC_ONLY = frozenset({"ks", "wasserstein", "out_of_range_rate"})
 _CATEGORICAL_ONLY = frozenset({"chisquare", "unseen_category_rate"})
 _ONE_KIND = _NUMERIC_ONLY | _CATEGORICAL_ONLY
-
-
-class Problem(ValueError):
-    """A refused change; ``field`` is the dotted path of the offending input (422 body)."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 def system_features(system: AISystem) -> list[FeatureSpec]:

@@ -56,6 +56,8 @@ from shared.stats.reference import (
     reference_distribution,
 )
 
+from .errors import ProfileProblem
+
 __all__ = [
     "COLLECT_BUDGET",
     "MAX_CATEGORIES",
@@ -77,15 +79,6 @@ DISTINCT_SKETCH_SIZE = 4096
 _SPREAD = 4.0
 """Bracket half-width in standard errors of the sample quantile."""
 _MAX_PASSES = 64
-
-
-class ProfileProblem(ValueError):
-    """A column that cannot be profiled (no values, too many categories)."""
-
-    def __init__(self, column: str, reason: str) -> None:
-        super().__init__(f"{column}: {reason}")
-        self.column = column
-        self.reason = reason
 
 
 def _hash64(values: FloatArray) -> npt.NDArray[np.uint64]:

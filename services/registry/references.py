@@ -35,11 +35,11 @@ from shared.stats.estimation import (
 )
 from shared.stats.reference import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, ReferenceProfile
 
+from .errors import ColumnProblem, ProfileProblem, ReferenceInvalid
 from .profiling import (
     COLLECT_BUDGET,
     CategoricalSummary,
     NumericSummary,
-    ProfileProblem,
     column_distribution,
     numeric_references,
     with_distribution,
@@ -90,38 +90,6 @@ class ColumnRule:
     categories: tuple[str, ...] | None = None
     label: str | None = None
     """The class label of a score column."""
-
-
-@dataclass
-class ColumnProblem:
-    """Everything wrong with one column, as the 422 body reports it."""
-
-    column: str
-    reason: str
-    first_bad_row: int | None = None
-    value: str | None = None
-    bad_rows: int = 0
-
-    def as_detail(self) -> dict[str, Any]:
-        where = f"row {self.first_bad_row}: " if self.first_bad_row is not None else ""
-        more = f" ({self.bad_rows} bad rows)" if self.bad_rows > 1 else ""
-        return {
-            "loc": ["body", self.column],
-            "msg": f"column {self.column!r}: {where}{self.reason}{more}",
-            "type": "reference_invalid",
-            "column": self.column,
-            "first_bad_row": self.first_bad_row,
-            "value": self.value,
-            "bad_rows": self.bad_rows,
-        }
-
-
-class ReferenceInvalid(ValueError):
-    """The file does not fit the system's schema; ``problems`` has one entry per column."""
-
-    def __init__(self, problems: Sequence[ColumnProblem]) -> None:
-        super().__init__("; ".join(p.as_detail()["msg"] for p in problems))
-        self.problems = list(problems)
 
 
 @dataclass(frozen=True, slots=True)

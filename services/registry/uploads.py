@@ -23,6 +23,7 @@ import anyio.to_thread
 
 from shared.stats.reference import ReferenceProfile
 
+from .errors import TooLarge
 from .references import (
     ColumnRule,
     ReferenceFormat,
@@ -45,10 +46,6 @@ __all__ = [
 CHUNK_BYTES = 1 << 20
 
 log = logging.getLogger(__name__)
-
-
-class TooLarge(Exception):
-    """The body exceeded ``max_reference_bytes``."""
 
 
 @dataclass(frozen=True, slots=True)
