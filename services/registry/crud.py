@@ -31,13 +31,19 @@ from shared.outbox import enqueue
 from shared.stats.reference import CategoricalReference, NumericReference, ReferenceProfile
 
 from .errors import Problem
-from .models import AISystem, IngestKey, ModelVersion, ObjectiveVersion, ReferenceDataset
+from .models import (
+    AISystem,
+    IngestKey,
+    ModelVersion,
+    ObjectiveBase,
+    ObjectiveVersion,
+    ReferenceDataset,
+)
 from .schemas import (
     ApplyResult,
     Declaration,
     IngestKeyPublic,
     ModelVersionCreate,
-    ObjectiveBase,
     ObjectiveCreate,
     ObjectiveUpdate,
     Outcome,
@@ -407,26 +413,12 @@ def _to_contract(row: ObjectiveVersion) -> Objective:
     )
 
 
+_DEFINITION: set[str] = set(ObjectiveBase.model_fields)
+"""An objective's definition: what a version asks, without its identity and change record."""
+
+
 def _objective_base(row: ObjectiveVersion) -> ObjectiveBase:
-    return ObjectiveBase.model_validate(
-        row.model_dump(
-            include={
-                "metric",
-                "parameters",
-                "comparator",
-                "threshold",
-                "window_seconds",
-                "min_samples",
-                "severity",
-                "pending_windows",
-                "clearing_windows",
-                "owner",
-                "rationale",
-                "references",
-                "status",
-            }
-        )
-    )
+    return ObjectiveBase.model_validate(row.model_dump(include=_DEFINITION))
 
 
 def _new_version(
@@ -440,25 +432,15 @@ def _new_version(
     reason: str,
 ) -> ObjectiveVersion:
     check_objective(data=data, system=system)
-    row = ObjectiveVersion(
-        objective_id=objective_id,
-        version=version,
-        system_id=system.id,
-        metric=data.metric,
-        parameters=dict(data.parameters),
-        comparator=data.comparator.value,
-        threshold=data.threshold,
-        window_seconds=data.window_seconds,
-        min_samples=data.min_samples,
-        severity=data.severity.value,
-        pending_windows=data.pending_windows,
-        clearing_windows=data.clearing_windows,
-        owner=data.owner,
-        rationale=data.rationale,
-        references=list(data.references),
-        status=data.status.value,
-        changed_by=actor,
-        change_reason=reason,
+    row = ObjectiveVersion.model_validate(
+        data.model_dump(mode="json", include=_DEFINITION),
+        update={
+            "objective_id": objective_id,
+            "version": version,
+            "system_id": system.id,
+            "changed_by": actor,
+            "change_reason": reason,
+        },
     )
     session.add(row)
     _touch(system, system.updated_by)

@@ -1,4 +1,4 @@
-"""HTTP models of the registry API."""
+"""HTTP models of the registry API (an objective's shared fields are ``models.ObjectiveBase``)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.contracts import (
-    Comparator,
+    DEFAULT_LABEL_HORIZON_SECONDS,
     FeatureSpec,
     Identifier,
-    ObjectiveStatus,
-    Severity,
+    ModelVersionName,
     Task,
 )
+
+from .models import ObjectiveBase
 
 __all__ = [
     "MAX_ALERT_WINDOWS",
@@ -112,7 +113,7 @@ class SystemBase(BaseModel):
     prediction: PredictionSchema = Field(default_factory=PredictionSchema)
     attributes: list[Identifier] = Field(default_factory=list)
     """Prediction attributes naming segments and fairness groups (not model inputs)."""
-    label_horizon_seconds: Annotated[int, Field(ge=1)] = 7 * 24 * 3600
+    label_horizon_seconds: Annotated[int, Field(ge=1)] = DEFAULT_LABEL_HORIZON_SECONDS
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -138,7 +139,7 @@ class SystemInput(SystemBase):
     bound existed stay readable through ``SystemBase``)."""
 
     label_horizon_seconds: Annotated[int, Field(ge=1, le=MAX_LABEL_HORIZON_SECONDS)] = (
-        7 * DAY_SECONDS
+        DEFAULT_LABEL_HORIZON_SECONDS
     )
 
 
@@ -161,29 +162,11 @@ class SystemPublic(SystemBase):
     updated_by: str
 
 
-class ObjectiveBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    metric: Annotated[str, Field(min_length=1)]
-    parameters: dict[str, str] = Field(default_factory=dict)
-    comparator: Comparator
-    threshold: float
-    window_seconds: Annotated[int, Field(ge=1)]
-    min_samples: Annotated[int, Field(ge=1)] = 1
-    severity: Severity = Severity.MINOR
-    pending_windows: Annotated[int, Field(ge=1)] = 1
-    clearing_windows: Annotated[int, Field(ge=1)] = 1
-    owner: Annotated[str, Field(min_length=1)]
-    rationale: str = ""
-    references: list[str] = Field(default_factory=list)
-    """Clauses and controls the objective is evidence for (``"ISO/IEC 42001 6.2"``)."""
-    status: ObjectiveStatus = ObjectiveStatus.ACTIVE
-
-
 class ObjectiveInput(ObjectiveBase):
     """What a client sends: finite threshold, bounded counts and durations (versions stored
     before a bound existed stay readable through ``ObjectiveBase``)."""
 
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
     metric: Annotated[str, Field(min_length=1, max_length=64)]
     parameters: dict[str, Annotated[str, Field(max_length=200)]] = Field(default_factory=dict)
     threshold: FiniteFloat
@@ -220,7 +203,7 @@ class ObjectivePublic(ObjectiveBase):
 class ModelVersionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: Annotated[str, Field(min_length=1, max_length=128)]
+    version: ModelVersionName
     notes: Annotated[str, Field(max_length=4000)] = ""
     artifact_hash: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
@@ -254,7 +237,7 @@ class ReferenceSelect(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hash: Annotated[str, Field(min_length=1, max_length=80)]
-    model_version: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    model_version: ModelVersionName | None = None
 
 
 class IngestKeyCreate(BaseModel):
