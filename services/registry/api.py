@@ -88,9 +88,7 @@ def _system_or_404(session: Session, system_id: str) -> AISystem:
 
 
 def _public(row: ObjectiveVersion) -> ObjectivePublic:
-    return ObjectivePublic.model_validate(
-        row.model_dump(exclude={"pk", "objective_id"}) | {"id": row.objective_id}
-    )
+    return ObjectivePublic.model_validate(row, from_attributes=True)
 
 
 # --- systems ---------------------------------------------------------------------------

@@ -408,9 +408,7 @@ def objective_history(
 
 
 def _to_contract(row: ObjectiveVersion) -> Objective:
-    return Objective.model_validate(
-        row.model_dump(exclude={"pk", "objective_id"}) | {"id": row.objective_id}
-    )
+    return Objective.model_validate(row, from_attributes=True)
 
 
 _DEFINITION: set[str] = set(ObjectiveBase.model_fields)

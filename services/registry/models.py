@@ -120,6 +120,12 @@ class ObjectiveVersion(ObjectiveBase, table=True):
     changed_at: datetime = Field(default_factory=_now)
     change_reason: str = ""
 
+    @property
+    def id(self) -> str:
+        """The objective's id, as the contract's ``Objective`` and ``ObjectivePublic`` name it:
+        both read a row by attribute (``model_validate(row, from_attributes=True)``)."""
+        return self.objective_id
+
 
 class ModelVersion(SQLModel, table=True):
     """A model version deployed for a system, optionally with its own reference dataset."""
