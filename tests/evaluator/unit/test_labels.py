@@ -29,9 +29,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from services.evaluator.judge import ConfigurationError
+from services.evaluator.judge import ConfigurationError, judge
 from services.evaluator.labels import LabelBatch, LabelSet, LabelWindow, label_needs, measure_labels
-from shared.contracts import Objective, Task
+from shared.contracts import EvaluationStatus, Objective, Task
 from shared.stats import InsufficientData
 
 from ..conftest import objective
@@ -392,3 +392,22 @@ def test_labels_without_scores_count_for_accuracy_but_not_for_scored_metrics() -
     assert scored.n_samples == int(has_score.sum())
     assert scored.value == pytest.approx(roc_auc_score(actual[has_score], score[has_score]))
     assert measure_labels(accuracy, Task.BINARY_CLASSIFICATION, window).n_samples == 400
+
+
+def test_a_window_with_predictions_and_no_labels_has_zero_coverage() -> None:
+    target = objective("label_coverage", 0.5)
+    window = LabelWindow(start=0, size=60)
+    empty = judge(target, lambda: measure_labels(target, Task.BINARY_CLASSIFICATION, window))
+    assert empty.status is EvaluationStatus.INSUFFICIENT_DATA  # no predictions either
+    assert empty.detail == "no predictions in the window"
+    window.closed, window.total = True, 10
+    unlabelled = judge(target, lambda: measure_labels(target, Task.BINARY_CLASSIFICATION, window))
+    assert (unlabelled.value, unlabelled.n_samples) == (0.0, 10)
+    assert unlabelled.status is EvaluationStatus.BREACH
+
+
+def test_no_label_delays_is_insufficient_data() -> None:
+    target = objective("label_delay_percentile", 3600, "lt")
+    window = LabelWindow(start=0, size=60)
+    verdict = judge(target, lambda: measure_labels(target, Task.BINARY_CLASSIFICATION, window))
+    assert verdict.status is EvaluationStatus.INSUFFICIENT_DATA and verdict.value is None
