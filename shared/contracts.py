@@ -239,7 +239,7 @@ class EvaluationResult(Contract):
 
 
 class FeatureSpec(Part):
-    name: Annotated[str, Field(min_length=1, max_length=IDENTIFIER_MAX_LENGTH)]
+    name: Annotated[str, Field(min_length=1, max_length=128)]
     type: FeatureType
     nullable: bool = False
     min: float | None = None

@@ -7,6 +7,7 @@ from pathlib import Path
 from sqlalchemy import BigInteger, Column, Index
 from sqlmodel import Field, SQLModel
 
+from shared.contracts import IDENTIFIER_MAX_LENGTH
 from shared.migrations import MigrationChain
 
 __all__ = ["MIGRATIONS", "IngestInstance", "SeenEvent"]
@@ -25,9 +26,9 @@ class SeenEvent(SQLModel, table=True):
         Index("ix_ingest_seen_event_expires_at", "expires_at", postgresql_using="brin"),
     )
 
-    system_id: str = Field(primary_key=True, max_length=128)
+    system_id: str = Field(primary_key=True, max_length=IDENTIFIER_MAX_LENGTH)
     kind: str = Field(primary_key=True, max_length=16)
-    event_id: str = Field(primary_key=True, max_length=128)
+    event_id: str = Field(primary_key=True, max_length=IDENTIFIER_MAX_LENGTH)
     expires_at: float
     owner: int = Field(sa_column=Column(BigInteger, nullable=False))
     seq: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse
 from sqlmodel import Session
 
 from shared.auth import Principal, Role, require_roles
-from shared.contracts import SystemSnapshot, Task
+from shared.contracts import MODEL_VERSION_MAX_LENGTH, SystemSnapshot, Task
 from shared.stats.reference import ReferenceProfile
 
 from . import crud, uploads
@@ -321,7 +321,7 @@ async def upload_reference(
     upload_lock: UploadLockDep,
     format: ReferenceFormat | None = None,
     filename: Annotated[str, Query(max_length=255)] = "",
-    model_version: Annotated[str | None, Query(max_length=128)] = None,
+    model_version: Annotated[str | None, Query(max_length=MODEL_VERSION_MAX_LENGTH)] = None,
     current: bool = True,
     prediction_column: Annotated[str, Query(min_length=1, max_length=128)] = "prediction",
     target_column: Annotated[str, Query(min_length=1, max_length=128)] = "actual",
