@@ -3,19 +3,17 @@ continual improvement log. Quality managers and admins write; every role reads."
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from sqlmodel import Session, col, select
 
 from shared.auth import Principal, Role, require_roles
-from shared.db import SessionDep
 
 from . import crud
+from .deps import SessionDep, SettingsDep, TopicDep, WritesDep
+from .errors import NotFound
 from .models import CorrectiveAction, LogEntry, Nonconformity, Occurrence, Silence
 from .schemas import (
     ActionCreate,
@@ -25,7 +23,7 @@ from .schemas import (
     SilenceCreate,
     TransitionRequest,
 )
-from .semantics import State, TransitionError
+from .semantics import State
 
 __all__ = ["router"]
 
@@ -41,37 +39,6 @@ Offset = Annotated[int, Query(ge=0)]
 
 def _actor(user: Principal) -> str:
     return user.subject or "anonymous"
-
-
-@contextlib.contextmanager
-def _writing(request: Request, session: Session) -> Iterator[None]:
-    """One write transaction at a time in this process (SQLite has one writer; PostgreSQL
-    serialises log appends on the locked head row anyway); 409 for an illegal step."""
-    lock: threading.Lock = request.app.state.write_lock
-    with lock:
-        try:
-            yield
-            session.commit()
-        except TransitionError as exc:
-            session.rollback()
-            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-        except ValueError as exc:
-            session.rollback()
-            raise HTTPException(422, str(exc)) from None
-    request.app.state.relay.notify()
-    request.app.state.log_publisher.notify()
-    request.app.state.notifier.notify()
-
-
-def _topic(request: Request) -> str:
-    return str(request.app.state.bus.topics.nonconformities)
-
-
-def _find(session: Session, nc_id: str) -> Nonconformity:
-    try:
-        return crud.find(session=session, nc_id=nc_id)
-    except crud.NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
 
 def _detail(session: Session, nc: Nonconformity) -> dict[str, Any]:
@@ -126,15 +93,20 @@ def list_nonconformities(
 
 @router.post("/v1/nonconformities", status_code=status.HTTP_201_CREATED)
 def create_nonconformity(
-    body: NonconformityCreate, request: Request, session: SessionDep, user: Writer
+    body: NonconformityCreate,
+    session: SessionDep,
+    writes: WritesDep,
+    topic: TopicDep,
+    settings: SettingsDep,
+    user: Writer,
 ) -> dict[str, Any]:
-    with _writing(request, session):
+    with writes.transaction(session):
         nc = crud.create_nonconformity(
             session=session,
             data=body.model_dump(),
             actor=_actor(user),
-            topic=_topic(request),
-            due_days=request.app.state.due_days,
+            topic=topic,
+            due_days=settings.due_days(),
         )
     return _detail(session, nc)
 
@@ -142,37 +114,47 @@ def create_nonconformity(
 @router.get("/v1/nonconformities/{nc_id}")
 def get_nonconformity(nc_id: str, session: SessionDep, _user: Reader) -> dict[str, Any]:
     """One record by id or reference number, with its actions and occurrence evidence."""
-    return _detail(session, _find(session, nc_id))
+    return _detail(session, crud.find(session=session, nc_id=nc_id))
 
 
 @router.post("/v1/nonconformities/{nc_id}/transitions")
 def transition(
-    nc_id: str, body: TransitionRequest, request: Request, session: SessionDep, user: Writer
+    nc_id: str,
+    body: TransitionRequest,
+    session: SessionDep,
+    writes: WritesDep,
+    topic: TopicDep,
+    user: Writer,
 ) -> dict[str, Any]:
-    with _writing(request, session):
+    with writes.transaction(session):
         nc = crud.transition(
             session=session,
-            nc=_find(session, nc_id),
+            nc=crud.find(session=session, nc_id=nc_id),
             target=State(body.to),
             data=body.model_dump(),
             actor=_actor(user),
-            topic=_topic(request),
+            topic=topic,
         )
     return _detail(session, nc)
 
 
 @router.post("/v1/nonconformities/{nc_id}/classification")
 def reclassify(
-    nc_id: str, body: ClassificationChange, request: Request, session: SessionDep, user: Writer
+    nc_id: str,
+    body: ClassificationChange,
+    session: SessionDep,
+    writes: WritesDep,
+    topic: TopicDep,
+    user: Writer,
 ) -> dict[str, Any]:
-    with _writing(request, session):
+    with writes.transaction(session):
         nc = crud.reclassify(
             session=session,
-            nc=_find(session, nc_id),
+            nc=crud.find(session=session, nc_id=nc_id),
             classification=body.classification,
             reason=body.reason,
             actor=_actor(user),
-            topic=_topic(request),
+            topic=topic,
         )
     return _detail(session, nc)
 
@@ -186,29 +168,37 @@ def reclassify(
     status_code=status.HTTP_201_CREATED,
 )
 def add_action(
-    nc_id: str, body: ActionCreate, request: Request, session: SessionDep, user: Writer
+    nc_id: str, body: ActionCreate, session: SessionDep, writes: WritesDep, user: Writer
 ) -> CorrectiveAction:
-    with _writing(request, session):
+    with writes.transaction(session):
         action = crud.add_action(
-            session=session, nc=_find(session, nc_id), data=body.model_dump(), actor=_actor(user)
+            session=session,
+            nc=crud.find(session=session, nc_id=nc_id),
+            data=body.model_dump(),
+            actor=_actor(user),
         )
     return action
 
 
 @router.patch("/v1/actions/{action_id}", response_model=CorrectiveAction)
 def update_action(
-    action_id: str, body: ActionUpdate, request: Request, session: SessionDep, user: Writer
+    action_id: str,
+    body: ActionUpdate,
+    session: SessionDep,
+    writes: WritesDep,
+    settings: SettingsDep,
+    user: Writer,
 ) -> CorrectiveAction:
-    with _writing(request, session):
+    with writes.transaction(session):
         action = session.get(CorrectiveAction, action_id)
         if action is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no corrective action {action_id!r}")
+            raise NotFound(f"no corrective action {action_id!r}")
         crud.update_action(
             session=session,
             action=action,
             data=body.model_dump(),
             actor=_actor(user),
-            effectiveness_windows=request.app.state.effectiveness_windows,
+            effectiveness_windows=settings.effectiveness_windows,
         )
     return action
 
@@ -256,19 +246,21 @@ def list_silences(session: SessionDep, _user: Reader, active_only: bool = False)
 
 @router.post("/v1/silences", response_model=Silence, status_code=status.HTTP_201_CREATED)
 def create_silence(
-    body: SilenceCreate, request: Request, session: SessionDep, user: Writer
+    body: SilenceCreate, session: SessionDep, writes: WritesDep, user: Writer
 ) -> Silence:
-    with _writing(request, session):
+    with writes.transaction(session):
         silence = crud.create_silence(session=session, data=body.model_dump(), actor=_actor(user))
     return silence
 
 
 @router.post("/v1/silences/{silence_id}/expire", response_model=Silence)
-def expire_silence(silence_id: str, request: Request, session: SessionDep, user: Writer) -> Silence:
-    with _writing(request, session):
+def expire_silence(
+    silence_id: str, session: SessionDep, writes: WritesDep, user: Writer
+) -> Silence:
+    with writes.transaction(session):
         silence = session.get(Silence, silence_id)
         if silence is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no silence {silence_id!r}")
+            raise NotFound(f"no silence {silence_id!r}")
         crud.expire_silence(session=session, silence=silence, actor=_actor(user))
     return silence
 

@@ -1,4 +1,5 @@
-"""Alerts app factory."""
+"""The alerts service's app factory and its migrations: nonconformity records, the
+improvement log, notifications, and the objective logger that records objective changes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from shared.auth import announce_auth_mode
 from shared.bus import Bus, Decoded, Record, StreamWorker, bus_from_settings
 from shared.contracts import EvaluationResult, NonconformityChanged, SystemSnapshot, decode
 from shared.db import Database
+from shared.errors import install_answers
 from shared.health import health_router
 from shared.lifespan import bus_lifespan, components_lifespan
 from shared.metrics import ConsumerLag, serve_metrics, watch_outbox
@@ -28,6 +30,8 @@ from shared.request_guard import RequestGuard
 from . import crud
 from .api import router
 from .consumer import apply_batch
+from .deps import Writes
+from .errors import ANSWERS
 from .log_topic import LogPublisher
 from .metrics import AlertsMetrics
 from .models import (
@@ -215,14 +219,13 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app.state.bus = the_bus
     app.state.db = db
     app.state.relay = relay
-    app.state.log_publisher = log_publisher
-    app.state.notifier = notifier
-    app.state.write_lock = write_lock
-    app.state.due_days = due_days
-    app.state.effectiveness_windows = settings.effectiveness_windows
-    app.state.templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
-    app.include_router(router)
+    app.state.metrics = metrics
     app.state.registry_view = view
+    app.state.notifier = notifier
+    app.state.writes = Writes(write_lock, relay, log_publisher, notifier)
+    app.state.templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+    install_answers(app, ANSWERS)
+    app.include_router(router)
     app.include_router(reports_router)
     app.include_router(web_router)
     app.state.readiness = {"bus": the_bus.ready, "database": db.ready, "consumer": consuming}

@@ -25,6 +25,7 @@ from shared.contracts import (
 )
 from shared.outbox import enqueue
 
+from .errors import NotFound
 from .models import (
     CorrectiveAction,
     LogEntry,
@@ -75,10 +76,6 @@ DEFAULT_DUE_DAYS = {"major": 30, "minor": 60, "observation": 90}
 """Days from raising to the due date of a record, by classification (settings override)."""
 
 ACTION_STATUSES = ("planned", "in_progress", "implemented", "cancelled")
-
-
-class NotFound(LookupError):
-    pass
 
 
 def _utc(at: datetime) -> datetime:

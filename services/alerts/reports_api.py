@@ -21,6 +21,7 @@ from shared.auth import Principal, Role, require_roles
 from shared.contracts import SystemSnapshot
 from shared.db import SessionDep
 
+from . import deps
 from .evidence import build_pack
 from .models import LogEntry, Nonconformity
 from .review import (
@@ -66,9 +67,8 @@ STATE_COLOURS = {
 
 
 def _systems(request: Request) -> Mapping[str, SystemSnapshot]:
-    """The AI systems the registry topic names (empty before the view exists)."""
-    view = getattr(request.app.state, "registry_view", None)
-    return dict(view.systems) if view is not None else {}
+    """The AI systems the registry topic names (empty until its first snapshots arrive)."""
+    return dict(deps.registry_view.of(request).systems)
 
 
 def _known(session: Session, systems: Mapping[str, SystemSnapshot], system_id: str) -> bool:
@@ -234,7 +234,6 @@ def management_review_page(
             classification_colours=CLASSIFICATION_COLOURS,
             state_colours=STATE_COLOURS,
         )
-    templates = request.app.state.templates
-    return templates.TemplateResponse(  # type: ignore[no-any-return]
+    return deps.templates.of(request).TemplateResponse(
         request, "review.html", context, status_code=code
     )

@@ -16,6 +16,8 @@ import orjson
 
 from shared.contracts import EvaluationStatus
 
+from .errors import TransitionError
+
 __all__ = [
     "GENESIS",
     "ORDER",
@@ -206,10 +208,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.ACTION_IMPLEMENTED: frozenset({State.EFFECTIVENESS_REVIEW}),
     State.EFFECTIVENESS_REVIEW: frozenset({State.CLOSED, State.CAUSE_ANALYSED}),
 }
-
-
-class TransitionError(ValueError):
-    """An illegal transition or an unmet guard; the message names the missing step."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@ record page with its evidence chart and lifecycle forms, a page per AI system, s
 
 Server-rendered (Jinja2), no script needed: every form is a POST answered by a redirect
 (303) back to the page, so reloading never resubmits. Writes go through the same ``crud``
-functions and the same write path as the JSON API (``api._writing``: one writer, commit,
+functions and the same write path as the JSON API (``deps.Writes``: one writer, commit,
 relay and notifier woken), so each records the signed-in token's subject in the improvement
 log. The lifecycle guards are ``semantics.check_transition`` on ``crud.record_facts``: a step
 whose guard fails is shown disabled with the guard's own message.
@@ -43,14 +43,15 @@ from shared.auth import (
 )
 from shared.contracts import Objective
 from shared.db import SessionDep
+from shared.errors import status_of
 
-from . import crud
-from .api import _writing
+from . import crud, deps
 from .charts import COMPARATOR_SIGNS, Annotation, OccurrenceMark, WindowPoint, evidence_chart
+from .errors import ANSWERS, AlertsError, NotFound, TransitionError
 from .models import CorrectiveAction, LogEntry, Nonconformity, Occurrence, WindowVerdict
 from .reports_api import EXPORTERS
 from .schemas import ActionCreate, ActionUpdate, ClassificationChange, TransitionRequest
-from .semantics import ORDER, TERMINAL, TRANSITIONS, State, TransitionError, check_transition
+from .semantics import ORDER, TERMINAL, TRANSITIONS, State, check_transition
 
 __all__ = ["COOKIE", "SessionCookie", "router"]
 
@@ -119,8 +120,7 @@ def _path(request: Request, name: str, **params: Any) -> str:
 
 
 def _secret(request: Request) -> SecretStr | None:
-    secret: SecretStr | None = request.app.state.settings.auth_secret
-    return secret
+    return deps.settings.of(request).auth_secret
 
 
 def _viewer(request: Request) -> Principal | None:
@@ -322,7 +322,7 @@ def _render(
     now = datetime.now(UTC)
     sections = {"system.html": "systems", "systems.html": "systems", "evidence.html": "evidence"}
     section = sections.get(template, "queue")
-    templates = request.app.state.templates
+    templates = deps.templates.of(request)
     base = {
         "path": lambda name, **params: _path(request, name, **params),
         "root": _root(request),
@@ -489,14 +489,11 @@ def queue(
 
 
 def _registry_systems(request: Request) -> list[str]:
-    view = getattr(request.app.state, "registry_view", None)
-    return list(view.systems) if view is not None else []
+    return list(deps.registry_view.of(request).systems)
 
 
 def _objective_now(request: Request, system_id: str, objective_id: str) -> Objective | None:
-    view = getattr(request.app.state, "registry_view", None)
-    found: Objective | None = view.objective(system_id, objective_id) if view else None
-    return found
+    return deps.registry_view.of(request).objective(system_id, objective_id)
 
 
 # --- the record -----------------------------------------------------------------------------
@@ -657,7 +654,7 @@ def _record_chart(
 def _find(session: Session, ref: str) -> Nonconformity:
     try:
         return crud.find(session=session, nc_id=ref)
-    except crud.NotFound as exc:
+    except NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
 
@@ -797,10 +794,11 @@ class _RecordForm:
         page again with the guard's or the validation's message and the user's input kept."""
         request, session, nc = self.request, self.session, self.nc
         try:
-            with _writing(request, session):
+            with deps.writes.of(request).transaction(session):
                 write()
-        except HTTPException as exc:
-            if exc.status_code not in (status.HTTP_409_CONFLICT, 422):
+        except (HTTPException, AlertsError) as exc:
+            code, message = _refusal(exc)
+            if code not in (status.HTTP_409_CONFLICT, 422):
                 raise
             session.expire_all()
             return _record_page(
@@ -808,16 +806,23 @@ class _RecordForm:
                 session,
                 _find(session, nc.id),
                 self.viewer,
-                error=str(exc.detail),
+                error=message,
                 failed=form,
                 values=values,
-                code=exc.status_code,
+                code=code,
             )
         target = _path(request, "record", ref=nc.reference or nc.id)
         query = {"done": done, **({"from": values["from"]} if values.get("from") else {})}
         return RedirectResponse(
             f"{target}?{urllib.parse.urlencode(query)}#{anchor}", status.HTTP_303_SEE_OTHER
         )
+
+
+def _refusal(exc: HTTPException | AlertsError) -> tuple[int, str]:
+    """The status and message of a refused write, as the JSON API would answer it."""
+    if isinstance(exc, HTTPException):
+        return exc.status_code, str(exc.detail)
+    return status_of(ANSWERS, exc), str(exc)
 
 
 def _record_form(request: Request, session: Session, csrf: str, ref: str) -> _RecordForm:
@@ -916,7 +921,7 @@ def record_transition(
             target=State(request_body.to),
             data=request_body.model_dump(),
             actor=_actor(page.viewer),
-            topic=str(request.app.state.bus.topics.nonconformities),
+            topic=str(deps.bus.of(request).topics.nonconformities),
         )
 
     return page.after(
@@ -994,7 +999,7 @@ def record_classification(
             classification=change.classification,
             reason=change.reason,
             actor=_actor(page.viewer),
-            topic=str(request.app.state.bus.topics.nonconformities),
+            topic=str(deps.bus.of(request).topics.nonconformities),
         )
 
     return page.after(
@@ -1093,7 +1098,7 @@ def action_update(
             action=action,
             data=update.model_dump(),
             actor=_actor(page.viewer),
-            effectiveness_windows=request.app.state.effectiveness_windows,
+            effectiveness_windows=deps.settings.of(request).effectiveness_windows,
         )
 
     return page.after(
@@ -1169,8 +1174,7 @@ class ObjectiveStatus:
 @router.get("/systems", response_class=HTMLResponse, name="systems")
 def systems_page(request: Request, session: SessionDep) -> Response:
     viewer = _signed_in(request)
-    view = getattr(request.app.state, "registry_view", None)
-    snapshots = dict(view.systems) if view is not None else {}
+    snapshots = dict(deps.registry_view.of(request).systems)
     open_counts = dict(
         session.exec(
             select(Nonconformity.system_id, func.count())
@@ -1190,8 +1194,7 @@ def systems_page(request: Request, session: SessionDep) -> Response:
 def system_page(request: Request, session: SessionDep, system_id: str) -> Response:
     """Every objective of one AI system: its latest verdict and a small chart of its windows."""
     viewer = _signed_in(request)
-    view = getattr(request.app.state, "registry_view", None)
-    snapshot = view.get(system_id) if view is not None else None
+    snapshot = deps.registry_view.of(request).get(system_id)
     seen = session.exec(
         select(WindowVerdict.fingerprint, WindowVerdict.objective_id)
         .where(WindowVerdict.system_id == system_id)
