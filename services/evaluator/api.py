@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from sqlmodel import col, select
 
 from shared.auth import Principal, require_roles
 from shared.contracts import EvaluationResult
-from shared.db import SessionDep
 
+from .deps import SessionDep
+from .errors import NoStreamState
 from .models import EvaluationRow, PartitionCheckpoint
 from .windows import to_datetime
 
@@ -62,7 +63,7 @@ def _system_state(session: SessionDep, system_id: str) -> tuple[int, dict[str, A
         state = (row.state or {}).get("systems", {}).get(system_id)
         if state is not None:
             return row.partition, state
-    raise HTTPException(404, f"system_id: no stream state for {system_id!r}")
+    raise NoStreamState(f"system_id: no stream state for {system_id!r}")
 
 
 @router.get("/streams/{system_id}")

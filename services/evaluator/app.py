@@ -1,4 +1,5 @@
-"""Evaluator app factory."""
+"""The evaluator's app factory and its migrations: the consumer that joins predictions with
+outcomes, closes windows and judges objectives, and the routes that read its results."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from shared.auth import announce_auth_mode, service_headers
 from shared.bus import Bus, bus_from_settings
 from shared.db import Database
+from shared.errors import install_answers
 from shared.health import health_router
 from shared.lifespan import bus_lifespan, components_lifespan
 from shared.metrics import ConsumerLag, serve_metrics, watch_outbox
@@ -22,6 +24,7 @@ from shared.request_guard import RequestGuard
 
 from .api import router
 from .consumer import ProcessorConfig, StreamProcessor
+from .errors import ANSWERS
 from .metrics import EvaluatorMetrics
 from .references import HttpReferenceSource, ReferenceCache, ReferenceSource
 from .runner import EvaluatorRunner
@@ -55,6 +58,7 @@ def create_app(
 ) -> FastAPI:
     """``references`` replaces the HTTP client of the registry (embedded runner, tests)."""
     settings = settings or Settings()
+    announce_auth_mode(settings.auth_secret, "evaluator")
     owned = bus is None
     the_bus = bus or bus_from_settings(settings)
     db = Database(settings.database_url)
@@ -98,7 +102,6 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        announce_auth_mode(settings.auth_secret, "evaluator")
         async with (
             bus_lifespan(the_bus, owned=owned),
             migrated_database(db, [OUTBOX, MIGRATIONS]),
@@ -116,8 +119,11 @@ def create_app(
     app.state.settings = settings
     app.state.bus = the_bus
     app.state.db = db
+    app.state.relay = relay
+    app.state.metrics = metrics
     app.state.runner = runner
     app.state.processor = processor
+    install_answers(app, ANSWERS)
     app.include_router(router)
     app.state.readiness = {
         "bus": the_bus.ready,

@@ -40,6 +40,8 @@ from shared.stats.dle import (
 )
 from shared.stats.reference import ReferenceProfile
 
+from .errors import SegmentError
+
 if TYPE_CHECKING:
     from .columns import ColumnBatch
     from .judge import Measurement
@@ -68,10 +70,6 @@ EstimationAccumulator = (
 ESTIMATION_KINDS = frozenset({"cbpe", "cbpe_auc", "dle"})
 DEFAULT_POSITIVE_LABEL = "1"
 SEGMENT = "segment"
-
-
-class SegmentError(ValueError):
-    """A ``segment`` parameter that is not ``attribute=value``."""
 
 
 def segment_of(objective: Objective) -> tuple[str, str] | None:

@@ -35,6 +35,7 @@ from shared.stats import (
 from shared.stats.drift import DriftMethod
 
 from . import estimation
+from .errors import ConfigurationError
 from .plan import PREDICTION, WindowPlan, column_of, positive_label
 from .window import WindowState
 
@@ -75,10 +76,6 @@ class Judgement:
 
 BAND_WIDTH = 3.0
 """Standard errors either side of the value (NannyML's ``SAMPLING_ERROR_RANGE``)."""
-
-
-class ConfigurationError(ValueError):
-    """The objective cannot be computed for this system (unknown feature, no reference...)."""
 
 
 def _drift_method(metric: str) -> DriftMethod | None:

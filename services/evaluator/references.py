@@ -22,6 +22,7 @@ import httpx
 from shared.db import Database
 from shared.stats import ReferenceProfile
 
+from .errors import ReferenceNotFound
 from .models import ReferenceRow, ReferenceValuesRow
 
 __all__ = [
@@ -33,10 +34,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class ReferenceNotFound(LookupError):
-    """The registry has no profile with this hash (a permanent answer, unlike a timeout)."""
 
 
 class ReferenceSource(Protocol):

@@ -16,9 +16,11 @@ from prometheus_client import CollectorRegistry
 
 from services.evaluator.api import router
 from services.evaluator.consumer import ProcessorConfig
+from services.evaluator.errors import ANSWERS
 from services.evaluator.metrics import EvaluatorMetrics
 from services.evaluator.settings import Settings
 from shared.contracts import EvaluationResult, EvaluationStatus, Evidence, PredictionEvent
+from shared.errors import install_answers
 
 from .conftest import (
     T0,
@@ -136,6 +138,7 @@ async def test_an_ancient_prediction_is_late_and_visible_per_window(make_harness
     app = FastAPI()
     app.state.db = harness.db
     app.state.settings = Settings()
+    install_answers(app, ANSWERS)
     app.include_router(router)
     transport = httpx.ASGITransport(app)
     async with httpx.AsyncClient(transport=transport, base_url="http://evaluator") as client:
