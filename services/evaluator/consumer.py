@@ -622,13 +622,15 @@ class StreamProcessor:
         ids = _take(batch.prediction_ids, rows)
         first = _first_index(ids)
         state.count("duplicate_outcomes", n - len(first))
-        found = self.store.lookup(sid, list(first))
+        horizon = system.label_horizon_seconds
+        found = self.store.join_outcomes(
+            sid, list(first), [times[i] for i in first.values()], horizon
+        )
         actuals = _take(batch.actual_texts(), rows)
         stamps = ts.tolist()
         partition = part.partition
-        labels, waiting = [], []
+        waiting = []
         joined: list[tuple[int, JoinInfo]] = []
-        horizon = system.label_horizon_seconds
         for prediction_id, i in first.items():
             info = found.get(prediction_id)
             label_time = times[i]
@@ -640,11 +642,9 @@ class StreamProcessor:
                 state.count("duplicate_outcomes")
             elif label_time > info.ts + horizon:
                 state.count("expired_outcomes")
-            else:
-                labels.append(prediction_id)
+            else:  # join_outcomes marked it labelled
                 state.count("labelled")
                 joined.append((i, info))
-        self.store.label(sid, labels)
         filed = self._file(sid, state, waiting)
         state.count("duplicate_outcomes", len(waiting) - filed)  # a second one while waiting
         state.count("waiting_outcomes", filed)

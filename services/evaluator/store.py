@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from itertools import chain
 from typing import Any, NamedTuple
 
+import psycopg
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -75,9 +76,34 @@ _WAITING_COLUMNS = (
     "out_partition",
     "out_offset",
 )
+_COPY_TYPES = {
+    "evaluator_join": [
+        "varchar",
+        "varchar",
+        "float8",
+        "float8",
+        "text",
+        "text",
+        "text",
+        "int4",
+        "int8",
+        "bool",
+    ],
+    "evaluator_waiting": ["varchar", "varchar", "float8", "text", "float8", "int4", "int8"],
+}
+"""PostgreSQL types of the join tables' columns, in ``_JOIN_COLUMNS`` / ``_WAITING_COLUMNS``
+order (a binary COPY sends them as they are)."""
 _LOOKUP = (
     "SELECT event_id, labelled, ts, arrival_wm, pred_partition, pred_offset, prediction, "
     "scores, attributes FROM evaluator_join WHERE system_id = ? AND event_id IN ({})"
+)
+_LABEL_RETURNING = (
+    "UPDATE evaluator_join j SET labelled = TRUE "
+    "FROM unnest(%s::text[], %s::float8[]) AS u(id, label_time) "
+    "WHERE j.system_id = %s AND j.event_id = u.id AND NOT j.labelled "
+    "AND u.label_time <= j.ts + %s "
+    "RETURNING j.event_id, FALSE, j.ts, j.arrival_wm, j.pred_partition, j.pred_offset, "
+    "j.prediction, j.scores, j.attributes"
 )
 _NOT_FROM = " AND NOT (pred_partition = ? AND pred_offset >= ?)"
 _WAITING = (
@@ -353,6 +379,26 @@ class EvaluatorStore:
     def _copy_insert(
         self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
     ) -> int:
+        """PostgreSQL: COPY the rows straight into the table (binary) inside a savepoint, the
+        common case where no key is taken; if one is (a duplicate), back to the savepoint and
+        the stage path. Returns how many were new."""
+        cursor = self._cursor()
+        names = ", ".join(columns)
+        types = _COPY_TYPES[table]
+        savepoint = self.conn.connection.dbapi_connection.transaction  # type: ignore[union-attr]
+        statement = f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)"
+        try:
+            with savepoint(), cursor.copy(statement) as copy:
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation:
+            return self._stage_insert(table, columns, rows)
+        return len(rows)
+
+    def _stage_insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    ) -> int:
         """PostgreSQL: COPY the rows into a session stage table, then one set-based
         ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``; returns how many were new."""
         stage = f"wk_stage_{table}"
@@ -413,6 +459,36 @@ class EvaluatorStore:
         else:
             rows = self._select(_LOOKUP + _NOT_FROM, system_id, event_ids, not_from)
         return {row[0]: JoinInfo._make(row) for row in rows}
+
+    def join_outcomes(
+        self, system_id: str, event_ids: Sequence[str], label_times: Sequence[float], horizon: float
+    ) -> dict[str, JoinInfo]:
+        """The predictions of these ids, as they were (``labelled`` before this call); marks
+        labelled those not labelled yet whose outcome's label time is within ``horizon`` of
+        them. On PostgreSQL one ``UPDATE ... RETURNING`` finds and marks the usual case and a
+        lookup reads the rest (already labelled, expired, not there); elsewhere a lookup,
+        then the update."""
+        if not event_ids:
+            return {}
+        if not self._postgres:
+            found = self.lookup(system_id, event_ids)
+            self.label(
+                system_id,
+                [
+                    i
+                    for i, at in zip(event_ids, label_times, strict=True)
+                    if (info := found.get(i)) is not None
+                    and not info.labelled
+                    and at <= info.ts + horizon
+                ],
+            )
+            return found
+        cursor = self._cursor()
+        cursor.execute(_LABEL_RETURNING, (list(event_ids), list(label_times), system_id, horizon))
+        found = {row[0]: JoinInfo._make(row) for row in cursor.fetchall()}
+        if len(found) < len(event_ids):
+            found.update(self.lookup(system_id, [i for i in event_ids if i not in found]))
+        return found
 
     def label(self, system_id: str, event_ids: Sequence[str]) -> None:
         """Mark the system's predictions ``event_ids`` as labelled."""

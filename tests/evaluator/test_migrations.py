@@ -21,9 +21,9 @@ def test_upgrade_is_idempotent_and_recorded_per_service(tmp_path: Path) -> None:
     try:
         assert current_revisions(engine, MIGRATIONS) == ()
         upgrade(engine, OUTBOX)
-        assert upgrade(engine, MIGRATIONS) == ["0001", "0002"]
+        assert upgrade(engine, MIGRATIONS) == ["0001", "0002", "0003"]
         assert upgrade(engine, MIGRATIONS) == []
-        assert current_revisions(engine, MIGRATIONS) == MIGRATIONS.heads() == ("0002",)
+        assert current_revisions(engine, MIGRATIONS) == MIGRATIONS.heads() == ("0003",)
         assert set(MIGRATIONS.tables) <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()

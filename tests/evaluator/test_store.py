@@ -121,3 +121,63 @@ def test_sqlite_before_3_32_with_its_999_variables_works_alike(tmp_path: Path) -
     finally:
         store.close()
         db.dispose()
+
+
+def _prediction(event_id: str, ts: float, offset: int) -> tuple[object, ...]:
+    return ("sys", event_id, ts, None, "1", '{"0":0.4,"1":0.6}', None, 0, offset, False)
+
+
+def test_a_duplicate_in_a_batch_keeps_the_rows_written_before_it(store: EvaluatorStore) -> None:
+    """PostgreSQL copies a batch straight into the table and, when a key is taken, goes back
+    to a savepoint and inserts through the stage table: the batch's new rows are written, and
+    so are those of earlier batches of the same (uncommitted) transaction."""
+    first = [_prediction(f"a{i}", 10.0 + i, i) for i in range(100)]
+    assert store.insert_predictions(first) == 100
+    second = [_prediction(f"b{i}", 200.0 + i, 100 + i) for i in range(100)]
+    second[37] = _prediction("a5", 999.0, 137)  # taken by the first batch
+    assert store.insert_predictions(second) == 99
+    store.commit()
+    found = store.lookup("sys", [row[1] for row in first + second])  # type: ignore[misc]
+    assert len(found) == 199
+    assert found["a5"].ts == 15.0 and found["a5"].pred_offset == 5  # the first one stays
+    assert found["b99"].ts == 299.0
+
+
+def test_join_outcomes_marks_only_what_an_outcome_labels(store: EvaluatorStore) -> None:
+    """Each found prediction comes back as it was before the call; it is marked labelled
+    unless it already was or the outcome's label time is beyond the horizon (expired)."""
+    rows = [_prediction(f"e{i}", 100.0 + i, i) for i in range(6)]
+    store.insert_predictions(rows)
+    store.label("sys", ["e1"])
+    ids = ["e0", "e1", "e2", "missing", "e3"]
+    times = [150.0, 150.0, 102.0 + 50.0 + 1e-9, 150.0, 103.0 + 50.0]
+    found = store.join_outcomes("sys", ids, times, 50.0)
+    assert set(found) == {"e0", "e1", "e2", "e3"}
+    assert [found[i].labelled for i in ("e0", "e1", "e2", "e3")] == [False, True, False, False]
+    assert found["e3"] == JoinInfo("e3", False, 103.0, None, 0, 3, "1", '{"0":0.4,"1":0.6}', None)
+    after = store.lookup("sys", [f"e{i}" for i in range(6)])
+    # e0 and e3 (at exactly the horizon) labelled now, e1 before; e2 expired, e4, e5 not asked
+    assert {i for i, info in after.items() if info.labelled} == {"e0", "e1", "e3"}
+    assert store.join_outcomes("sys", ["e0"], [150.0], 50.0)["e0"].labelled
+    assert store.join_outcomes("sys", [], [], 50.0) == {}
+
+
+def test_postgresql_storage_of_the_hot_tables(database_url: str) -> None:
+    """Migration 0003: join rows leave room for their labelled update in their page, window
+    states are compressed with lz4."""
+    db = Database(fresh_database(database_url))
+    try:
+        upgrade(db.engine, OUTBOX)
+        upgrade(db.engine, MIGRATIONS)
+        with db.engine.connect() as conn:
+            options = conn.exec_driver_sql(
+                "SELECT reloptions FROM pg_class WHERE relname = 'evaluator_join'"
+            ).scalar()
+            compression = conn.exec_driver_sql(
+                "SELECT attcompression FROM pg_attribute WHERE attname = 'state' "
+                "AND attrelid IN ('evaluator_window'::regclass, 'evaluator_label_window'::regclass)"
+            ).all()
+        assert options == ["fillfactor=50"]
+        assert [row[0] for row in compression] == ["l", "l"]
+    finally:
+        db.dispose()
