@@ -62,14 +62,19 @@ def service(
             process.wait()
 
 
-def profile(pid: int, out: Path, *, gil: bool = False) -> subprocess.Popen[bytes]:
+def profile(
+    pid: int, out: Path, *, gil: bool = False, threads: bool = False
+) -> subprocess.Popen[bytes]:
     """py-spy sampling ``pid`` (and its children) until SIGINT, collapsed stacks into ``out``;
-    with ``gil``, only the samples of the thread holding the GIL (what bounds one process)."""
+    with ``gil``, only the samples of the thread holding the GIL (what bounds one process);
+    with ``threads``, every thread's wall time (idle included), stacks named by thread."""
     spy = Path(sys.executable).with_name("py-spy")
     command = [str(spy), "record", "--pid", str(pid), "--subprocesses", "--format", "raw"]
     command += ["--rate", "250", "--nonblocking", "--output", str(out)]
     if gil:
         command.append("--gil")
+    if threads:
+        command += ["--idle", "--threads"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the phase starts
     return proc

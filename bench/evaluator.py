@@ -425,7 +425,7 @@ def throughput(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        profiler = profile(proc.pid, profile_to, gil=gil) if profile_to else None
+        profiler = profile(proc.pid, profile_to, gil=gil, threads=not gil) if profile_to else None
         try:
             # (checkpoint time, events): the rate is taken between the evaluator's own
             # checkpoint timestamps, not when this loop happened to see them
@@ -622,10 +622,22 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="py-spy the evaluator during the framed Kafka + SQLite run, collapsed stacks here",
+        help="py-spy the evaluator during one Kafka run (--profile-case), collapsed stacks here",
     )
     parser.add_argument(
         "--gil", action="store_true", help="with --profile: only samples holding the GIL"
+    )
+    parser.add_argument(
+        "--profile-case",
+        choices=["sqlite", "single", "postgres"],
+        default="sqlite",
+        help="with --profile: the Kafka run to profile (framed + SQLite, one record per event, "
+        "framed + PostgreSQL)",
+    )
+    parser.add_argument(
+        "--cases",
+        default="in-process,sqlite,single,postgres",
+        help="with the Kafka parts: which to run (comma-separated; postgres needs --postgres)",
     )
     args = parser.parse_args()
     if args.memory_child:
@@ -639,12 +651,28 @@ def main() -> None:
     if not args.skip_kafka:
         workdir = Path(tempfile.mkdtemp(prefix="wk-bench-"))
         try:
-            figures.update(in_process(args.events, workdir))
-            figures.update(in_process(args.events, workdir, framed=False))
-            figures.update(throughput(args.events, workdir, profile_to=args.profile, gil=args.gil))
-            figures.update(throughput(args.events, workdir, framed=False))
-            if args.postgres:
-                figures.update(throughput(args.events, workdir, postgres=True))
+            cases = set(args.cases.split(","))
+            if "in-process" in cases:
+                figures.update(in_process(args.events, workdir))
+                figures.update(in_process(args.events, workdir, framed=False))
+            for case, postgres, framed in (
+                ("sqlite", False, True),
+                ("single", False, False),
+                ("postgres", True, True),
+            ):
+                if case not in cases or (postgres and not args.postgres):
+                    continue
+                profile_to = args.profile if args.profile_case == case else None
+                figures.update(
+                    throughput(
+                        args.events,
+                        workdir,
+                        postgres=postgres,
+                        framed=framed,
+                        profile_to=profile_to,
+                        gil=args.gil,
+                    )
+                )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     if not args.only_kafka:
