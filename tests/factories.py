@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "make_objective",
     "make_outcome",
     "make_prediction",
+    "make_snapshot",
     "make_system",
     "past_window_start",
     "unique",
@@ -51,6 +52,34 @@ def make_system(system_id: str | None = None, **overrides: Any) -> dict[str, Any
         ],
         **overrides,
     }
+
+
+def make_snapshot(
+    system_id: str | None = None,
+    *,
+    features: Sequence[FeatureSpec] | None = None,
+    objectives: Sequence[Objective] = (),
+    **overrides: Any,
+) -> SystemSnapshot:
+    """The registry's snapshot of a system, as on the registry topic: ``make_system``'s binary
+    classifier (its features unless ``features``), ``objectives`` given this system's id;
+    ``overrides`` set any other field of the snapshot."""
+    body = make_system(system_id)
+    fields: dict[str, Any] = {
+        "system_id": body["id"],
+        "name": body["name"],
+        "owner": body["owner"],
+        "task": Task(body["task"]),
+        "features": (
+            [FeatureSpec.model_validate(f) for f in body["features"]]
+            if features is None
+            else list(features)
+        ),
+        "objectives": [o.model_copy(update={"system_id": body["id"]}) for o in objectives],
+        "updated_at": datetime.now(UTC),
+        **overrides,
+    }
+    return SystemSnapshot(**fields)
 
 
 def make_objective(objective_id: str | None = None, **overrides: Any) -> dict[str, Any]:
@@ -192,11 +221,10 @@ def accuracy_snapshot(
         "changed_at": now,
         **objective,
     }
-    return SystemSnapshot(
-        system_id=system_id,
+    return make_snapshot(
+        system_id,
         name=system_id if name is None else name,
         owner=system_owner,
-        task=Task.BINARY_CLASSIFICATION,
         features=[FeatureSpec(name="income", type=FeatureType.NUMERIC)],
         objectives=[Objective(**fields)],
         updated_at=now,

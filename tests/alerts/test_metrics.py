@@ -16,29 +16,18 @@ from services.alerts.models import CorrectiveAction, Nonconformity, Notification
 from services.alerts.settings import Settings
 from shared.bus import MemoryBus
 from shared.contracts import (
-    FeatureSpec,
-    FeatureType,
     NonconformityChange,
     Severity,
-    SystemSnapshot,
-    Task,
     encode,
 )
-from tests.factories import unique
+from tests.factories import make_snapshot, unique
 
 
 async def test_nonconformity_changes_start_at_zero_per_known_system(tmp_path: Path) -> None:
     bus = MemoryBus()
     await bus.start()
     system_id = unique("sys")
-    snapshot = SystemSnapshot(
-        system_id=system_id,
-        name="s",
-        owner="o",
-        task=Task.BINARY_CLASSIFICATION,
-        features=[FeatureSpec(name="income", type=FeatureType.NUMERIC)],
-        updated_at=datetime.now(UTC),
-    )
+    snapshot = make_snapshot(system_id)
     await bus.producer.send(bus.topics.registry, encode(snapshot), key=system_id.encode())
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}"), bus=bus)
     wanted = {
@@ -76,7 +65,7 @@ async def test_open_records_overdue_actions_and_pending_notifications(tmp_path: 
     await bus.start()
     system_id = unique("sys")
     await bus.producer.send(
-        bus.topics.registry, encode(_snapshot(system_id)), key=system_id.encode()
+        bus.topics.registry, encode(make_snapshot(system_id)), key=system_id.encode()
     )
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}"), bus=bus)
     try:
@@ -118,17 +107,6 @@ async def test_open_records_overdue_actions_and_pending_notifications(tmp_path: 
             assert get("watchkeeper_alert_notifications_pending", receiver="ops") == 1
     finally:
         await bus.stop()
-
-
-def _snapshot(system_id: str) -> SystemSnapshot:
-    return SystemSnapshot(
-        system_id=system_id,
-        name="s",
-        owner="o",
-        task=Task.BINARY_CLASSIFICATION,
-        features=[FeatureSpec(name="income", type=FeatureType.NUMERIC)],
-        updated_at=datetime.now(UTC),
-    )
 
 
 def _nonconformity(nc_id: str, system_id: str, status: str, classification: str) -> Nonconformity:

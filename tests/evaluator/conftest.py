@@ -42,6 +42,7 @@ from shared.contracts import (
 from shared.db import Database
 from shared.migrations import OUTBOX, upgrade
 from shared.stats import ReferenceProfile
+from tests.factories import make_snapshot
 
 T0 = 1_800_000_000.0  # a window-aligned epoch second
 WALL = T0 + 200_000.0
@@ -77,22 +78,20 @@ def system(
     task: Task = Task.BINARY_CLASSIFICATION,
     horizon: int = 3600,
 ) -> SystemSnapshot:
-    return SystemSnapshot(
-        system_id=system_id,
+    return make_snapshot(
+        system_id,
         name="test",
         owner="o@example.org",
         task=task,
-        features=list(
-            features
-            or [
-                FeatureSpec(name="x1", type=FeatureType.NUMERIC),
-                FeatureSpec(name="x2", type=FeatureType.NUMERIC, min=-4.0, max=4.0),
-                FeatureSpec(name="x3", type=FeatureType.NUMERIC, nullable=True),
-                FeatureSpec(name="c", type=FeatureType.CATEGORICAL, categories=["a", "b", "c"]),
-            ]
-        ),
+        features=features
+        or [
+            FeatureSpec(name="x1", type=FeatureType.NUMERIC),
+            FeatureSpec(name="x2", type=FeatureType.NUMERIC, min=-4.0, max=4.0),
+            FeatureSpec(name="x3", type=FeatureType.NUMERIC, nullable=True),
+            FeatureSpec(name="c", type=FeatureType.CATEGORICAL, categories=["a", "b", "c"]),
+        ],
         label_horizon_seconds=horizon,
-        objectives=[o.model_copy(update={"system_id": system_id}) for o in objectives],
+        objectives=objectives,
         reference_hash=None if reference is None else reference.content_hash,
         updated_at=NOW,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,33 +15,16 @@ from fastapi import FastAPI
 from services.ingest.app import create_app
 from services.ingest.settings import Settings
 from shared.bus import Bus, MemoryBus
-from shared.contracts import FeatureSpec, FeatureType, SystemSnapshot, Task, encode
-from tests.factories import event_values, unique
+from shared.contracts import encode
+from tests.factories import event_values, make_snapshot, unique
 
 AUTH_SECRET = "test-secret-0123456789-0123456789-abcdef"
-
-
-def snapshot(system_id: str, **overrides: Any) -> SystemSnapshot:
-    fields: dict[str, Any] = {
-        "system_id": system_id,
-        "name": "s",
-        "owner": "o",
-        "task": Task.BINARY_CLASSIFICATION,
-        "features": [
-            FeatureSpec(name="income", type=FeatureType.NUMERIC),
-            FeatureSpec(name="region", type=FeatureType.CATEGORICAL),
-            FeatureSpec(name="existing_customer", type=FeatureType.BOOLEAN, nullable=True),
-        ],
-        "updated_at": datetime.now(UTC),
-        **overrides,
-    }
-    return SystemSnapshot(**fields)
 
 
 async def publish_system(bus: Bus, system_id: str, **overrides: Any) -> None:
     """Put the system's definition on the registry topic, as the registry would."""
     await bus.producer.send(
-        bus.topics.registry, encode(snapshot(system_id, **overrides)), key=system_id.encode()
+        bus.topics.registry, encode(make_snapshot(system_id, **overrides)), key=system_id.encode()
     )
 
 

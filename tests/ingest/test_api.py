@@ -6,7 +6,6 @@ import asyncio
 import gzip
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +16,9 @@ from fastapi import FastAPI
 
 from services.ingest.app import create_app
 from services.ingest.settings import Settings
-from shared.bus import Bus, MemoryBus, Topics
-from shared.contracts import FeatureSpec, FeatureType, SystemSnapshot, Task, encode
+from shared.bus import MemoryBus, Topics
 from tests.factories import event_values, make_prediction, unique
-
-
-def snapshot(system_id: str) -> SystemSnapshot:
-    return SystemSnapshot(
-        system_id=system_id,
-        name="s",
-        owner="o",
-        task=Task.BINARY_CLASSIFICATION,
-        features=[
-            FeatureSpec(name="income", type=FeatureType.NUMERIC),
-            FeatureSpec(name="region", type=FeatureType.CATEGORICAL),
-            FeatureSpec(name="existing_customer", type=FeatureType.BOOLEAN, nullable=True),
-        ],
-        updated_at=datetime.now(UTC),
-    )
-
-
-async def publish_system(bus: Bus, system_id: str) -> None:
-    """Put the system's definition on the registry topic, as the registry would."""
-    await bus.producer.send(
-        bus.topics.registry, encode(snapshot(system_id)), key=system_id.encode()
-    )
+from tests.ingest.conftest import publish_system
 
 
 @pytest.fixture
