@@ -3,7 +3,6 @@ event: checked on generated records against the pydantic models themselves."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -17,23 +16,18 @@ from shared.contracts import (
     FeatureType,
     OutcomeEvent,
     PredictionEvent,
-    SystemSnapshot,
-    Task,
     decode,
 )
+from tests.factories import make_snapshot
 
-SYSTEM = SystemSnapshot(
-    system_id="s-1",
-    name="s",
-    owner="o",
-    task=Task.BINARY_CLASSIFICATION,
+SYSTEM = make_snapshot(
+    "s-1",
     features=[
         FeatureSpec(name="a", type=FeatureType.NUMERIC),
         FeatureSpec(name="b", type=FeatureType.CATEGORICAL),
         FeatureSpec(name="c", type=FeatureType.NUMERIC, nullable=True),
         FeatureSpec(name="d", type=FeatureType.BOOLEAN, nullable=True),
     ],
-    updated_at=datetime.now(UTC),
 )
 
 JSON_SCALARS = st.one_of(
