@@ -16,10 +16,10 @@ import time
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.auth import bearer_token
@@ -27,15 +27,26 @@ from shared.bus import BusUnavailable
 from shared.bus.framing import frame
 from shared.bus.kafka import DeliveryIncomplete
 from shared.contracts import SystemSnapshot
+from shared.errors import respond
 
 from .context import IngestContext
-from .dedup import Claim, Claims, DedupUnavailable, Verdict
+from .dedup import Claim, Claims, Verdict
+from .deps import ContextDep
+from .errors import (
+    ANSWERS,
+    BodyError,
+    DedupUnavailable,
+    IngestError,
+    RateLimited,
+    RecordsRefused,
+    Unauthorized,
+    Unavailable,
+)
 from .eventtime import EventTimeLimits
 from .fastdecode import system_hint
 from .schemas import IngestResponse, RecordError
 from .validation import (
     Accepted,
-    BodyError,
     Kind,
     decompress_body,
     is_ndjson,
@@ -47,14 +58,6 @@ __all__ = ["IngestFastPath", "router"]
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
-
-async def context(request: Request) -> IngestContext:
-    """(async: FastAPI would run a plain function in its thread pool, a thread hop per call)"""
-    ctx: IngestContext = request.app.state.ingest
-    return ctx
-
-
-ContextDep = Annotated[IngestContext, Depends(context)]
 
 _BODY_DOC = {
     "requestBody": {
@@ -84,17 +87,13 @@ def _json(payload: Any, status: int, headers: dict[str, str] | None = None) -> R
     return Response(orjson.dumps(payload), status, headers, media_type="application/json")
 
 
-def _unavailable(ctx: IngestContext, reason: str, retry_after: int | None = None) -> Response:
-    return _json(
-        {"detail": reason},
-        503,
-        {"Retry-After": str(retry_after or ctx.settings.retry_after_s)},
-    )
+def _unavailable(ctx: IngestContext, reason: str) -> Unavailable:
+    return Unavailable(reason, ctx.settings.retry_after_s)
 
 
-def _unauthorized(ctx: IngestContext, reason: str, why: str) -> Response:
+def _unauthorized(ctx: IngestContext, reason: str, why: str) -> Unauthorized:
     ctx.metrics.auth_failures.labels(reason).inc()
-    return _json({"detail": why}, 401, {"WWW-Authenticate": "Bearer"})
+    return Unauthorized(why)
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -193,7 +192,10 @@ def _parse(
 
 async def _ingest(kind: Kind, request: Request, ctx: IngestContext, atomic: bool) -> Response:
     started = time.perf_counter()
-    response = await _handle(kind, request, ctx, atomic)
+    try:
+        response = await _handle(kind, request, ctx, atomic)
+    except IngestError as exc:
+        response = respond(ANSWERS, exc, _json)
     metrics = ctx.metrics
     metrics.request_seconds.labels(kind).observe(time.perf_counter() - started)
     metrics.requests.labels(kind, str(response.status_code)).inc()
@@ -206,21 +208,21 @@ async def _handle(kind: Kind, request: Request, ctx: IngestContext, atomic: bool
     if ctx.auth_required:
         key = bearer_token(request)
         if key is None:
-            return _unauthorized(
+            raise _unauthorized(
                 ctx, "missing", "Authorization: send 'Authorization: Bearer <ingest API key>'"
             )
         if not ctx.view.loaded:
-            return _unavailable(ctx, "registry view is still loading; retry shortly")
+            raise _unavailable(ctx, "registry view is still loading; retry shortly")
         key_system = ctx.keys.system_of(key)
         if key_system is None:
-            return _unauthorized(ctx, "unknown", "Authorization: unknown or revoked ingest API key")
+            raise _unauthorized(ctx, "unknown", "Authorization: unknown or revoked ingest API key")
 
     limit = settings.max_body_bytes
     body = await _read_body(request, limit)
     if body is None:
-        return _json({"detail": f"body exceeds the limit of {limit} bytes"}, 413)
+        raise BodyError(413, f"body exceeds the limit of {limit} bytes")
     if not ctx.view.loaded:
-        return _unavailable(ctx, "registry view is still loading; retry shortly")
+        raise _unavailable(ctx, "registry view is still loading; retry shortly")
     encoding = request.headers.get("content-encoding", "")
     parse = functools.partial(
         _parse,
@@ -236,13 +238,10 @@ async def _handle(kind: Kind, request: Request, ctx: IngestContext, atomic: bool
     )
     # a large body would stall every other request for as long as it takes to parse
     weight = len(body) * (16 if encoding.strip().lower() == "gzip" else 1)
-    try:
-        if weight > settings.parse_in_thread_bytes:
-            parsed = await asyncio.to_thread(parse)
-        else:
-            parsed = parse()
-    except BodyError as exc:
-        return _json({"detail": exc.reason}, exc.status)
+    if weight > settings.parse_in_thread_bytes:
+        parsed = await asyncio.to_thread(parse)
+    else:
+        parsed = parse()
     good, errors = parsed.good, parsed.errors
     metrics.batch_size.observe(len(parsed.items) if parsed.items else len(good))
     if errors:
@@ -251,12 +250,7 @@ async def _handle(kind: Kind, request: Request, ctx: IngestContext, atomic: bool
             scope_only = key_system is not None and all(
                 e.field == "system_id" and e.reason.startswith("the API key") for e in errors
             )
-            # the shape of a partial refusal (rejected, duplicates), plus detail as before
-            listed = [e.model_dump() for e in errors]
-            return _json(
-                {"detail": listed, "accepted": 0, "duplicates": [], "rejected": listed},
-                403 if scope_only else 422,
-            )
+            raise RecordsRefused([e.model_dump() for e in errors], key_scope_only=scope_only)
 
     # the first of several records with one event_id in this request is the one that counts
     duplicates: list[Accepted] = []
@@ -276,11 +270,7 @@ async def _handle(kind: Kind, request: Request, ctx: IngestContext, atomic: bool
         for system_id, count in per_system.items():
             metrics.rate_limited.labels(system_id, kind).inc(count)
         limited = ", ".join(sorted(per_system))
-        return _json(
-            {"detail": f"rate limit of system {limited} exceeded; retry after {wait}s"},
-            429,
-            {"Retry-After": str(wait)},
-        )
+        raise RateLimited(f"rate limit of system {limited} exceeded; retry after {wait}s", wait)
 
     return await _deliver(kind, ctx, distinct, duplicates, errors)
 
@@ -304,7 +294,7 @@ async def _deliver(
             seq, verdicts = await ctx.dedup.claim(claims)
         except DedupUnavailable as exc:
             metrics.dedup_errors.inc()
-            return _unavailable(ctx, str(exc))
+            raise _unavailable(ctx, str(exc)) from exc
         metrics.dedup_seconds.observe(time.perf_counter() - started)
         if verdicts.count(Verdict.NEW) != len(verdicts):  # the common case: all new
             in_flight = verdicts.count(Verdict.IN_FLIGHT)
@@ -312,7 +302,7 @@ async def _deliver(
                 ctx.dedup.settle(
                     seq, [c for c, v in zip(claims, verdicts, strict=True) if v is Verdict.NEW]
                 )
-                return _unavailable(
+                raise _unavailable(
                     ctx,
                     f"{in_flight} events of this request are still being delivered by an "
                     "earlier request; retry to learn their fate",
@@ -337,12 +327,12 @@ async def _deliver(
             if seq is not None:
                 per_record = [[claims[i] for i in members] for _k, _v, members in records]
                 ctx.follower.follow(exc.delivery, seq, per_record)
-            return _unavailable(ctx, f"event bus unavailable: {exc}")
+            raise _unavailable(ctx, f"event bus unavailable: {exc}") from exc
         except BusUnavailable as exc:
             metrics.bus_errors.labels("unavailable").inc()
             if seq is not None and ctx.dedup is not None:
                 ctx.dedup.settle(seq, claims)
-            return _unavailable(ctx, f"event bus unavailable: {exc}")
+            raise _unavailable(ctx, f"event bus unavailable: {exc}") from exc
         metrics.produce_seconds.observe(time.perf_counter() - started)
     if seq is not None and ctx.dedup is not None:
         ctx.dedup.settle(seq)

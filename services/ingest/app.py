@@ -1,4 +1,5 @@
-"""Ingest app factory."""
+"""Ingest's app factory: the prediction and outcome routes, their fast path, the registry view,
+the duplicate store (its migrations run when it starts: ``models.MIGRATIONS``)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ __all__ = ["MIGRATIONS", "create_app"]
 
 def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> FastAPI:
     settings = settings or Settings()
+    announce_auth_mode(settings.auth_secret, "ingest")
     owned = bus is None
     the_bus = bus or bus_from_settings(settings)
     registry = CollectorRegistry()
@@ -66,7 +68,6 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        announce_auth_mode(settings.auth_secret, "ingest")
         async with bus_lifespan(the_bus, owned=owned), components_lifespan(components):
             yield
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, bus: Bus | None = None) -> F
     app = FastAPI(title="Watchkeeper ingest", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.bus = the_bus
+    app.state.metrics = metrics
     app.state.ingest = ctx
     app.include_router(router)
     app.state.readiness = {"bus": the_bus.ready, "registry": view_loaded}

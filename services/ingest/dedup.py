@@ -40,6 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from shared.db import Database
 from shared.migrations import upgrade
 
+from .errors import DedupUnavailable
 from .models import MIGRATIONS, IngestInstance, SeenEvent
 
 __all__ = ["Claim", "Claims", "DedupStore", "DedupUnavailable", "Verdict"]
@@ -51,10 +52,6 @@ _INSTANCE = IngestInstance.__table__  # type: ignore[attr-defined]
 _CHUNK = 1000
 
 Key = tuple[str, str, str]
-
-
-class DedupUnavailable(Exception):
-    """The duplicate store could not be reached; the request should be retried later."""
 
 
 class Verdict(enum.Enum):

@@ -35,6 +35,7 @@ from shared.contracts import (
     encode,
 )
 
+from .errors import BodyError
 from .eventtime import EventTimeLimits
 from .schemas import RecordError
 
@@ -68,15 +69,6 @@ _SCALARS_OR_NONE = (*_SCALARS, type(None))
 _SCALAR_OR_NONE_TYPES = frozenset(_SCALARS_OR_NONE)
 _PREDICTION_FIELDS = frozenset(PredictionEvent.model_fields)
 _OUTCOME_FIELDS = frozenset(OutcomeEvent.model_fields)
-
-
-class BodyError(Exception):
-    """The body as a whole is unusable; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class Accepted(NamedTuple):
