@@ -689,11 +689,19 @@ def _events(records: Sequence[bytes | None]) -> _Events:
     return _Events(values, None if len(values) == len(records) else counts, None)
 
 
+_PARSE_OPTIONS = pj.ParseOptions(
+    explicit_schema=pa.schema([("timestamp", pa.string())]), unexpected_field_behavior="infer"
+)
+
+
 def _read(body: bytes, n: int) -> pa.Table | None:
     try:
         table = pj.read_json(
             io.BytesIO(body),
             read_options=pj.ReadOptions(use_threads=True, block_size=_BLOCK_SIZE),
+            # a column of whole-second times would be inferred as timestamp[s]; the checks
+            # read the text (the contract's form), so the column stays text
+            parse_options=_PARSE_OPTIONS,
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, UnicodeError):
         return None

@@ -17,18 +17,7 @@ from .events import T0, prediction
 
 @pytest.mark.parametrize(
     "offset_s",
-    [
-        0.25,
-        pytest.param(
-            0.0,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known defect: Arrow infers whole-second ISO strings as timestamp[s] and "
-                "the fast path accepts only a string column, so such a batch is decoded event by "
-                "event (20,000 events: 0.79 s instead of 0.07 s)",
-            ),
-        ),
-    ],
+    [0.25, 0.0],  # 0.0: whole seconds, which Arrow would infer as timestamp[s]
 )
 def test_a_batch_of_well_formed_predictions_is_read_column_by_column(offset_s: float) -> None:
     events = [
