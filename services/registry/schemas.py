@@ -192,6 +192,8 @@ class ObjectiveUpdate(ObjectiveInput):
 
 
 class ObjectivePublic(ObjectiveBase):
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
     id: str
     version: int
     system_id: str
