@@ -7,11 +7,13 @@
         │                            feature, no reference...): its evaluation says so
         ├── SegmentError             a ``segment`` parameter that is not ``attribute=value``
         │                            (label metrics report it as a ConfigurationError)
-        └── ReferenceNotFound        the registry has no profile with this hash (permanent,
-                                     unlike a timeout)
+        ├── ReferenceNotFound        the registry has no profile with this hash (permanent,
+        │                            unlike a timeout)
+        └── Fenced                   another instance took the partition over since this one
+                                     loaded it (the store refuses the checkpoint; the runner
+                                     gives the partition up)
 
-``store.Fenced`` (another instance now owns the partition; the runner gives the partition up)
-stays beside the store that raises it: it never reaches HTTP.
+Only ``NoStreamState`` reaches HTTP; the others are answered on the processing path.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "ANSWERS",
     "ConfigurationError",
     "EvaluatorError",
+    "Fenced",
     "NoStreamState",
     "ReferenceNotFound",
     "SegmentError",
@@ -48,6 +51,14 @@ class SegmentError(EvaluatorError, ValueError):
 
 class ReferenceNotFound(EvaluatorError, LookupError):
     """The registry has no profile with this hash (a permanent answer, unlike a timeout)."""
+
+
+class Fenced(EvaluatorError, RuntimeError):
+    """Another instance took the partition over since this one loaded it."""
+
+    def __init__(self, partition: int, epoch: int) -> None:
+        super().__init__(f"partition {partition} was taken over (epoch {epoch} is stale)")
+        self.partition = partition
 
 
 ANSWERS: Answers = {

@@ -29,6 +29,7 @@ from shared.contracts import EvaluationResult, encode
 from shared.db import Database
 from shared.outbox import OutboxMessage
 
+from .errors import Fenced
 from .models import (
     EvaluationRow,
     JoinRow,
@@ -134,14 +135,6 @@ def _sqlite_sizes(n: int, most: int) -> Iterator[int]:
             yield size
             n -= size
         size >>= 1
-
-
-class Fenced(RuntimeError):
-    """Another instance took the partition over since this one loaded it."""
-
-    def __init__(self, partition: int, epoch: int) -> None:
-        super().__init__(f"partition {partition} was taken over (epoch {epoch} is stale)")
-        self.partition = partition
 
 
 class JoinInfo(NamedTuple):
