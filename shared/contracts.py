@@ -1,4 +1,5 @@
-"""Versioned event contracts carried on the bus.
+"""Versioned event contracts carried on the bus, and the one declaration of the event rules
+(identifier, model-version and timestamp forms, the label-horizon default) the fast paths share.
 
 Every value on a topic is one of these models serialised as JSON with orjson. The
 ``schema_version`` field lets consumers refuse (and dead-letter) a future version they do not
