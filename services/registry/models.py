@@ -24,6 +24,7 @@ __all__ = [
     "IngestKey",
     "ModelVersion",
     "ObjectiveBase",
+    "ObjectiveKey",
     "ObjectiveVersion",
     "ReferenceDataset",
 ]
@@ -99,7 +100,19 @@ class ObjectiveBase(SQLModel):
     )
 
 
-class ObjectiveVersion(ObjectiveBase, table=True):
+class ObjectiveKey(SQLModel):
+    """Which objective version a row is: the table's leading columns, declared in a base of
+    their own so that they come first, where the migrations put them."""
+
+    pk: int | None = Field(default=None, primary_key=True)
+    objective_id: str = Field(index=True, max_length=IDENTIFIER_MAX_LENGTH)
+    version: int
+    system_id: str = Field(
+        index=True, foreign_key="registry_system.id", max_length=IDENTIFIER_MAX_LENGTH
+    )
+
+
+class ObjectiveVersion(ObjectiveBase, ObjectiveKey, table=True):
     """One version of an objective; a change never edits a row, it adds the next version."""
 
     __tablename__ = "registry_objective_version"
@@ -110,12 +123,6 @@ class ObjectiveVersion(ObjectiveBase, table=True):
         ),
     )
 
-    pk: int | None = Field(default=None, primary_key=True)
-    objective_id: str = Field(index=True, max_length=IDENTIFIER_MAX_LENGTH)
-    version: int
-    system_id: str = Field(
-        index=True, foreign_key="registry_system.id", max_length=IDENTIFIER_MAX_LENGTH
-    )
     changed_by: str
     changed_at: datetime = Field(default_factory=_now)
     change_reason: str = ""
