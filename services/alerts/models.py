@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
+from shared.contracts import IDENTIFIER_MAX_LENGTH
+
 __all__ = [
     "AlertState",
     "CorrectiveAction",
@@ -35,8 +37,8 @@ class Nonconformity(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     fingerprint: str = Field(index=True, max_length=64)
-    system_id: str = Field(index=True, max_length=128)
-    objective_id: str = Field(max_length=128)
+    system_id: str = Field(index=True, max_length=IDENTIFIER_MAX_LENGTH)
+    objective_id: str = Field(max_length=IDENTIFIER_MAX_LENGTH)
     objective_version: int
     metric: str
     severity: str
@@ -128,8 +130,8 @@ class WindowVerdict(SQLModel, table=True):
     revision: int
     status: str
     # what the evidence charts draw (revision 0004; None on verdicts stored before it)
-    system_id: str | None = Field(default=None, index=True, max_length=128)
-    objective_id: str | None = Field(default=None, max_length=128)
+    system_id: str | None = Field(default=None, index=True, max_length=IDENTIFIER_MAX_LENGTH)
+    objective_id: str | None = Field(default=None, max_length=IDENTIFIER_MAX_LENGTH)
     objective_version: int | None = None
     window_end: datetime | None = None
     value: float | None = None
@@ -141,7 +143,7 @@ class Inhibition(SQLModel, table=True):
 
     __tablename__ = "alerts_inhibition"
 
-    system_id: str = Field(primary_key=True, max_length=128)
+    system_id: str = Field(primary_key=True, max_length=IDENTIFIER_MAX_LENGTH)
     window_start: datetime = Field(primary_key=True)
     evaluation_id: str = Field(max_length=255)
     reason: str
@@ -200,8 +202,8 @@ class SeenObjective(SQLModel, table=True):
 
     __tablename__ = "alerts_seen_objective"
 
-    system_id: str = Field(primary_key=True, max_length=128)
-    objective_id: str = Field(primary_key=True, max_length=128)
+    system_id: str = Field(primary_key=True, max_length=IDENTIFIER_MAX_LENGTH)
+    objective_id: str = Field(primary_key=True, max_length=IDENTIFIER_MAX_LENGTH)
     version: int
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
+from shared.contracts import IDENTIFIER_MAX_LENGTH
+
 __all__ = [
     "EvaluationRow",
     "JoinRow",
@@ -38,8 +40,8 @@ class JoinRow(SQLModel, table=True):
         {"sqlite_with_rowid": False},  # one B-tree keyed by (system_id, event_id), not two
     )
 
-    system_id: str = Field(primary_key=True, max_length=128)
-    event_id: str = Field(primary_key=True, max_length=128)
+    system_id: str = Field(primary_key=True, max_length=IDENTIFIER_MAX_LENGTH)
+    event_id: str = Field(primary_key=True, max_length=IDENTIFIER_MAX_LENGTH)
     ts: float
     """Prediction time (epoch s)."""
     arrival_wm: float | None = None
@@ -64,8 +66,8 @@ class WaitingOutcome(SQLModel, table=True):
         {"sqlite_with_rowid": False},
     )
 
-    system_id: str = Field(primary_key=True, max_length=128)
-    prediction_id: str = Field(primary_key=True, max_length=128)
+    system_id: str = Field(primary_key=True, max_length=IDENTIFIER_MAX_LENGTH)
+    prediction_id: str = Field(primary_key=True, max_length=IDENTIFIER_MAX_LENGTH)
     ts: float
     """Outcome time (epoch s)."""
     actual: str = Field(sa_column=Column(Text, nullable=False))
@@ -91,7 +93,7 @@ class WindowCheckpoint(SQLModel, table=True):
 
     stream: str = Field(primary_key=True, max_length=255)
     partition: int = Field(primary_key=True)
-    system_id: str = Field(primary_key=True, max_length=128)
+    system_id: str = Field(primary_key=True, max_length=IDENTIFIER_MAX_LENGTH)
     size: int = Field(primary_key=True)
     start: int = Field(primary_key=True)
     state: str = Field(sa_column=Column(Text, nullable=False))
@@ -105,7 +107,7 @@ class LabelWindowCheckpoint(SQLModel, table=True):
 
     stream: str = Field(primary_key=True, max_length=255)
     partition: int = Field(primary_key=True)
-    system_id: str = Field(primary_key=True, max_length=128)
+    system_id: str = Field(primary_key=True, max_length=IDENTIFIER_MAX_LENGTH)
     size: int = Field(primary_key=True)
     start: int = Field(primary_key=True)
     state: str = Field(sa_column=Column(Text, nullable=False))
@@ -119,8 +121,8 @@ class EvaluationRow(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True, max_length=255)
-    system_id: str = Field(index=True, max_length=128)
-    objective_id: str = Field(max_length=128)
+    system_id: str = Field(index=True, max_length=IDENTIFIER_MAX_LENGTH)
+    objective_id: str = Field(max_length=IDENTIFIER_MAX_LENGTH)
     objective_version: int
     window_start: datetime
     window_end: datetime
