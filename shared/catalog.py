@@ -107,6 +107,14 @@ _BREACH_ON = ParameterSpec(
     required=False,
     choices=("value", "band"),
 )
+_MIN_LABEL_COVERAGE = ParameterSpec(
+    name="min_label_coverage",
+    description=(
+        "Share of the window's predictions whose outcome must have arrived, a number in [0, 1]; "
+        "below it the window is insufficient data instead of a verdict on a few early labels."
+    ),
+    required=False,
+)
 _PERFORMANCE_OPTIONS = (_SEGMENT, _BREACH_ON)
 _RATE = (0.0, 1.0)
 _NON_NEGATIVE = (0.0, None)
@@ -127,7 +135,7 @@ def _performance(
         direction=direction,
         needs_labels=True,
         tasks=tasks,
-        parameters=(*parameters, *_PERFORMANCE_OPTIONS),
+        parameters=(*parameters, *_PERFORMANCE_OPTIONS, _MIN_LABEL_COVERAGE),
         bounds=bounds,
     )
 
@@ -196,7 +204,8 @@ def _fairness(
         direction=direction,
         needs_labels=needs_labels,
         tasks=_CLASSIFICATION,
-        parameters=(_ATTRIBUTE, _PRIVILEGED, _POSITIVE_LABEL),
+        parameters=(_ATTRIBUTE, _PRIVILEGED, _POSITIVE_LABEL)
+        + ((_MIN_LABEL_COVERAGE,) if needs_labels else ()),
     )
 
 
@@ -413,7 +422,7 @@ CATALOG: dict[str, MetricSpec] = {
             description="Seconds from prediction to outcome at a percentile (1 % accuracy).",
             direction=_LOWER,
             needs_labels=True,
-            parameters=(_PERCENTILE,),
+            parameters=(_PERCENTILE, _MIN_LABEL_COVERAGE),
         ),
     )
 }

@@ -198,6 +198,8 @@ def check_objective(*, data: ObjectiveBase, system: AISystem) -> None:
         )
     if "percentile" in data.parameters:
         _float_parameter("percentile", data.parameters["percentile"], 0.0, 100.0)
+    if "min_label_coverage" in data.parameters:
+        _float_parameter("min_label_coverage", data.parameters["min_label_coverage"], 0.0, 1.0)
     if "method_threshold" in data.parameters:
         _float_parameter("method_threshold", data.parameters["method_threshold"], None, None)
 

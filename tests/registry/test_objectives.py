@@ -130,6 +130,21 @@ async def test_parameters_are_checked_against_the_system(registry: Registry) -> 
         ({"metric": "latency_percentile", "parameters": {"percentile": "101"}}, ["percentile"], ""),
         ({"metric": "roc_auc"}, [], "prediction.scores"),
         ({"metric": "mae"}, [], "does not apply"),
+        (
+            {"metric": "accuracy", "parameters": {"min_label_coverage": "1.5"}},
+            ["min_label_coverage"],
+            "outside [0.0, 1.0]",
+        ),
+        (
+            {"metric": "accuracy", "parameters": {"min_label_coverage": "most"}},
+            ["min_label_coverage"],
+            "not a number",
+        ),
+        (
+            {"metric": "volume", "parameters": {"min_label_coverage": "0.5"}},
+            ["min_label_coverage"],
+            "takes no",
+        ),
     ]
     for objective, loc, fragment in cases:
         detail = await refused(registry, system_id, **objective)
@@ -156,6 +171,11 @@ async def test_valid_parameters_are_accepted(registry: Registry) -> None:
         {"metric": "roc_auc", "comparator": "ge", "threshold": 0.7},
         {"metric": "estimated_accuracy"},
         {"metric": "latency_percentile", "parameters": {"percentile": "99"}},
+        {"metric": "accuracy", "parameters": {"min_label_coverage": "0.5"}},
+        {
+            "metric": "equalized_odds_difference",
+            "parameters": {"attribute": "gender", "min_label_coverage": "0.8"},
+        },
     ):
         response = await registry.client.post(
             f"/v1/systems/{system_id}/objectives", json=make_objective(**objective)

@@ -124,12 +124,6 @@ def test_label_coverage_below_the_objectives_minimum_is_insufficient_data() -> N
     assert judge(target, measured(0.95), label_coverage=0.0).status is PASS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: docs/evaluator.md and judge honour min_label_coverage on label "
-    "metrics, but shared/catalog.py declares no such parameter, so the registry refuses it "
-    "('takes no parameter')",
-)
 def test_label_metrics_may_carry_the_min_label_coverage_judge_honours() -> None:
     label_metrics = [s for s in CATALOG.values() if s.needs_labels]
     assert label_metrics
