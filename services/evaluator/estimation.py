@@ -176,7 +176,7 @@ def feed(
         model = _loss_model(reference)
         if model is not None:  # without one the objective reports why when judged
             bins = _loss_inputs(model, batch, rows)
-            acc.update(model.absolute.predict(bins), model.squared.predict(bins))
+            acc.update(*model.predict(bins))
         return True
     label = base[1]
     scores = batch.scores(label)[rows]

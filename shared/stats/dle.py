@@ -2,8 +2,8 @@
 
 Before labels arrive, a regression's MAE and RMSE are estimated by a second model fitted on the
 reference, which predicts from the features and the prediction how large the error of that row
-will be (its absolute error for MAE, its squared error for RMSE); a window's estimate is the
-mean of those predictions (the square root of it for RMSE). NannyML fits LightGBM; this module
+will be; a window's estimated MAE is the mean of the predicted absolute errors, its estimated
+RMSE the square root of the mean predicted squared error. NannyML fits LightGBM; this module
 fits a gradient-boosted ensemble of oblivious trees of its own, because:
 
 * the registry fits it when a reference is uploaded, in a process that must not import
@@ -14,15 +14,34 @@ fits a gradient-boosted ensemble of oblivious trees of its own, because:
   trees), so the evaluator applies the whole ensemble with one vectorised comparison per level:
   a few microseconds per prediction;
 * fitting time is bounded and deterministic: at most ``MAX_ROWS`` rows and ``MAX_CELLS`` rows x
-  inputs (a seeded uniform sample), ``ROUNDS`` trees of depth ``DEPTH`` per loss, each level one
+  inputs (a seeded uniform sample), ``ROUNDS`` trees of depth ``DEPTH``, each level one
   ``np.bincount`` per input over the rows.
 
 Inputs are binned once (numeric: at most ``MAX_BINS - 1`` quantile bins of the fitting rows;
 categorical: the ``MAX_BINS - 1`` most frequent categories ordered by their mean absolute error,
 the rest together; missing values in a bin of their own), as LightGBM and scikit-learn's
 HistGradientBoosting do. Splits minimise the squared loss (a leaf's value is its mean residual,
-so the ensemble estimates the conditional mean error); learning rate 0.1, at least ``MIN_LEAF``
-rows on each side of a split, 100 rounds: LightGBM's defaults, which NannyML uses.
+so the ensemble estimates the conditional mean error); learning rate 0.1, 100 rounds (LightGBM's
+defaults, which NannyML uses), at least ``MIN_LEAF`` = 50 rows on each side of a split.
+
+Three choices differ from NannyML's, each measured against it on two models, four shift
+patterns and twelve references (``bench/estimation.py``):
+
+* **Tail terms.** Trees are flat beyond the last split, so where a shift takes a numeric input
+  towards or past the edge of the reference, they underestimate an error that keeps growing
+  there (LightGBM's too). Before the trees, a least-squares fit of two linear terms per numeric
+  input (the prediction included), ``max(x - q80, 0)`` and ``max(q20 - x, 0)`` of its 20th and
+  80th percentiles, continues the trend of each input's outer fifth; ``TAIL_BINS`` empty bins
+  beyond each end of the fitting range carry it up to one range width further (then it stays
+  flat). The trees fit what is left, so inside the range they correct it.
+* **The squared error from the absolute one.** The squared error's own trees are noisy (its
+  target is heavy-tailed); the predicted squared error is the predicted absolute error squared
+  times one ratio fitted on the reference (mean squared error over the mean of those squares):
+  exact when the features scale the error's spread, whatever its distribution (e = s(x) Z).
+* ``MIN_LEAF`` 50 instead of 20: smoother leaves for a noisy target.
+
+Models stored before these (a profile's ``LossTrees`` without ``linear`` or ``absolute_scale``)
+load and predict as they did, and serialise, so hash, unchanged.
 """
 
 from __future__ import annotations
@@ -34,7 +53,7 @@ from typing import Literal, Self
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from ._common import FloatArray, InsufficientData, IntArray, State, category_keys
 
@@ -58,8 +77,16 @@ MAX_CELLS = 400_000
 ROUNDS = 100
 MAX_BINS = 255
 DEPTH = 6
-MIN_LEAF = 20
+MIN_LEAF = 50
+MIN_ROWS = 200
+"""Reference rows with a prediction and an outcome a loss model needs."""
 LEARNING_RATE = 0.1
+TAIL_QUANTILE = 0.2
+"""The linear tail terms of a numeric input start at its 20th and 80th percentiles."""
+TAIL_BINS = 16
+"""Bins added beyond each end of a numeric input's fitting range, up to one range width."""
+TAIL_RIDGE = 1e-3
+"""Ridge penalty of the tail terms' least squares (per row, on standardised terms)."""
 
 
 class _Frozen(BaseModel):
@@ -120,6 +147,22 @@ class LossTrees(_Frozen):
     """Per tree, the 2^depth leaf values (learning rate applied)."""
     fit_error: float
     """Mean squared error of the ensemble's losses on the rows it was fitted on."""
+    linear: tuple[tuple[float, ...], ...] = ()
+    """Per input, the value of its linear tail terms in each of its bins (empty: none), added
+    before the trees; absent from models fitted before the tail terms (they load unchanged)."""
+    absolute_scale: float = 0.0
+    """Squared loss: the trees correct ``absolute_scale`` x the squared predicted absolute
+    error (:meth:`LossModel.predict`); 0 in models fitted before (the trees alone)."""
+
+    @model_serializer(mode="wrap")
+    def _omit_new_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Models fitted before the tail terms serialise (and hash in a profile) as then."""
+        data: dict[str, object] = handler(self)
+        if not data.get("linear"):
+            data.pop("linear", None)
+        if not data.get("absolute_scale"):
+            data.pop("absolute_scale", None)
+        return data
 
     @cached_property
     def _arrays(self) -> tuple[IntArray, npt.NDArray[np.int16], FloatArray]:
@@ -149,9 +192,28 @@ class LossTrees(_Frozen):
         result: FloatArray = value.ravel()[leaf].sum(axis=1)
         return result
 
-    def predict(self, bins: npt.NDArray[np.int16]) -> FloatArray:
-        """Predicted loss of each row, clipped at 0 as NannyML."""
-        return np.maximum(self.base + self.leaves(bins), 0.0)
+    @cached_property
+    def _tables(self) -> list[tuple[int, FloatArray]]:
+        return [(i, np.asarray(t, dtype=np.float64)) for i, t in enumerate(self.linear) if t]
+
+    def tails(self, bins: npt.NDArray[np.int16]) -> FloatArray:
+        """Sum over the inputs of each row's tail terms (one lookup per input)."""
+        result = np.zeros(bins.shape[0], dtype=np.float64)
+        for i, table in self._tables:
+            result += table[bins[:, i]]
+        return result
+
+    def predict(
+        self, bins: npt.NDArray[np.int16], absolute: FloatArray | None = None
+    ) -> FloatArray:
+        """Predicted loss of each row, clipped at 0 as NannyML (``absolute``: the predicted
+        absolute errors, which a squared loss with an ``absolute_scale`` starts from)."""
+        start = self.base + self.tails(bins)
+        if self.absolute_scale:
+            if absolute is None:
+                raise ValueError("this squared loss starts from the predicted absolute error")
+            start = start + self.absolute_scale * np.square(absolute)
+        return np.maximum(start + self.leaves(bins), 0.0)
 
 
 class LossModel(_Frozen):
@@ -174,6 +236,11 @@ class LossModel(_Frozen):
         """Rows x inputs bins; ``columns`` maps each input name (``PREDICTION`` for the
         model's prediction) to floats or to category values."""
         return np.stack([spec.bin(columns[spec.name]) for spec in self.inputs], axis=1)
+
+    def predict(self, bins: npt.NDArray[np.int16]) -> tuple[FloatArray, FloatArray]:
+        """Each row's predicted absolute and squared error (both clipped at 0)."""
+        absolute = self.absolute.predict(bins)
+        return absolute, self.squared.predict(bins, absolute)
 
 
 def _quantile_cuts(x: FloatArray, max_bins: int) -> tuple[float, ...]:
@@ -266,22 +333,33 @@ def _fit_trees(
     loss: Literal["absolute", "squared"],
     bins: npt.NDArray[np.int16],
     target: FloatArray,
+    tails: _Tails,
     *,
     rounds: int,
     depth: int,
     min_leaf: int,
     learning_rate: float,
-) -> LossTrees:
+) -> tuple[LossTrees, FloatArray]:
+    """The ensemble and its (clipped) predictions on the fitting rows."""
     grower = _Grower(bins, depth=depth, min_leaf=min_leaf)
-    base = float(target.mean())
-    predicted = np.full(target.size, base)
+    base, linear = tails.fit(target)
+    predicted = base + _trees(loss, base, depth, [], 0.0, linear).tails(bins)
     trees = []
     for _ in range(rounds):
         tree = grower.tree(target - predicted, learning_rate)
         trees.append(tree)
         predicted += _trees(loss, base, depth, [tree], 0.0).leaves(bins)
+    predicted = np.maximum(predicted, 0.0)
     fitted = float(np.mean(np.square(target - predicted)))
-    return _trees(loss, base, depth, trees, fitted)
+    return _trees(loss, base, depth, trees, fitted, linear), predicted
+
+
+def _squared_from_absolute(absolute: FloatArray, target: FloatArray, depth: int) -> LossTrees:
+    """The squared-error model: each row's predicted absolute error squared, times the ratio
+    of the mean squared error to the mean of those squares on the fitting rows (no trees)."""
+    scale = float(target.mean()) / max(float(np.mean(np.square(absolute))), 1e-300)
+    fitted = float(np.mean(np.square(target - scale * np.square(absolute))))
+    return _trees("squared", 0.0, depth, [], fitted, (), scale)
 
 
 def _trees(
@@ -290,6 +368,8 @@ def _trees(
     depth: int,
     trees: list[tuple[list[int], list[int], list[float]]],
     fit_error: float,
+    linear: tuple[tuple[float, ...], ...] = (),
+    absolute_scale: float = 0.0,
 ) -> LossTrees:
     return LossTrees(
         loss=loss,
@@ -299,7 +379,77 @@ def _trees(
         threshold=tuple(tuple(t[1]) for t in trees),
         value=tuple(tuple(t[2]) for t in trees),
         fit_error=fit_error,
+        linear=linear,
+        absolute_scale=absolute_scale,
     )
+
+
+def _numeric_bins(name: str, x: FloatArray, max_bins: int) -> tuple[FeatureBins, FloatArray | None]:
+    """Quantile bins of the fitting rows, ``TAIL_BINS`` empty bins beyond each end (up to one
+    range width), and each bin's representative value: the mean of its rows, else its middle
+    (the outermost bins: their inner cut, so the tail terms stop there)."""
+    cuts = _quantile_cuts(x, max_bins)
+    if not cuts:
+        return FeatureBins(name=name, kind="numeric", cut_points=cuts), None
+    finite = np.isfinite(x)
+    low, high = float(x[finite].min()), float(x[finite].max())
+    step = (high - low) / TAIL_BINS
+    edges = np.asarray(
+        [low - step * k for k in range(TAIL_BINS, 0, -1)]
+        + list(cuts)
+        + [high + step * k for k in range(1, TAIL_BINS + 1)]
+    )
+    spec = FeatureBins(name=name, kind="numeric", cut_points=tuple(float(c) for c in edges))
+    n_bins = edges.size + 1
+    middle = np.concatenate([edges[:1], (edges[:-1] + edges[1:]) / 2.0, edges[-1:]])
+    bins = spec.bin(x)[finite]
+    sums = np.bincount(bins, weights=x[finite], minlength=n_bins)[:n_bins]
+    counts = np.bincount(bins, minlength=n_bins)[:n_bins]
+    rep = np.divide(sums, counts, out=middle.copy(), where=counts > 0)
+    return spec, rep
+
+
+class _Tails:
+    """Linear tail terms of the numeric inputs, fitted first (least squares, a small ridge)
+    so that beyond the rows the trees saw the estimate follows the trend of each input's outer
+    fifth instead of staying flat: per input, ``max(x - q80, 0)`` and ``max(q20 - x, 0)`` of
+    its bin's representative value (missing values: 0)."""
+
+    def __init__(
+        self, inputs: int, reps: Mapping[int, FloatArray], bins: npt.NDArray[np.int16]
+    ) -> None:
+        self.inputs = inputs
+        self.terms: list[tuple[int, FloatArray, FloatArray]] = []
+        columns = []
+        for i, rep in reps.items():
+            at = rep[np.minimum(bins[:, i], rep.size - 1)]
+            present = bins[:, i] < rep.size
+            if np.count_nonzero(present) == 0:
+                continue
+            lo, hi = np.quantile(at[present], [TAIL_QUANTILE, 1.0 - TAIL_QUANTILE])
+            table_hi = np.append(np.maximum(rep - hi, 0.0), 0.0)
+            table_lo = np.append(np.maximum(lo - rep, 0.0), 0.0)
+            self.terms.append((i, table_hi, table_lo))
+            columns += [table_hi[bins[:, i]], table_lo[bins[:, i]]]
+        self.design = np.stack(columns, axis=1) if columns else np.zeros((bins.shape[0], 0))
+
+    def fit(self, target: FloatArray) -> tuple[float, tuple[tuple[float, ...], ...]]:
+        """The intercept and, per input, its tail terms' value in each bin."""
+        h = self.design
+        mean = float(target.mean())
+        if h.shape[1] == 0:
+            return mean, ()
+        mu, sd = h.mean(axis=0), h.std(axis=0)
+        keep = sd > 0
+        z = (h[:, keep] - mu[keep]) / sd[keep]
+        gram = z.T @ z / h.shape[0] + TAIL_RIDGE * np.eye(z.shape[1])
+        coef = np.zeros(h.shape[1])
+        coef[keep] = np.linalg.solve(gram, z.T @ (target - mean) / h.shape[0]) / sd[keep]
+        linear: list[tuple[float, ...]] = [() for _ in range(self.inputs)]
+        for k, (i, table_hi, table_lo) in enumerate(self.terms):
+            table = coef[2 * k] * table_hi + coef[2 * k + 1] * table_lo
+            linear[i] = tuple(float(v) for v in table)
+        return mean - float(mu @ coef), tuple(linear)
 
 
 def fit_loss_model(
@@ -327,39 +477,46 @@ def fit_loss_model(
     y = np.asarray(actual, dtype=np.float64)
     known = np.isfinite(y) & np.isfinite(y_hat)
     n = int(np.count_nonzero(known))
-    if n < 10 * min_leaf:
+    if n < MIN_ROWS:
         raise InsufficientData(
-            f"the loss model needs at least {10 * min_leaf} reference rows with a prediction "
+            f"the loss model needs at least {MIN_ROWS} reference rows with a prediction "
             f"and an outcome ({n})"
         )
     rows = np.flatnonzero(known)
     error = np.abs(y[rows] - y_hat[rows])
     squared = np.square(error)
-    limit = min(max_rows, max(max_cells // (len(columns) + 1), 10 * min_leaf))
+    limit = min(max_rows, max(max_cells // (len(columns) + 1), MIN_ROWS))
     if rows.size > limit:
         rows = np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
     abs_target = np.abs(y[rows] - y_hat[rows])
     inputs: list[FeatureBins] = []
+    reps: dict[int, FloatArray] = {}
     model_columns: dict[str, npt.NDArray[np.generic]] = {}
-    for name, values in columns.items():
+    for name, values in (*columns.items(), (PREDICTION, y_hat)):
         column = np.asarray(values)[rows]
         model_columns[name] = column
-        if numeric[name]:
-            cuts = _quantile_cuts(column.astype(np.float64), max_bins - 2)
-            inputs.append(FeatureBins(name=name, kind="numeric", cut_points=cuts))
+        if name == PREDICTION or numeric[name]:
+            spec, rep = _numeric_bins(name, column.astype(np.float64), max_bins - 2)
+            if rep is not None:
+                reps[len(inputs)] = rep
+            inputs.append(spec)
         else:
             inputs.append(_categorical_bins(name, column, abs_target, max_bins))
-    model_columns[PREDICTION] = y_hat[rows]
-    cuts = _quantile_cuts(y_hat[rows], max_bins - 2)
-    inputs.append(FeatureBins(name=PREDICTION, kind="numeric", cut_points=cuts))
     bins = np.stack([spec.bin(model_columns[spec.name]) for spec in inputs], axis=1)
-    options = {"rounds": rounds, "depth": depth, "min_leaf": min_leaf}
+    absolute, fitted = _fit_trees(
+        "absolute",
+        bins,
+        abs_target,
+        _Tails(len(inputs), reps, bins),
+        rounds=rounds,
+        depth=depth,
+        min_leaf=min_leaf,
+        learning_rate=learning_rate,
+    )
     return LossModel(
         inputs=tuple(inputs),
-        absolute=_fit_trees("absolute", bins, abs_target, learning_rate=learning_rate, **options),
-        squared=_fit_trees(
-            "squared", bins, np.square(abs_target), learning_rate=learning_rate, **options
-        ),
+        absolute=absolute,
+        squared=_squared_from_absolute(fitted, np.square(abs_target), depth),
         n=n,
         n_fit=int(rows.size),
         mae=float(error.mean()),

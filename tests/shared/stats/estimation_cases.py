@@ -24,6 +24,9 @@ REFERENCE_ROWS = 10_000
 CLASSIFIER_SHIFTS = ("one_feature", "several_features", "class_balance")
 CLASSIFIERS = ("boosted_trees", "overconfident_logistic")
 REGRESSION_SHIFTS = ("one_feature", "categories", "mixed")
+REGRESSION_EXTRA_SHIFTS = ("threshold",)
+"""A fourth pattern, in the benchmark only: x2 moves within its range, above its threshold."""
+REGRESSION_MODELS = ("fitted", "misspecified")
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -97,9 +100,13 @@ def classification_case(model: str, shift: str) -> ClassificationCase:
     return ClassificationCase(frames[0], pd.concat(frames[1:], ignore_index=True))
 
 
-def regression_frame(n: int, seed: int, shift: str | None = None) -> pd.DataFrame:
+def regression_frame(
+    n: int, seed: int, shift: str | None = None, model: str = "fitted"
+) -> pd.DataFrame:
     """y = f(x) + noise whose spread depends on x1, the category and x2: the error of a model
-    that learned f well is what a loss model must predict."""
+    that learned f well (``fitted``) is what a loss model must predict; a ``misspecified``
+    model (x1's slope too small, sin(x2) taken as linear, categories b and c merged) adds a
+    mean error that depends on the features too."""
     rng = np.random.default_rng(seed)
     x1 = rng.normal(0.0, 1.0, n)
     x2 = rng.uniform(-2.0, 2.0, n)
@@ -111,14 +118,14 @@ def regression_frame(n: int, seed: int, shift: str | None = None) -> pd.DataFram
     elif shift == "mixed":
         x1 = rng.normal(0.5, 1.5, n)
         c = rng.choice(["a", "b", "c"], n, p=[0.3, 0.3, 0.4])
+    elif shift == "threshold":
+        x2 = rng.uniform(0.0, 2.0, n)
     spread = 0.3 + 0.5 * np.abs(x1) + np.where(c == "c", 1.0, 0.0) + 0.3 * (x2 > 1)
     signal = 2.0 * x1 + np.sin(x2) + (c == "b") * 1.0
-    return pd.DataFrame(
-        {
-            "x1": x1,
-            "x2": x2,
-            "c": c,
-            "prediction": signal + 0.1 * rng.normal(size=n),
-            "actual": signal + rng.normal(size=n) * spread,
-        }
-    )
+    noise = 0.1 * rng.normal(size=n)
+    actual = signal + rng.normal(size=n) * spread
+    if model == "fitted":
+        prediction = signal + noise
+    else:
+        prediction = 1.6 * x1 + 0.5 * x2 + 0.5 * (c != "a") + noise
+    return pd.DataFrame({"x1": x1, "x2": x2, "c": c, "prediction": prediction, "actual": actual})
