@@ -90,8 +90,9 @@ clean:
 bench-evaluator: install system-deps
 	$(BIN)/python bench/evaluator.py --postgres
 
-## Performance estimation beside NannyML 0.13.1 (CBPE: 2 models x 3 shifts; DLE: 3 references
-## x 3 shifts): MAE of the estimates against the realised values. Ends with one JSON line.
+## Performance estimation beside NannyML 0.13.1 (CBPE: 2 models x 3 shifts; DLE: 2 models x 12
+## references x 4 shifts): MAE of the estimates against the realised values. Ends with one JSON
+## line. `python bench/estimation.py dle` runs the DLE part only.
 bench-estimation: install
 	$(BIN)/python bench/estimation.py
 
