@@ -498,10 +498,21 @@ def throughput(
     return {key: round(rate), "throughput_events": total}
 
 
-def in_process(n: int, workdir: Path, *, framed: bool = True) -> dict[str, Any]:
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU time of a PostgreSQL server so far: the postmaster and its backends."""
+    children = subprocess.run(
+        ["pgrep", "-P", str(postmaster)], capture_output=True, text=True
+    ).stdout.split()
+    return sum(cpu_seconds(int(pid)) for pid in [postmaster, *children])
+
+
+def in_process(
+    n: int, workdir: Path, *, framed: bool = True, postgres: bool = False
+) -> dict[str, Any]:
     """The same records through decoding and ``StreamProcessor`` in this process, without
     Kafka (polls of about 5,000 events, two thirds predictions, a checkpoint every 20 polls,
-    SQLite state): what the evaluator's own code costs, the ceiling of one process."""
+    SQLite state, or with ``postgres`` a throwaway PostgreSQL, whose CPU time is reported):
+    what the evaluator's own code costs, the ceiling of one process."""
     from services.evaluator.app import MIGRATIONS
     from services.evaluator.consumer import ProcessorConfig, StreamProcessor
     from services.evaluator.decoding import decode_records
@@ -515,7 +526,14 @@ def in_process(n: int, workdir: Path, *, framed: bool = True) -> dict[str, Any]:
     snapshot = make_system(throughput_objectives(), reference)
     preds, outs = events(n, labelled=0.5)
     topics = Topics(prefix="bench.")
-    db = Database(f"sqlite:///{workdir / f'in-process-{framed}.db'}")
+    pg_dir = workdir / f"in-process-postgres-{framed}"
+    postmaster = 0
+    if postgres:
+        pg = run_json(sys.executable, "deploy/local/postgres.py", "up", "--state-dir", str(pg_dir))
+        db = Database(str(pg["url"]))
+        postmaster = int(pg["pid"])
+    else:
+        db = Database(f"sqlite:///{workdir / f'in-process-{framed}.db'}")
     upgrade(db.engine, OUTBOX)
     upgrade(db.engine, MIGRATIONS)
     cache = ReferenceCache(StaticReferenceSource([reference]), db)
@@ -541,6 +559,7 @@ def in_process(n: int, workdir: Path, *, framed: bool = True) -> dict[str, Any]:
         for offset, (value, start, _) in enumerate(records):
             poll = polls[min(start // per_poll, n_polls - 1)]
             poll.append(Record(topic, 0, offset, b"bench", value, 0))
+    server = server_cpu_seconds(postmaster) if postgres else 0.0
     started, cpu = time.perf_counter(), time.process_time()
     for k, poll in enumerate(polls):
         batches, _ = decode_records(poll, topics, processor.start_offset)
@@ -553,12 +572,28 @@ def in_process(n: int, workdir: Path, *, framed: bool = True) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     processor.store.close()
     db.dispose()
+    figures: dict[str, Any] = {}
+    note = ""
+    if postgres:
+        server = server_cpu_seconds(postmaster) - server
+        down = ["down", "--purge", "--state-dir", str(pg_dir)]
+        subprocess.run(
+            [sys.executable, "deploy/local/postgres.py", *down],
+            cwd=REPO,
+            capture_output=True,
+            timeout=300,
+        )
+        note = f"; PostgreSQL server CPU {server:.1f} s"
+        figures["postgres_server_cpu_s_in_process"] = round(server, 2)
     total = len(preds) + len(outs)
     shape = "framed records" if framed else "one record per event"
-    print(f"\n== in process, no Kafka: {total:,} events, {shape} ==")
-    print(f"events/s {total / wall:,.0f}  (CPU {cpu:.1f} s for {wall:.1f} s)")
+    state = "PostgreSQL" if postgres else "SQLite"
+    print(f"\n== in process, no Kafka: {total:,} events, {shape}, {state} state ==")
+    print(f"events/s {total / wall:,.0f}  (CPU {cpu:.1f} s for {wall:.1f} s{note})")
     key = "events_per_s_in_process" + ("" if framed else "_single_records")
-    return {key: round(total / wall)}
+    key += "_postgres" if postgres else ""
+    figures[key] = round(total / wall)
+    return figures
 
 
 # --- 3. memory with 1 and 10 million events in one window ----------------------------------
@@ -655,6 +690,8 @@ def main() -> None:
             if "in-process" in cases:
                 figures.update(in_process(args.events, workdir))
                 figures.update(in_process(args.events, workdir, framed=False))
+                if args.postgres:
+                    figures.update(in_process(args.events, workdir, postgres=True))
             for case, postgres, framed in (
                 ("sqlite", False, True),
                 ("single", False, False),

@@ -181,3 +181,30 @@ def test_postgresql_storage_of_the_hot_tables(database_url: str) -> None:
         assert [row[0] for row in compression] == ["l", "l"]
     finally:
         db.dispose()
+
+
+def test_postgresql_knows_how_many_outcomes_wait_after_a_large_filing(database_url: str) -> None:
+    """The waiting table usually starts empty; after a large filing its statistics are
+    renewed in the open transaction, so lookups by id use its index instead of matching every
+    id against every waiting row (a quadratic plan chosen for a table believed empty)."""
+    db = Database(fresh_database(database_url))
+    store = EvaluatorStore(db, stream="p")
+    try:
+        upgrade(db.engine, OUTBOX)
+        upgrade(db.engine, MIGRATIONS)
+        rows = [("sys", f"p{i}", 1.5, "1", 2.5, 0, i) for i in range(5_000)]
+        assert store.insert_waiting(rows) == 5_000
+        cursor = store._cursor()
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'evaluator_waiting'")
+        assert cursor.fetchone()[0] == 5_000
+        cursor.execute(
+            "EXPLAIN SELECT prediction_id FROM evaluator_waiting WHERE system_id = 'sys' "
+            "AND prediction_id IN (SELECT unnest(%s::text[]))",
+            ([f"p{i}" for i in range(0, 5_000, 7)],),
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert "Seq Scan on evaluator_waiting" not in plan or "Hash" in plan, plan
+        assert len(store.waiting("sys", [f"p{i}" for i in range(0, 5_000, 7)])) == 715
+    finally:
+        store.close()
+        db.dispose()
