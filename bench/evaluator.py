@@ -570,12 +570,13 @@ def in_process(
             processor.checkpoint(systems)
     processor.checkpoint(systems)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if postgres:  # before the backend exits with its CPU time
+        server = server_cpu_seconds(postmaster) - server
     processor.store.close()
     db.dispose()
     figures: dict[str, Any] = {}
     note = ""
     if postgres:
-        server = server_cpu_seconds(postmaster) - server
         down = ["down", "--purge", "--state-dir", str(pg_dir)]
         subprocess.run(
             [sys.executable, "deploy/local/postgres.py", *down],
